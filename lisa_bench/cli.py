@@ -1,0 +1,101 @@
+"""The ``lisa-bench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import BadInput
+
+# flags that set a method option, and the methods they apply to
+OPTION_FLAGS = {
+    "lisa_layers": ("gamma", ("lisa", "lisa-callback")),
+    "lisa_interval": ("interval", ("lisa", "lisa-callback")),
+    "lora_rank": ("rank", ("lora",)),
+}
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune one method on one model and dataset",
+                       description="Fine-tune with one method. Flags override the experiment file, which "
+                                   "overrides the defaults. Writes metrics.json, train_log.jsonl, "
+                                   "weight_norms.jsonl and model/ into --output-dir.")
+    p.add_argument("--method", help="base, full, lora, lisa, lisa-callback, galore (default: lisa)")
+    p.add_argument("--model", help="tiny-random-llama, smollm2-135m, a local dir or a hub id (default: smollm2-135m)")
+    p.add_argument("--dataset", help="synthetic-instruct, alpaca-gpt4, gsm8k, or a local .json/.jsonl "
+                                     "(default: synthetic-instruct)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--experiment", help="YAML experiment file (see experiments/)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lisa-layers", type=int, help="LISA gamma: middle layers sampled per interval")
+    p.add_argument("--lisa-interval", type=int, help="LISA K: steps between layer switches")
+    p.add_argument("--lora-rank", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--dtype", help="fp32 (default), bf16, fp16")
+    p.add_argument("--device", help="auto (default), cpu, cuda")
+    p.add_argument("--train-size", type=int, help="use the first N training conversations")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from .config import build_config
+    from .methods import get_method
+
+    overrides = {k: getattr(args, k) for k in ("method", "model", "dataset", "max_steps", "seed", "batch_size",
+                                                "max_length", "lr", "dtype", "device", "train_size",
+                                                "gradient_checkpointing")}
+    method = args.method
+    if method is None and args.experiment:
+        from .config import read_experiment
+
+        method = read_experiment(args.experiment).get("method")
+    method = method or "lisa"
+    get_method(method)  # unknown method: error before anything else
+    option_overrides = {}
+    for flag, (option, methods) in OPTION_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if method not in methods:
+            raise BadInput(f"--{flag.replace('_', '-')} applies to method {', '.join(methods)}, not {method!r}")
+        option_overrides[option] = value
+    cfg = build_config(args.experiment, overrides, option_overrides)
+    from .train import train
+
+    metrics = train(cfg, args.output_dir, progress=not args.no_progress)
+    keys = ("method", "model", "steps", "train_loss_first", "train_loss_last", "tokens_per_second",
+            "optimizer_state_bytes_peak", "peak_memory_bytes", "memory_kind")
+    print(" ".join(f"{k}={metrics[k]}" for k in keys))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lisa-bench", description="LISA reproduction and fine-tuning benchmark suite")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    from .reproduce import add_parser as add_reproduce
+
+    add_reproduce(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BadInput as exc:
+        print(f"lisa-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lisa-bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

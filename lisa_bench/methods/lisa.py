@@ -1,0 +1,169 @@
+"""LISA: Layerwise Importance Sampled AdamW (Pan et al., NeurIPS 2024, Algorithm 1).
+
+Embedding, LM head and every other parameter outside the decoder blocks always train. Every
+``interval`` steps, ``gamma`` distinct decoder blocks are sampled (seeded, independent of data
+order) and trained with AdamW; the rest are frozen.
+
+Memory is what the paper intends: the optimizer holds state only for parameters that train
+now. On a switch the AdamW moments and ``.grad`` of deactivated blocks are freed and newly
+activated blocks start from fresh state (the paper's runs trained each interval separately).
+Peak optimizer state = 2 moments x bytes per element x (always-on + gamma block parameters),
+plus one scalar ``step`` tensor per parameter tensor.
+
+Known defects of the common implementations avoided here:
+- freezing before the optimizer is built, so that later-sampled blocks never update
+  (LMFlow issue 726, ms-swift PR 10140): the optimizer's block group is rebuilt on each switch;
+- keeping every visited block's Adam state (LMFlow issue 768): state is dropped on a switch
+  (the ``lisa-callback`` method reproduces that defect on purpose, as a reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import BadInput
+from ..layers import LayerLayout, find_blocks
+from .base import Method, register
+
+SAMPLING = ("uniform", "weighted")
+
+
+@dataclass
+class LisaOptions:
+    gamma: int = 2  # sampled middle layers per interval ("E+H+2L" = 2; 0 = "E+H")
+    interval: int = 20  # K: steps between switches
+    sampling: str = "uniform"  # or "weighted"
+    # weighted sampling: per-block probabilities (normalised); None = proportional to each block's
+    # weight norm at the start of training (the paper's importance-sampling idea)
+    weights: list[float] | None = None
+    layers_attribute: str | None = None  # dotted path of the decoder-block ModuleList, if not found
+    reset_always_on_state: bool = False  # also restart embedding/head moments at each switch
+
+
+class LayerSampler:
+    """Draws ``gamma`` distinct blocks per interval from its own seeded generator."""
+
+    def __init__(self, num_blocks: int, gamma: int, seed: int, probs: torch.Tensor | None = None):
+        self.num_blocks = num_blocks
+        self.gamma = gamma
+        self.probs = probs
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self) -> list[int]:
+        if self.gamma == 0:
+            return []
+        if self.probs is None:
+            picked = torch.randperm(self.num_blocks, generator=self.generator)[: self.gamma]
+        else:
+            picked = torch.multinomial(self.probs, self.gamma, replacement=False, generator=self.generator)
+        return sorted(int(i) for i in picked)
+
+
+def validate_lisa_options(options: LisaOptions) -> None:
+    if options.gamma < 0:
+        raise BadInput(f"lisa gamma (--lisa-layers) must be >= 0, got {options.gamma}")
+    if options.interval < 1:
+        raise BadInput(f"lisa interval (--lisa-interval) must be >= 1, got {options.interval}")
+    if options.sampling not in SAMPLING:
+        raise BadInput(f"unknown lisa sampling {options.sampling!r}; valid choices: {', '.join(SAMPLING)}")
+
+
+def block_norms(model: nn.Module, layout: LayerLayout) -> torch.Tensor:
+    norms = torch.zeros(layout.num_blocks)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in layout.block_of:
+                norms[layout.block_of[name]] += p.detach().float().pow(2).sum().cpu()
+    return norms.sqrt()
+
+
+@register("lisa")
+class Lisa(Method):
+    Options = LisaOptions
+    ddp_wrappable = False
+
+    def __init__(self, options: LisaOptions, seed: int = 0):
+        super().__init__(options, seed)
+        self.layout: LayerLayout | None = None
+        self.sampler: LayerSampler | None = None
+        self.active: list[int] = []
+
+    @classmethod
+    def validate_options(cls, options):
+        validate_lisa_options(options)
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def _sampling_probs(self, model: nn.Module) -> torch.Tensor | None:
+        o = self.options
+        n = self.layout.num_blocks
+        if o.sampling == "uniform":
+            return None
+        if o.weights is not None:
+            w = torch.tensor(o.weights, dtype=torch.float64)
+            if w.numel() != n or (w < 0).any() or (w > 0).sum() < o.gamma:
+                raise BadInput(f"lisa weights must be {n} non-negative numbers (one per decoder block) with at "
+                               f"least gamma={o.gamma} of them positive, got {o.weights}")
+        else:
+            w = block_norms(model, self.layout).double()
+        return (w / w.sum()).float()
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        self.layout = find_blocks(model, self.options.layers_attribute)
+        n = self.layout.num_blocks
+        if self.options.gamma > n:
+            raise BadInput(f"lisa gamma (--lisa-layers) {self.options.gamma} is larger than the {n} decoder "
+                           f"blocks of this model; valid choices: 0..{n}")
+        self.sampler = LayerSampler(n, self.options.gamma, self.seed, self._sampling_probs(model))
+        model.requires_grad_(False)
+        for p in self.layout.outside_params(model):
+            p.requires_grad_(True)
+        return model
+
+    def schedule(self, num_steps: int) -> list[list[int]]:
+        """The active blocks of every step, from a fresh sampler with the same seed (no side effects)."""
+        sampler = LayerSampler(self.sampler.num_blocks, self.sampler.gamma, self.seed, self.sampler.probs)
+        out, current = [], []
+        for step in range(num_steps):
+            if step % self.options.interval == 0:
+                current = sampler.sample()
+            out.append(current)
+        return out
+
+    def _block_params(self, model: nn.Module, blocks: list[int]) -> list[nn.Parameter]:
+        wanted = set(blocks)
+        return [p for n, p in model.named_parameters() if self.layout.block_of.get(n) in wanted]
+
+    def _adam_kwargs(self, optim):
+        return dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
+
+    def build_optimizer(self, model, optim):
+        # group 0: always-on parameters; group 1: the active blocks (filled at each switch)
+        return torch.optim.AdamW(
+            [{"params": self.layout.outside_params(model)}, {"params": []}], **self._adam_kwargs(optim))
+
+    def active_layers(self) -> list[int]:
+        return list(self.active)
+
+    # ---- the switch -------------------------------------------------------------------------
+    def on_step_start(self, step, model, optimizer):
+        if step % self.options.interval != 0:
+            return
+        self.switch(model, optimizer, self.sampler.sample())
+
+    def switch(self, model: nn.Module, optimizer: torch.optim.Optimizer, new_active: list[int]) -> None:
+        block_group = optimizer.param_groups[1]
+        for p in block_group["params"]:
+            optimizer.state.pop(p, None)
+            p.grad = None
+            p.requires_grad_(False)
+        new_params = self._block_params(model, new_active)
+        for p in new_params:
+            p.requires_grad_(True)
+        block_group["params"] = new_params
+        if self.options.reset_always_on_state:
+            for p in optimizer.param_groups[0]["params"]:
+                optimizer.state.pop(p, None)
+        self.active = list(new_active)
