@@ -1,0 +1,94 @@
+"""Bad input: one line naming the value and the choices, exit code 2, no traceback, nothing written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lisa_bench.cli import main
+
+BASE = ["train", "--model", "tiny-random-llama", "--max-steps", "2", "--device", "cpu", "--no-progress"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("args, needle, choices", [
+    (["--method", "adamw"], "unknown method 'adamw'", "lisa"),
+    (["--method", "lisa", "--model", "no-such-model"], "unknown model 'no-such-model'", "smollm2-135m"),
+    (["--method", "lisa", "--dataset", "imagenet"], "unknown dataset 'imagenet'", "synthetic-instruct"),
+    (["--method", "lisa", "--lisa-layers", "9"], "larger than the 8 decoder blocks", "0..8"),
+    (["--method", "lisa", "--lisa-layers", "-1"], "gamma (--lisa-layers) must be >= 0", "-1"),
+    (["--method", "lisa", "--lisa-interval", "0"], "interval (--lisa-interval) must be >= 1", "0"),
+    (["--method", "full", "--lisa-layers", "2"], "--lisa-layers applies to method lisa", "'full'"),
+    (["--method", "lisa", "--dtype", "int3"], "unknown dtype 'int3'", "bf16"),
+])
+def test_bad_values(args, needle, choices, capsys, tmp_path):
+    out = tmp_path / "out"
+    code, err = run_cli(BASE + args + ["--output-dir", str(out)], capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and needle in err and choices in err, err
+    assert not out.exists()
+    assert not any(tmp_path.iterdir()), "nothing may be left in the parent directory"
+
+
+def test_empty_and_malformed_datasets(capsys, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"instruction": "hi", "output": "yo"}) + "\n" + json.dumps({"instruction": "x"}) + "\n")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "a", "output": "b"}\n{not json\n')
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([{"messages": [{"role": "user", "content": "hi"}]}]))
+    cases = [(empty, "is empty"), (missing, "missing.jsonl:2: record is missing field 'output'"),
+             (broken, "broken.jsonl:2: malformed JSON line"), (chat, "ending with an assistant turn"),
+             (tmp_path / "nope.jsonl", "does not exist")]
+    for path, needle in cases:
+        out = tmp_path / "out"
+        code, err = run_cli(BASE + ["--method", "lisa", "--dataset", str(path), "--output-dir", str(out)], capsys)
+        assert code == 2 and needle in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+
+
+def test_bad_layers_attribute_and_experiment_keys(capsys, tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("method: lisa\nmethod_options:\n  layers_attribute: model.blocks\n")
+    code, err = run_cli(BASE + ["--experiment", str(exp), "--output-dir", str(tmp_path / "o")], capsys)
+    assert code == 2 and "layers_attribute 'model.blocks'" in err
+    exp.write_text("method: lisa\nlearning_rate: 1\n")
+    code, err = run_cli(BASE + ["--experiment", str(exp), "--output-dir", str(tmp_path / "o")], capsys)
+    assert code == 2 and "unknown key 'learning_rate'" in err and "lr" in err
+    exp.write_text("method: lisa\nmethod_options:\n  gama: 2\n")
+    code, err = run_cli(BASE + ["--experiment", str(exp), "--output-dir", str(tmp_path / "o")], capsys)
+    assert code == 2 and "unknown option 'gama'" in err and "gamma" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lisa_bench.cli", "train", "--method", "nope", "--output-dir",
+                           str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("lisa-bench: error: unknown method 'nope'")
+
+
+def test_help_on_every_subcommand():
+    for sub in (["--help"], ["train", "--help"], ["reproduce", "--help"]):
+        proc = subprocess.run([sys.executable, "-m", "lisa_bench.cli", *sub], capture_output=True, text=True)
+        assert proc.returncode == 0 and "usage: lisa-bench" in proc.stdout
+
+
+def test_flags_override_experiment_file(tmp_path, capsys):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("method: lisa\nlr: 0.001\nmax_steps: 50\nmethod_options:\n  gamma: 1\n  interval: 7\n")
+    out = tmp_path / "run"
+    code = main(BASE + ["--experiment", str(exp), "--lisa-layers", "3", "--output-dir", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["method_options"]["gamma"] == 3
+    assert metrics["method_options"]["interval"] == 7 and metrics["provenance"]["config"]["lr"] == 0.001
