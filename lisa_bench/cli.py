@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import BadInput
@@ -70,7 +71,8 @@ def _cmd_train(args) -> int:
     metrics = train(cfg, args.output_dir, progress=not args.no_progress)
     keys = ("method", "model", "steps", "train_loss_first", "train_loss_last", "tokens_per_second",
             "optimizer_state_bytes_peak", "peak_memory_bytes", "memory_kind")
-    print(" ".join(f"{k}={metrics[k]}" for k in keys))
+    if os.environ.get("RANK", "0") == "0":  # one summary line under torchrun / accelerate launch
+        print(" ".join(f"{k}={metrics[k]}" for k in keys))
     return 0
 
 

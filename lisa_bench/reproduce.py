@@ -37,9 +37,12 @@ def summary_table(runs: dict[str, dict]):
 
 
 def _cmd_reproduce(args) -> int:
+    import json
+    import subprocess
+    import sys
+
     from . import atomic
     from .config import build_config
-    from .train import train
 
     exp_dir = Path(args.experiments_dir)
     files = sorted(exp_dir.glob("*.yaml"))
@@ -54,10 +57,15 @@ def _cmd_reproduce(args) -> int:
         raise BadInput(f"no experiment files (*.yaml) in {str(exp_dir)!r}")
     out = Path(args.output_dir)
     runs = {}
-    for f in files:
-        cfg = build_config(f, {"model": args.model, "max_steps": args.max_steps}, {})
-        print(f"[lisa-bench] {f.stem}: {cfg.method} for {cfg.max_steps} steps on {cfg.model}")
-        runs[f.stem] = train(cfg, out / f.stem)
+    configs = {f: build_config(f, {"model": args.model, "max_steps": args.max_steps}, {}) for f in files}
+    for f, cfg in configs.items():
+        print(f"[lisa-bench] {f.stem}: {cfg.method} for {cfg.max_steps} steps on {cfg.model}", flush=True)
+        # one process per run, so that each peak RSS / allocator peak belongs to that run alone
+        cmd = [sys.executable, "-m", "lisa_bench.cli", "train", "--experiment", str(f), "--model", args.model,
+               "--max-steps", str(args.max_steps), "--output-dir", str(out / f.stem)]
+        if subprocess.run(cmd).returncode != 0:
+            raise SystemExit(f"lisa-bench: error: experiment {f.stem} failed (command: {' '.join(cmd)})")
+        runs[f.stem] = json.loads((out / f.stem / "metrics.json").read_text())
     table = summary_table(runs)
     atomic.write_text(out / "summary.csv", table.to_csv())
     import pandas as pd

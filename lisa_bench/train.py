@@ -83,6 +83,15 @@ def _sync_gradients(params, accelerator) -> None:
             p.grad.div_(world)
 
 
+def _replicas_in_sync(model, accelerator) -> bool:
+    """After data-parallel training every process must hold the same weights."""
+    with torch.no_grad():
+        local = torch.stack([sum(p.detach().double().sum() for p in model.parameters()),
+                             sum(p.detach().double().abs().sum() for p in model.parameters())]).to(accelerator.device)
+    gathered = accelerator.gather(local[None]).reshape(-1, 2)
+    return bool(torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=1e-9, atol=0))
+
+
 def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> dict:
     from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedType
@@ -129,6 +138,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
     loader = torch.utils.data.DataLoader(examples, batch_size=cfg.batch_size, shuffle=True,
                                          generator=generator, collate_fn=PadCollator(tokenizer.pad_token_id))
     manual_sync = accelerator.num_processes > 1 and not method_cls.ddp_wrappable
+    raw_model = model  # norms, counts and the method's switches work on the unwrapped module
     if method_cls.ddp_wrappable:
         model = accelerator.prepare_model(model)
     loader = accelerator.prepare_data_loader(loader)
@@ -149,9 +159,9 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
                    dynamic_ncols=True)
         batches = _batches(loader)
         for step in range(cfg.max_steps if method.trains else 0):
-            method.on_step_start(step, model, optimizer)
+            method.on_step_start(step, raw_model, optimizer)
             if step in norm_steps:
-                norms_log.write({"step": step, **weight_norms(model, layout)})
+                norms_log.write({"step": step, **weight_norms(raw_model, layout)})
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -175,7 +185,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             dt = time.perf_counter() - t0
             mem = meter.end_step()
             opt_bytes = optimizer_state_bytes(optimizer)
-            n_trainable = trainable_param_count(model)
+            n_trainable = trainable_param_count(raw_model)
             record["losses"].append(float(loss.detach()))
             record["tokens"] += n_tokens
             record["seconds"] += dt
@@ -190,12 +200,12 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
         bar.close()
         steps_done = cfg.max_steps if method.trains else 0
         if steps_done in norm_steps or not method.trains:
-            norms_log.write({"step": steps_done, **weight_norms(model, layout)})
+            norms_log.write({"step": steps_done, **weight_norms(raw_model, layout)})
         log.close()
         norms_log.close()
+        replicas_in_sync = _replicas_in_sync(model, accelerator) if accelerator.num_processes > 1 else None
         if is_main:
-            unwrapped = accelerator.unwrap_model(model)
-            method.save(unwrapped, tokenizer, out / "model")
+            method.save(raw_model, tokenizer, out / "model")
         losses = record["losses"]
         metrics = {
             "method": cfg.method,
@@ -214,6 +224,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             "train_seconds": record["seconds"],
             "train_examples": len(examples),
             "decoder_blocks": layout.num_blocks,
+            "num_processes": accelerator.num_processes,
+            "replicas_in_sync": replicas_in_sync,
             "blocks_path": layout.blocks_path,
             "model_source": loaded.source,
             "method_options": dataclasses.asdict(options),
