@@ -92,3 +92,23 @@ def test_flags_override_experiment_file(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["method_options"]["gamma"] == 3
     assert metrics["method_options"]["interval"] == 7 and metrics["provenance"]["config"]["lr"] == 0.001
+
+
+def test_hub_dataset_offline_gives_one_line(capsys, tmp_path):
+    code, err = run_cli(BASE + ["--method", "lisa", "--dataset", "alpaca-gpt4", "--output-dir", str(tmp_path / "o")],
+                        capsys)
+    assert code == 2 and "vicgalle/alpaca-gpt4" in err and "synthetic-instruct" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("method", ["lisa", "full"])
+def test_sharded_launch_is_refused_with_a_reason(method, monkeypatch, capsys, tmp_path):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
+    code, err = run_cli(BASE + ["--method", method, "--output-dir", str(tmp_path / "o")], capsys)
+    assert code == 2 and f"method {method!r} is unsupported under FSDP" in err and "DDP" in err
+    if method == "lisa":
+        assert "trainable parameter set" in err
+    assert not (tmp_path / "o").exists()
