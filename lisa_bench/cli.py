@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .reproduce import add_parser as add_reproduce
 
     add_reproduce(sub)
+    from .memory_bench import add_parser as add_memory
+
+    add_memory(sub)
     return parser
 
 

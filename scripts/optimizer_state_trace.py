@@ -23,7 +23,7 @@ def main() -> None:
     for run in map(Path, args.runs):
         metrics = json.loads((run / "metrics.json").read_text())
         log = pd.read_json(run / "train_log.jsonl", lines=True)
-        log["run"] = f"{metrics['method']} ({run.name})"
+        log["run"] = metrics["method"] if run.name == metrics["method"] else f"{metrics['method']} ({run.name})"
         frames.append(log[["run", "step", "optimizer_state_bytes", "memory_bytes", "loss", "active_layers"]])
     table = pd.concat(frames)
     out = Path(args.out)

@@ -1,0 +1,149 @@
+"""Analytic memory model of one training step: weights, gradients, optimizer state, activations.
+
+Parameter-dependent parts are counted exactly on a ``meta``-device copy of the model after the
+method has set it up (so LoRA adapters, tied weights and LISA's active set are the real ones).
+Activations are a per-token, per-layer formula for Llama-style decoder blocks with eager
+attention (the paper's protocol: no flash attention, no gradient checkpointing): the tensors
+autograd saves for backward, given which weights train.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import BadInput
+
+PAPER_CELLS = ("full", "lora-r128", "lora-r256", "lora-r512", "lisa-e-h", "lisa-e-h-2l", "lisa-e-h-4l",
+               "lisa-callback-e-h-2l", "galore-r128")
+
+
+@dataclass
+class Cell:
+    """One column of the memory table: a method with its options."""
+
+    label: str
+    method: str
+    options: dict = field(default_factory=dict)
+
+
+def parse_cell(label: str) -> Cell:
+    if label == "full":
+        return Cell(label, "full")
+    if m := re.fullmatch(r"lora-r(\d+)", label):
+        return Cell(label, "lora", {"rank": int(m[1]), "alpha": 2 * int(m[1]), "dropout": 0.0})
+    if m := re.fullmatch(r"lisa-e-h(?:-(\d+)l)?", label):
+        return Cell(label, "lisa", {"gamma": int(m[1] or 0), "interval": 1})
+    if m := re.fullmatch(r"lisa-callback-e-h-(\d+)l", label):
+        # interval 1: each measured step visits new blocks, so the callback's state growth shows
+        return Cell(label, "lisa-callback", {"gamma": int(m[1]), "interval": 1})
+    if m := re.fullmatch(r"galore-r(\d+)", label):
+        return Cell(label, "galore", {"rank": int(m[1]), "update_proj_gap": 200})
+    raise BadInput(f"unknown method {label!r}; valid choices: full, lora-r<rank>, lisa-e-h, lisa-e-h-<n>l, "
+                   f"lisa-callback-e-h-<n>l, galore-r<rank> (e.g. {', '.join(PAPER_CELLS)})")
+
+
+@dataclass
+class Prediction:
+    weights_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.weights_bytes + self.grads_bytes + self.optimizer_bytes + self.activations_bytes
+
+
+def _nbytes(params) -> int:
+    return sum(p.numel() * p.element_size() for p in params)
+
+
+def _galore_state_bytes(optimizer) -> int:
+    """GaLore projects each targeted matrix's gradient to rank r: moments of r x max(m, n) plus the
+    r x min(m, n) projector; other parameters keep full AdamW moments."""
+    total = 0
+    for group in optimizer.param_groups:
+        rank = group.get("rank")
+        for p in group["params"]:
+            if rank is not None and p.dim() == 2:
+                big, small = max(p.shape), min(p.shape)
+                r = min(rank, small)
+                total += 2 * r * big * p.element_size() + r * small * p.element_size() + 4
+            else:
+                total += 2 * p.numel() * p.element_size() + 4
+    return total
+
+
+def llama_activation_bytes(config, model: nn.Module, layout, batch: int, seq: int, dtype: torch.dtype,
+                           trains_block, lora_rank: int | None = None) -> int:
+    """Bytes autograd saves in one forward pass of a Llama-style model (eager attention).
+
+    ``trains_block(i)`` says whether the linear weights of block i train (their inputs are then
+    saved); every activation requires grad because something at or before block 0 trains.
+    """
+    e = torch.finfo(dtype).bits // 8
+    n = batch * seq
+    h = config.hidden_size
+    inter = config.intermediate_size
+    heads = config.num_attention_heads
+    d = getattr(config, "head_dim", None) or h // heads
+    vocab = config.vocab_size
+    probs = batch * heads * seq * seq * (4 + (e if e != 4 else 0))  # fp32 softmax out (+ cast copy)
+    norm = n * h * 4 + n * 4  # fp32 input copy + rsqrt
+    per_block_frozen = 2 * norm + 3 * n * heads * d * e + probs + 3 * n * inter * e
+    total = 0
+    for i in range(layout.num_blocks):
+        total += per_block_frozen
+        if trains_block(i):
+            # q/k/v input, o_proj input, gate/up input, down_proj input, and both norm weights' inputs
+            total += n * h * e + n * heads * d * e + n * h * e + n * inter * e + 2 * n * h * e
+        elif lora_rank:
+            # peft LoRA (dropout 0): each adapted linear saves its input and its lora_A output
+            total += n * h * e + n * heads * d * e + n * h * e + n * inter * e + 7 * n * lora_rank * 4
+    total += norm + n * h * e  # final norm, lm_head input
+    total += n * vocab * 4  # log_softmax output of the fp32 loss
+    total += 2 * n * d * e + n * 8  # rotary cos/sin, token ids
+    return total
+
+
+def predict(config, cell: Cell, batch: int, seq: int, dtype: torch.dtype, steps: int) -> Prediction:
+    """Counts on a meta-device model; nothing is allocated."""
+    from transformers import AutoModelForCausalLM
+
+    from .layers import find_blocks
+    from .methods import OptimConfig, get_method
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager")
+    cls = get_method(cell.method)
+    method = cls(cls.parse_options(cell.options), seed=0)
+    model = method.prepare_model(model)
+    layout = find_blocks(model)
+    weights = _nbytes(model.parameters())
+    schedule = None
+    if cell.method in ("lisa", "lisa-callback"):
+        schedule = method.schedule(max(1, steps))
+        outside = layout.outside_params(model)
+        blocks_now = schedule[-1]
+        visited = sorted({b for s in schedule for b in s})
+        held = visited if cell.method == "lisa-callback" else blocks_now
+        block_bytes = lambda idx: _nbytes(p for i in idx for p in layout.block_params(model, i))  # noqa: E731
+        n_tensors = lambda idx: sum(len(layout.block_params(model, i)) for i in idx)  # noqa: E731
+        grads = _nbytes(outside) + block_bytes(blocks_now)
+        optimizer = 2 * (_nbytes(outside) + block_bytes(held)) + 4 * (len(outside) + n_tensors(held))
+        trains = lambda i: i in set(blocks_now)  # noqa: E731
+    else:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        grads = _nbytes(trainable)
+        if cell.method == "galore":
+            optimizer = _galore_state_bytes(method.build_optimizer(model, OptimConfig(lr=1e-5)))
+        else:
+            optimizer = 2 * grads + 4 * len(trainable)
+        trains = (lambda i: True) if cell.method in ("full", "galore") else (lambda i: False)  # noqa: E731
+    rank = cell.options.get("rank") if cell.method == "lora" else None
+    activations = llama_activation_bytes(config, model, layout, batch, seq, dtype, trains, lora_rank=rank)
+    return Prediction(weights, grads, optimizer, activations)

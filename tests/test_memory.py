@@ -1,0 +1,125 @@
+"""`lisa-bench memory`: measured breakdown next to the analytic model."""
+
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from lisa_bench import memory_bench
+from lisa_bench.architectures import architecture_config
+from lisa_bench.cli import main
+from lisa_bench.errors import BadInput
+from lisa_bench.memory_model import parse_cell, predict
+
+
+@pytest.mark.parametrize("name, params", [
+    ("gpt2-small", 124_439_808), ("tinyllama-1.1b", 1_100_048_384), ("mistral-7b", 7_241_732_096),
+    ("llama-2-7b", 6_738_415_616), ("llama-2-70b", 68_976_648_192), ("smollm2-135m", 134_515_008),
+])
+def test_paper_architectures_have_their_published_sizes(name, params):
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(architecture_config(name))
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_llama2_7b_prediction_by_hand():
+    """Hand-computed counts for LLaMA-2-7B in bf16 (2 bytes per element)."""
+    cfg = architecture_config("llama-2-7b")
+    emb = head = 32000 * 4096
+    block = 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096
+    outside = emb + head + 4096
+    assert outside + 32 * block == 6_738_415_616
+    full = predict(cfg, parse_cell("full"), 1, 1024, torch.bfloat16, steps=1)
+    assert full.weights_bytes == 2 * 6_738_415_616 == full.grads_bytes
+    assert full.optimizer_bytes == 4 * 6_738_415_616 + 4 * (3 + 32 * 9)
+    lisa = predict(cfg, parse_cell("lisa-e-h-2l"), 1, 1024, torch.bfloat16, steps=1)
+    assert lisa.optimizer_bytes == 4 * (outside + 2 * block) + 4 * (3 + 2 * 9)
+    lora = predict(cfg, parse_cell("lora-r128"), 1, 1024, torch.bfloat16, steps=1)
+    adapter = 32 * 128 * (4 * (4096 + 4096) + 2 * (4096 + 11008) + (11008 + 4096))
+    assert lora.grads_bytes == 4 * adapter  # peft keeps adapters in fp32 on a bf16 base
+    assert lisa.optimizer_bytes < full.optimizer_bytes
+
+
+def test_cell_names():
+    assert parse_cell("lisa-e-h").options["gamma"] == 0
+    assert parse_cell("lisa-e-h-4l").options["gamma"] == 4
+    assert parse_cell("lora-r256").options["rank"] == 256
+    assert parse_cell("lisa-callback-e-h-2l").method == "lisa-callback"
+    with pytest.raises(BadInput, match="unknown method 'lora'"):
+        parse_cell("lora")
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mem")
+    code = main(["memory", "--models", "tiny-random-llama", "--methods",
+                 "full,lora-r8,lisa-e-h-2l,lisa-callback-e-h-2l,lisa-e-h-9l", "--seq-len", "128", "--steps", "3",
+                 "--device", "cpu", "--output-dir", str(out)])
+    assert code == 0
+    assert (out / "memory_provenance.json").exists()
+    return pd.read_csv(out / "memory.csv").set_index("method")
+
+
+def test_memory_csv(tiny_table):
+    assert sorted(tiny_table.reset_index().columns) == sorted(memory_bench.CSV_COLUMNS)
+    ok = tiny_table[tiny_table["status"] == "ok"]
+    assert set(ok.index) == {"full", "lora-r8", "lisa-e-h-2l", "lisa-callback-e-h-2l"}
+    assert tiny_table.loc["lisa-e-h-9l", "status"].startswith("skipped: lisa gamma")
+    for method, row in ok.iterrows():
+        # each measured part equals its analytic prediction (activations within 2%)
+        assert row["weights_bytes"] == pytest.approx(row["predicted_weights_bytes"], rel=1e-3)
+        assert row["grads_bytes"] == row["predicted_grads_bytes"]
+        assert row["optimizer_bytes"] == row["predicted_optimizer_bytes"]
+        assert row["activations_bytes"] == pytest.approx(row["predicted_activations_bytes"], rel=0.02)
+        parts = row[["weights_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes"]].sum()
+        assert parts == pytest.approx(row["peak_bytes"], rel=0.35), method  # RSS also holds a few MB of runtime
+        assert row["tokens_per_second"] > 0 and row["seconds_per_iter"] > 0
+
+
+def test_lisa_state_is_the_formula_and_callback_grows(tiny_table):
+    from lisa_bench.models import load_model
+
+    model = load_model("tiny-random-llama").model
+    outside = [p for n, p in model.named_parameters() if not n.startswith("model.layers.")]
+    block = list(model.model.layers[0].parameters())
+    expected = sum(8 * p.numel() + 4 for p in outside + 2 * block)
+    assert tiny_table.loc["lisa-e-h-2l", "optimizer_bytes"] == expected
+    assert tiny_table.loc["lisa-callback-e-h-2l", "optimizer_bytes"] > expected
+    assert tiny_table.loc["lisa-e-h-2l", "optimizer_bytes"] < tiny_table.loc["full", "optimizer_bytes"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--models", "gpt5"], "unknown model 'gpt5'"),
+    (["--models", "tiny-random-llama", "--methods", "sgd"], "unknown method 'sgd'"),
+    (["--models", "tiny-random-llama", "--seq-len", "0"], "--seq-len must be >= 1"),
+    (["--models", "tiny-random-llama", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--models", "tiny-random-llama", "--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_input(args, needle, tmp_path, capsys):
+    assert main(["memory", *args, "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_unavailable(tmp_path, capsys):
+    assert main(["memory", "--models", "tiny-random-llama", "--device", "cuda", "--output-dir", str(tmp_path)]) == 2
+    assert "device 'cuda' is not available" in capsys.readouterr().err
+
+
+def test_crashing_cell_is_recorded_and_the_rest_run_on(monkeypatch, tmp_path):
+    real = memory_bench.run_cell
+
+    def flaky(model, label, *args):
+        if label == "full":
+            raise RuntimeError("simulated crash")
+        return real(model, label, *args)
+
+    monkeypatch.setattr(memory_bench, "run_cell", flaky)
+    code = main(["memory", "--models", "tiny-random-llama", "--methods", "full,lisa-e-h", "--seq-len", "64",
+                 "--steps", "1", "--device", "cpu", "--output-dir", str(tmp_path)])
+    table = pd.read_csv(tmp_path / "memory.csv").set_index("method")
+    assert code == 0
+    assert table.loc["full", "status"] == "error: RuntimeError: simulated crash"
+    assert table.loc["lisa-e-h", "status"] == "ok"
