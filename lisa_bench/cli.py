@@ -39,6 +39,8 @@ def _add_train(sub) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--train-size", type=int, help="use the first N training conversations")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    p.add_argument("--memory-snapshot", action="store_true", default=None,
+                   help="CUDA: write memory_snapshot.pickle for PyTorch's memory visualizer")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -49,7 +51,7 @@ def _cmd_train(args) -> int:
 
     overrides = {k: getattr(args, k) for k in ("method", "model", "dataset", "max_steps", "seed", "batch_size",
                                                 "max_length", "lr", "dtype", "device", "train_size",
-                                                "gradient_checkpointing")}
+                                                "gradient_checkpointing", "memory_snapshot")}
     method = args.method
     if method is None and args.experiment:
         from .config import read_experiment

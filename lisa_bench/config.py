@@ -33,6 +33,7 @@ class TrainConfig:
     device: str = "auto"
     gradient_checkpointing: bool = False
     norm_every: int | None = None  # weight-norm snapshot period (None: ~10 per run)
+    memory_snapshot: bool = False  # CUDA only: dump an allocator snapshot (PyTorch memory visualizer)
     method_options: dict = field(default_factory=dict)
 
     def validate(self) -> None:

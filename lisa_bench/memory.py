@@ -53,6 +53,8 @@ class MemoryMeter:
                 "memory_bytes": torch.cuda.max_memory_allocated(self.device),
                 "cuda_reserved_peak_bytes": torch.cuda.max_memory_reserved(self.device),
                 "cuda_allocated_bytes": torch.cuda.memory_allocated(self.device),
+                "cuda_active_peak_bytes": torch.cuda.memory_stats(self.device).get("active_bytes.all.peak", 0),
+                "cpu_rss_bytes": self.process.memory_info().rss,
             }
         else:
             stats = {"memory_bytes": self.process.memory_info().rss}

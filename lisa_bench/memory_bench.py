@@ -30,8 +30,8 @@ from .errors import BadInput
 CSV_COLUMNS = ["model", "method", "device", "dtype", "batch_size", "seq_len", "steps", "status", "peak_bytes",
                "weights_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "predicted_peak_bytes",
                "predicted_weights_bytes", "predicted_grads_bytes", "predicted_optimizer_bytes",
-               "predicted_activations_bytes", "peak_vs_predicted", "flag", "seconds_per_iter",
-               "tokens_per_second", "protocol"]
+               "predicted_activations_bytes", "predicted_transient_bytes", "predicted_step_bytes", "peak_vs_predicted",
+               "flag", "seconds_per_iter", "tokens_per_second", "speed_vs_full", "protocol"]
 PROTOCOL = "random tokens, no gradient checkpointing, no offloading, eager attention, AdamW"
 TOLERANCE = 0.15
 
@@ -175,10 +175,12 @@ def run_cell(model: str, label: str, device: str, dtype: str, batch: int, seq: i
 
     row = {"model": model, "method": label, "device": device, "dtype": dtype, "batch_size": batch,
            "seq_len": seq, "steps": steps, "protocol": PROTOCOL}
-    pred = predict(architecture_config(model), parse_cell(label), batch, seq, resolve_dtype(dtype), steps + 1)
+    pred = predict(architecture_config(model), parse_cell(label), batch, seq, resolve_dtype(dtype), steps + 1,
+                   device_type=device)
     row.update(predicted_peak_bytes=pred.peak_bytes, predicted_weights_bytes=pred.weights_bytes,
                predicted_grads_bytes=pred.grads_bytes, predicted_optimizer_bytes=pred.optimizer_bytes,
-               predicted_activations_bytes=pred.activations_bytes)
+               predicted_activations_bytes=pred.activations_bytes, predicted_transient_bytes=pred.transient_bytes,
+               predicted_step_bytes=pred.step_bytes)
     available = _available_bytes(device)
     if pred.peak_bytes > 0.9 * available:
         row["status"] = (f"skipped: predicted {pred.peak_bytes / 2**30:.1f} GiB exceeds the "
@@ -261,14 +263,21 @@ def _cmd_memory(args) -> int:
                 rows.append({"model": model, "method": label, "device": device, "dtype": dtype,
                              "status": f"error: {type(exc).__name__}: {exc}"[:300]})
     table = pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
+    # speed relative to full fine-tuning of the same model, measured in the same run
+    full_speed = table[(table["method"] == "full") & (table["status"] == "ok")].set_index("model")["tokens_per_second"]
+    table["speed_vs_full"] = table["tokens_per_second"] / table["model"].map(full_speed)
     out = Path(args.output_dir)
     atomic.write_text(out / "memory.csv", table.to_csv(index=False))
     from .provenance import provenance
 
     atomic.write_json(out / "memory_provenance.json", provenance(vars(args) | {"device": device, "dtype": dtype},
                                                                  torch.device(device)))
+    from .plots import memory_breakdown, speed_bars
+
+    memory_breakdown(table, out / "memory_breakdown")
+    speed_bars(table, out / "speed")
     show = table[["model", "method", "status", "peak_bytes", "predicted_peak_bytes", "optimizer_bytes",
-                  "tokens_per_second", "flag"]].copy()
+                  "tokens_per_second", "speed_vs_full", "flag"]].copy()
     for col in ("peak_bytes", "predicted_peak_bytes", "optimizer_bytes"):
         show[col] = show[col] / 2**20
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.float_format", "{:.1f}".format):

@@ -52,10 +52,24 @@ class Prediction:
     grads_bytes: int
     optimizer_bytes: int
     activations_bytes: int
+    transient_bytes: int  # short-lived buffers at the peak (see ``peak_from_parts``)
+    step_bytes: int  # temporaries of the optimizer step
 
     @property
     def peak_bytes(self) -> int:
-        return self.weights_bytes + self.grads_bytes + self.optimizer_bytes + self.activations_bytes
+        return peak_from_parts(self.weights_bytes, self.grads_bytes, self.optimizer_bytes, self.activations_bytes,
+                               self.transient_bytes, self.step_bytes)
+
+
+def peak_from_parts(weights, grads, optimizer, activations, transient, step=0) -> int:
+    """Weights and optimizer state live throughout; activations and gradients take turns.
+
+    The peak comes either at the start of backward (every saved activation plus the gradients
+    of the fp32 logits or of one layer's attention probabilities, before any weight gradient
+    exists) or at the optimizer step (all gradients plus the step's temporaries, activations
+    freed).
+    """
+    return weights + optimizer + max(activations + transient, grads + step)
 
 
 def _nbytes(params) -> int:
@@ -110,7 +124,8 @@ def llama_activation_bytes(config, model: nn.Module, layout, batch: int, seq: in
     return total
 
 
-def predict(config, cell: Cell, batch: int, seq: int, dtype: torch.dtype, steps: int) -> Prediction:
+def predict(config, cell: Cell, batch: int, seq: int, dtype: torch.dtype, steps: int,
+            device_type: str = "cpu") -> Prediction:
     """Counts on a meta-device model; nothing is allocated."""
     from transformers import AutoModelForCausalLM
 
@@ -146,4 +161,16 @@ def predict(config, cell: Cell, batch: int, seq: int, dtype: torch.dtype, steps:
         trains = (lambda i: True) if cell.method in ("full", "galore") else (lambda i: False)  # noqa: E731
     rank = cell.options.get("rank") if cell.method == "lora" else None
     activations = llama_activation_bytes(config, model, layout, batch, seq, dtype, trains, lora_rank=rank)
-    return Prediction(weights, grads, optimizer, activations)
+    transient = backward_transient_bytes(config, batch, seq)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # torch's AdamW: per-tensor loop on the CPU (temporaries of about the largest tensor), foreach
+    # kernels on CUDA (temporaries of about all trainable parameters)
+    step = grads if device_type == "cuda" else 2 * max((p.numel() * p.element_size() for p in trainable), default=0)
+    return Prediction(weights, grads, optimizer, activations, transient, step)
+
+
+def backward_transient_bytes(config, batch: int, seq: int) -> int:
+    """Gradients alive next to all activations at the start of backward: of the fp32 log-softmax
+    and logits (2 x N x V x 4 B), or of one layer's attention scores and probabilities."""
+    heads = config.num_attention_heads
+    return max(2 * batch * seq * config.vocab_size * 4, 2 * batch * heads * seq * seq * 4)

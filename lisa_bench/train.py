@@ -144,6 +144,11 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
     loader = accelerator.prepare_data_loader(loader)
 
     meter = MemoryMeter(accelerator.device)
+    snapshot = cfg.memory_snapshot and accelerator.device.type == "cuda"
+    if cfg.memory_snapshot and not snapshot:
+        raise BadInput("memory_snapshot needs a CUDA device (torch.cuda.memory._record_memory_history)")
+    if snapshot:
+        torch.cuda.memory._record_memory_history(max_entries=200_000)
     total_params = sum(p.numel() for p in model.parameters())
     norm_steps = _norm_steps(cfg)
     record = {"losses": [], "tokens": 0, "seconds": 0.0, "trainable_peak": 0, "opt_peak": 0}
@@ -203,6 +208,10 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             norms_log.write({"step": steps_done, **weight_norms(raw_model, layout)})
         log.close()
         norms_log.close()
+        if snapshot:
+            # open at https://pytorch.org/memory_viz
+            torch.cuda.memory._dump_snapshot(str(out / "memory_snapshot.pickle"))
+            torch.cuda.memory._record_memory_history(enabled=None)
         replicas_in_sync = _replicas_in_sync(model, accelerator) if accelerator.num_processes > 1 else None
         if is_main:
             method.save(raw_model, tokenizer, out / "model")

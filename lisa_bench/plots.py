@@ -1,0 +1,79 @@
+"""Figures for the memory study (matplotlib, PNG and PDF)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+PARTS = [("weights_bytes", "weights"), ("grads_bytes", "gradients"), ("optimizer_bytes", "optimizer state"),
+         ("activations_bytes", "activations")]
+
+
+def _save(fig, path: Path) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in out:
+        fig.savefig(p, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def memory_breakdown(table: pd.DataFrame, path: Path) -> list[Path]:
+    """Stacked bars of the measured breakdown per method (one panel per model), with the measured
+    peak (black tick) and the analytic prediction (red tick)."""
+    ok = table[table["status"] == "ok"]
+    models = list(dict.fromkeys(ok["model"]))
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5.5 * max(1, len(models)), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        sub = ok[ok["model"] == model]
+        x = range(len(sub))
+        bottom = [0.0] * len(sub)
+        for col, label in PARTS:
+            vals = (sub[col] / 2**30).tolist()
+            ax.bar(x, vals, bottom=bottom, label=label)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.scatter(x, sub["peak_bytes"] / 2**30, marker="_", s=400, color="black", label="measured peak", zorder=3)
+        ax.scatter(x, sub["predicted_peak_bytes"] / 2**30, marker="x", s=40, color="purple", label="predicted peak",
+                   zorder=3)
+        ax.set_xticks(list(x), sub["method"], rotation=35, ha="right")
+        ax.set_ylabel("GiB")
+        ax.set_title(f"{model} ({sub['device'].iloc[0]}, {sub['dtype'].iloc[0]}, seq {int(sub['seq_len'].iloc[0])})")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def speed_bars(table: pd.DataFrame, path: Path) -> list[Path]:
+    ok = table[(table["status"] == "ok") & table["speed_vs_full"].notna()]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, (model, sub) in enumerate(ok.groupby("model", sort=False)):
+        ax.bar([f"{m}\n{model}" for m in sub["method"]], sub["speed_vs_full"], label=model)
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_ylabel("tokens/s relative to full")
+    ax.tick_params(axis="x", labelsize=6, rotation=45)
+    return _save(fig, path)
+
+
+def memory_over_steps(run_dirs: list[Path], path: Path) -> list[Path]:
+    """Per-step memory and optimizer state of several training runs (e.g. LISA flat, callback growing)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for run in map(Path, run_dirs):
+        metrics = json.loads((run / "metrics.json").read_text())
+        log = pd.read_json(run / "train_log.jsonl", lines=True)
+        label = metrics["method"] if run.name == metrics["method"] else f"{metrics['method']} ({run.name})"
+        ax1.plot(log["step"], log["memory_bytes"] / 2**20, label=label)
+        ax2.plot(log["step"], log["optimizer_state_bytes"] / 2**20, label=label)
+        kind = metrics["memory_kind"]
+    ax1.set_title(f"memory per step ({kind})")
+    ax2.set_title("optimizer state per step")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("step")
+        ax.set_ylabel("MiB")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
