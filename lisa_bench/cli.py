@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .memory_bench import add_parser as add_memory
 
     add_memory(sub)
+    from .evaluation.lm_eval_runner import add_parser as add_eval
+
+    add_eval(sub)
     return parser
 
 

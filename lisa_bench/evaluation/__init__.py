@@ -1,0 +1,1 @@
+"""Evaluation: lm-evaluation-harness tasks and MT-Bench judging."""
