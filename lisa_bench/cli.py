@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation.lm_eval_runner import add_parser as add_eval
 
     add_eval(sub)
+    from .evaluation.mt_bench.cli import add_parser as add_mt_bench
+
+    add_mt_bench(sub)
     return parser
 
 

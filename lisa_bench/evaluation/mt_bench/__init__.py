@@ -1,0 +1,1 @@
+"""MT-Bench single-answer grading, following FastChat's llm_judge protocol (re-implemented)."""

@@ -1,0 +1,130 @@
+"""``lisa-bench mt-bench answer`` and ``lisa-bench mt-bench judge``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ... import atomic
+from ...errors import BadInput
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("mt-bench", help="MT-Bench: answer questions, then judge the answers",
+                       description="FastChat's llm_judge protocol: multi-turn answers, single-answer grading.")
+    mt = p.add_subparsers(dest="mt_command", required=True)
+    a = mt.add_parser("answer", help="answer the questions with a trained run or a model",
+                      description="Writes OUT/answers.jsonl in FastChat's answer format.")
+    target = a.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", help="a lisa-bench train output directory")
+    target.add_argument("--model", help="a registered model name, local dir or hub id")
+    a.add_argument("--questions", default="offline",
+                   help="offline (the project's set, default), upstream (FastChat's 80 questions at a pinned "
+                        "commit, downloaded once), or a directory with question.jsonl")
+    a.add_argument("--output-dir", required=True)
+    a.add_argument("--model-id", help="name recorded in the answers (default: the run or model name)")
+    a.add_argument("--max-new-tokens", type=int, default=1024)
+    a.add_argument("--limit", type=int, help="answer the first N questions")
+    a.add_argument("--device", default=None)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=_cmd_answer)
+
+    j = mt.add_parser("judge", help="grade answers with an LLM judge",
+                      description="Writes OUT/judgments.jsonl (FastChat's judgment format) and OUT/mt_bench.json "
+                                  "(scores per turn, per category and overall, with the parse failures).")
+    j.add_argument("--answers", required=True, help="answers.jsonl from `mt-bench answer`")
+    j.add_argument("--questions", default="offline", help="the question source the answers were made from")
+    j.add_argument("--judge", default="hf:smollm2-135m",
+                   help="openai:MODEL (any OpenAI-compatible endpoint; GPT-4 for the paper's numbers) or hf:MODEL "
+                        "(a local transformers model; default hf:smollm2-135m, a weak judge)")
+    j.add_argument("--judge-base-url", help="base URL of an OpenAI-compatible endpoint (vLLM, llama.cpp server)")
+    j.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    j.add_argument("--expected-rating", action="store_true",
+                   help="hf judges: score by the expected rating under the judge's token probabilities")
+    j.add_argument("--parallel", type=int, default=4, help="concurrent judge requests (openai judges)")
+    j.add_argument("--retries", type=int, default=5)
+    j.add_argument("--cache", help="judgment cache file (default: in the lisa-bench cache directory)")
+    j.add_argument("--output-dir", required=True)
+    j.add_argument("--device", default=None)
+    j.add_argument("--no-progress", action="store_true")
+    j.set_defaults(func=_cmd_judge)
+
+
+def _device(name: str | None) -> str:
+    device = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise BadInput(f"unknown device {device!r}; valid choices: cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInput("device 'cuda' is not available on this machine; valid choices: cpu")
+    return device
+
+
+def _cmd_answer(args) -> int:
+    from ..lm_eval_runner import load_target
+    from .answer import generate_answers
+    from .data import load_bench
+
+    if args.max_new_tokens < 1:
+        raise BadInput(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    device = _device(args.device)
+    bench = load_bench(args.questions)
+    questions = bench.questions[: args.limit] if args.limit else bench.questions
+    model, tokenizer, info = load_target(args.run, args.model, device)
+    model_id = args.model_id or (Path(args.run).name if args.run else args.model)
+    rows = generate_answers(model, tokenizer, questions, model_id, args.max_new_tokens, args.seed,
+                            progress=not args.no_progress)
+    atomic.write_text(Path(args.output_dir) / "answers.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    print(f"{len(rows)} answers by {model_id} -> {Path(args.output_dir) / 'answers.jsonl'}")
+    return 0
+
+
+def read_answers(path: Path, bench) -> list[dict]:
+    from .data import read_jsonl
+
+    if not path.is_file():
+        raise BadInput(f"answer file {str(path)!r} does not exist")
+    rows = read_jsonl(path, {"question_id": int, "model_id": str, "choices": list})
+    known = {q["question_id"] for q in bench.questions}
+    for i, row in enumerate(rows, 1):
+        if row["question_id"] not in known:
+            raise BadInput(f"{path}: answer {i} is for question_id {row['question_id']}, which is not in the "
+                           f"question set {bench.source}; answer and judge with the same --questions")
+        turns = row["choices"][0].get("turns") if row["choices"] and isinstance(row["choices"][0], dict) else None
+        if not isinstance(turns, list) or len(turns) != 2:
+            raise BadInput(f"{path}: answer {i} (question_id {row['question_id']}) must hold two turns")
+    if not rows:
+        raise BadInput(f"answer file {path} is empty")
+    return rows
+
+
+def _cmd_judge(args) -> int:
+    from ...models.smollm2 import cache_root
+    from ...provenance import provenance
+    from .data import load_bench
+    from .judge import JudgmentCache, judge_answers, make_judge, summarize
+
+    device = _device(args.device)
+    bench = load_bench(args.questions)
+    answers = read_answers(Path(args.answers), bench)
+    judge = make_judge(args.judge, args.judge_base_url, os.environ.get(args.judge_api_key_env), device,
+                       args.expected_rating, args.retries)
+    cache = JudgmentCache(Path(args.cache) if args.cache else cache_root() / "mt_bench" / "judgments_cache.jsonl")
+    model_id = answers[0]["model_id"]
+    judgments, calls = judge_answers(bench, answers, judge, cache, model_id, args.parallel,
+                                     progress=not args.no_progress)
+    out = Path(args.output_dir)
+    atomic.write_text(out / "judgments.jsonl", "".join(json.dumps(r) + "\n" for r in judgments))
+    summary = summarize(judgments)
+    summary.update(model=model_id, judge=args.judge, judge_calls=calls, questions=bench.source,
+                   weak_local_judge=args.judge.startswith("hf:"),
+                   provenance=provenance({k: v for k, v in vars(args).items() if k != "func"}, torch.device(device)))
+    atomic.write_json(out / "mt_bench.json", summary)
+    fails = f"{summary['n_failures']}/{summary['n_judgments']}"
+    overall = f"{summary['overall']:.2f}" if summary["overall"] is not None else "n/a"
+    print(f"MT-Bench {model_id}: overall {overall} (judge {args.judge}, parse failures {fails}, "
+          f"judge calls {calls})")
+    return 0
