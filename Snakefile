@@ -1,39 +1,41 @@
-# lisa-bench pipeline: `snakemake --cores all` runs config/default.yaml (the embedded offline default).
-# Stages so far: train each experiment -> collect a summary table.
+# lisa-bench: `snakemake --cores all` reproduces config/default.yaml, the embedded offline default.
+# Other studies: `snakemake --cores all --configfile config/paper-moderate.yaml` (GPUs and internet),
+# on SLURM: `snakemake --profile profiles/slurm --configfile ...`.
+#
+# fetch model -> train (model x experiment x seed) -> lm-eval -> MT-Bench answer -> MT-Bench judge
+#   -> weight-norm analysis -> memory table -> tables and figures (results/<name>/) -> report
+
+from snakemake.utils import validate
 
 configfile: "config/default.yaml"
+validate(config, "config/schema.yaml")
+
+from lisa_bench.study import check_study
+
+check_study(config)
 
 NAME = config["name"]
 RUNS = f"runs/{NAME}"
+RESULTS = f"results/{NAME}"
+SEEDS = config["seeds"]
+MODELS = config["models"]
+EXPERIMENTS = config["experiments"]
+RES = config.get("resources", {})
+
+
+def res(rule, key, default):
+    return RES.get(rule, {}).get(key, default)
+
+
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/analyze.smk"
+
+
+STAGES = config.get("stages", ["train", "memory"])
 
 
 rule all:
     input:
-        f"results/{NAME}/summary.csv",
-
-
-rule train:
-    input:
-        "experiments/{exp}.yaml",
-    output:
-        directory(f"{RUNS}/train/{{exp}}"),
-    log:
-        f"{RUNS}/logs/train/{{exp}}.log",
-    benchmark:
-        f"{RUNS}/benchmarks/train/{{exp}}.tsv"
-    threads: workflow.cores
-    params:
-        model=config["model"],
-        steps=config["max_steps"],
-    shell:
-        "OMP_NUM_THREADS={threads} lisa-bench train --experiment {input} --model {params.model} "
-        "--max-steps {params.steps} --output-dir {output} --no-progress > {log} 2>&1"
-
-
-rule collect:
-    input:
-        expand(f"{RUNS}/train/{{exp}}", exp=config["experiments"]),
-    output:
-        f"results/{NAME}/summary.csv",
-    shell:
-        "lisa-bench collect --runs {input} --output {output}"
+        [f"{RESULTS}/tables/training.csv", f"{RESULTS}/norms/skew.csv"] if "train" in STAGES else [],
+        f"{RESULTS}/memory/memory.csv" if "memory" in STAGES else [],

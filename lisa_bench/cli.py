@@ -78,6 +78,30 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_analyze_norms(args) -> int:
+    from pathlib import Path
+
+    from .norm_analysis import analyze
+
+    for run in args.runs:
+        if not (Path(run) / "weight_norms.jsonl").is_file():
+            raise BadInput(f"run directory {run!r} has no weight_norms.jsonl")
+    print(analyze([Path(r) for r in args.runs], Path(args.output_dir)).to_string())
+    return 0
+
+
+def _cmd_fetch(args) -> int:
+    from . import atomic
+    from .models import load_model
+
+    loaded = load_model(args.model)
+    n = sum(p.numel() for p in loaded.model.parameters())
+    print(f"{args.model}: {n:,} parameters ({loaded.source})")
+    if args.marker:
+        atomic.write_text(args.marker, f"{args.model}\t{n}\t{loaded.source}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lisa-bench", description="LISA reproduction and fine-tuning benchmark suite")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation.mt_bench.cli import add_parser as add_mt_bench
 
     add_mt_bench(sub)
+    from .report import add_parser as add_report
+
+    add_report(sub)
+    n = sub.add_parser("analyze-norms", help="layerwise weight-norm skew of trained runs",
+                       description="Mean weight norm per unit over training, update norm ||W_T - W_0|| per unit, "
+                                   "and the skew ratio (embedding+head over the median block) per run.")
+    n.add_argument("--runs", nargs="+", required=True)
+    n.add_argument("--output-dir", required=True)
+    n.set_defaults(func=_cmd_analyze_norms)
+    f = sub.add_parser("fetch", help="fetch a model into the cache (the embedded default, or a hub model)",
+                       description="Loads the model once so later jobs find it cached.")
+    f.add_argument("--model", required=True)
+    f.add_argument("--marker", help="file to write when done (for the pipeline)")
+    f.set_defaults(func=_cmd_fetch)
     return parser
 
 

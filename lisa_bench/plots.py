@@ -63,9 +63,12 @@ def speed_bars(table: pd.DataFrame, path: Path) -> list[Path]:
 def memory_over_steps(run_dirs: list[Path], path: Path) -> list[Path]:
     """Per-step memory and optimizer state of several training runs (e.g. LISA flat, callback growing)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    kind = "memory"
     for run in map(Path, run_dirs):
         metrics = json.loads((run / "metrics.json").read_text())
         log = pd.read_json(run / "train_log.jsonl", lines=True)
+        if log.empty:  # the untrained base model
+            continue
         label = metrics["method"] if run.name == metrics["method"] else f"{metrics['method']} ({run.name})"
         ax1.plot(log["step"], log["memory_bytes"] / 2**20, label=label)
         ax2.plot(log["step"], log["optimizer_state_bytes"] / 2**20, label=label)

@@ -18,26 +18,6 @@ def add_parser(sub) -> None:
     p.add_argument("--max-steps", type=int, default=20)
     p.add_argument("--output-dir", default="runs/reproduce")
     p.set_defaults(func=_cmd_reproduce)
-    c = sub.add_parser("collect", help="tabulate the metrics.json of several runs into one CSV",
-                       description="Reads RUN/metrics.json of each run and writes one row per run.")
-    c.add_argument("--runs", nargs="+", required=True, help="run directories")
-    c.add_argument("--output", required=True, help="CSV path")
-    c.set_defaults(func=_cmd_collect)
-
-
-def _cmd_collect(args) -> int:
-    import json
-
-    from . import atomic
-
-    runs = {}
-    for run in map(Path, args.runs):
-        path = run / "metrics.json"
-        if not path.is_file():
-            raise BadInput(f"run directory {str(run)!r} has no metrics.json")
-        runs[run.name] = json.loads(path.read_text())
-    atomic.write_text(args.output, summary_table(runs).to_csv())
-    return 0
 
 
 def summary_table(runs: dict[str, dict]):

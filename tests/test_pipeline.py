@@ -1,4 +1,4 @@
-"""The Snakemake pipeline: a dry run of the default config, and a real run of a tiny one."""
+"""The Snakemake pipeline: dry runs of every config, a real run of a tiny one, and config errors."""
 
 import os
 import shutil
@@ -7,37 +7,90 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.name for p in (ROOT / "config").glob("*.yaml") if p.name != "schema.yaml")
 
 
-def _snakemake(workdir, *args):
+def _snakemake(workdir, *args, timeout=900):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
-                          env=env, timeout=600)
+                          env=env, timeout=timeout)
 
 
-def _workdir(tmp_path):
-    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
-    shutil.copytree(ROOT / "config", tmp_path / "config")
+@pytest.fixture
+def workdir(tmp_path):
+    for item in ("experiments", "config", "rules", "report"):
+        shutil.copytree(ROOT / item, tmp_path / item)
     shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
     return tmp_path
 
 
-def test_default_dry_run(tmp_path):
-    proc = _snakemake(_workdir(tmp_path), "-n", "--cores", "2")
+@pytest.mark.parametrize("config", CONFIGS)
+def test_dry_run(config, workdir):
+    proc = _snakemake(workdir, "-n", "--cores", "2", "--configfile", f"config/{config}")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "train" in proc.stdout and "collect" in proc.stdout
+    assert "total" in proc.stdout
 
 
-def test_tiny_pipeline_runs_end_to_end(tmp_path):
-    work = _workdir(tmp_path)
-    (work / "config" / "tiny.yaml").write_text(
-        "name: tiny\nmodel: tiny-random-llama\nmax_steps: 3\nexperiments: [base, lisa-e-h-2l, lora-r128]\n")
-    proc = _snakemake(work, "--cores", "2", "--configfile", "config/tiny.yaml")
+def test_default_dry_run_has_every_stage(workdir):
+    proc = _snakemake(workdir, "-n", "--cores", "2")
+    for rule in ("fetch_model", "train", "lm_eval", "mt_bench_answer", "mt_bench_judge", "weight_norms",
+                 "memory_table", "tables_and_figures"):
+        assert rule in proc.stdout, rule
+
+
+TINY = """name: tiny
+device: cpu
+models: [tiny-random-llama]
+dataset: synthetic-instruct
+seeds: [0]
+max_steps: 3
+experiments: [base, lisa-e-h-2l]
+launcher: {type: single}
+lm_eval: {tasks: [synthetic_mc], limit: 4}
+mt_bench: {questions: offline, max_new_tokens: 4, limit: 2, judge: "hf:tiny-random-llama", expected_rating: true}
+memory: {models: [tiny-random-llama], methods: [lisa-e-h-2l], seq_len: 64, steps: 1}
+"""
+
+
+def test_tiny_pipeline_end_to_end(workdir):
+    (workdir / "config" / "tiny.yaml").write_text(TINY)
+    proc = _snakemake(workdir, "--cores", "2", "--configfile", "config/tiny.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = pd.read_csv(work / "results" / "tiny" / "summary.csv", index_col=0)
-    assert list(table.index) == ["base", "lisa-e-h-2l", "lora-r128"]
-    assert (work / "runs" / "tiny" / "benchmarks" / "train" / "lisa-e-h-2l.tsv").exists()
-    again = _snakemake(work, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")
+    results = workdir / "results" / "tiny"
+    for table in ("training", "lm_eval", "mt_bench"):
+        for suffix in (".csv", ".md", ".tex"):
+            assert (results / "tables" / f"{table}{suffix}").exists(), table + suffix
+    for fig in ("loss_curves", "memory_over_steps", "mt_bench_categories", "score_vs_memory", "lisa_layers"):
+        assert (results / "figures" / f"{fig}.png").exists() and (results / "figures" / f"{fig}.pdf").exists(), fig
+    assert (results / "norms" / "weight_norms.png").exists() and (results / "memory" / "memory_breakdown.png").exists()
+    skew = pd.read_csv(results / "norms" / "skew.csv")
+    assert set(skew["method"]) == {"base", "lisa"}
+    training = pd.read_csv(results / "tables" / "training.csv")
+    assert set(training["experiment"]) == {"base", "lisa-e-h-2l"}
+    assert (workdir / "runs" / "tiny" / "benchmarks" / "train" / "tiny-random-llama" / "lisa-e-h-2l" / "seed0.tsv").exists()
+    again = _snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+    report = _snakemake(workdir, "--cores", "1", "--configfile", "config/tiny.yaml", "--report", "report.html")
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (workdir / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("edit, needle", [
+    ("experiments: [base, lisa-e-h-99l]", "unknown experiment 'lisa-e-h-99l'"),
+    ("launcher: {type: fsdp}", "launcher.type: 'fsdp' is not supported"),
+    ("max_steps: 0", "max_steps"),
+    ("experiments: [base, lisa-e-h-2l]\nexperiment_overrides: {lisa-e-h-2l: {method_options: {gamma: 12}}}",
+     "gamma 12 is larger than the 8 decoder blocks of tiny-random-llama; allowed: 0..8"),
+    ("lm_eval: {tasks: [not_a_task]}", "unknown task 'not_a_task'"),
+])
+def test_config_errors_before_any_job(edit, needle, workdir):
+    key = edit.split(":")[0]
+    lines = [ln for ln in TINY.splitlines() if not ln.startswith(key + ":")]
+    (workdir / "config" / "bad.yaml").write_text("\n".join(lines) + "\n" + edit + "\n")
+    proc = _snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/bad.yaml")
+    assert proc.returncode != 0
+    assert needle in proc.stdout + proc.stderr
+    assert not (workdir / "runs").exists()

@@ -45,6 +45,7 @@ def add_parser(sub) -> None:
     j.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
     j.add_argument("--expected-rating", action="store_true",
                    help="hf judges: score by the expected rating under the judge's token probabilities")
+    j.add_argument("--judge-max-new-tokens", type=int, default=512, help="hf judges: tokens generated per judgment")
     j.add_argument("--parallel", type=int, default=4, help="concurrent judge requests (openai judges)")
     j.add_argument("--retries", type=int, default=5)
     j.add_argument("--cache", help="judgment cache file (default: in the lisa-bench cache directory)")
@@ -111,7 +112,7 @@ def _cmd_judge(args) -> int:
     bench = load_bench(args.questions)
     answers = read_answers(Path(args.answers), bench)
     judge = make_judge(args.judge, args.judge_base_url, os.environ.get(args.judge_api_key_env), device,
-                       args.expected_rating, args.retries)
+                       args.expected_rating, args.retries, args.judge_max_new_tokens)
     cache = JudgmentCache(Path(args.cache) if args.cache else cache_root() / "mt_bench" / "judgments_cache.jsonl")
     model_id = answers[0]["model_id"]
     judgments, calls = judge_answers(bench, answers, judge, cache, model_id, args.parallel,

@@ -81,7 +81,8 @@ class HFJudge:
         from ...models import load_model
 
         loaded = load_model(model_name)
-        self.name = model_name
+        # the name keys the cache: generated and probability-scored judgments must not mix
+        self.name = model_name + ("+expected-rating" if expected_rating else "")
         self.model = loaded.model.to(device).eval()
         self.tokenizer = loaded.tokenizer
         self.max_new_tokens = max_new_tokens
@@ -115,12 +116,12 @@ class HFJudge:
 
 
 def make_judge(spec: str, base_url: str | None = None, api_key: str | None = None, device: str = "cpu",
-               expected_rating: bool = False, retries: int = 5):
+               expected_rating: bool = False, retries: int = 5, max_new_tokens: int = 512):
     kind, _, name = spec.partition(":")
     if kind == "openai" and name:
         return OpenAIJudge(name, base_url, api_key, retries=retries)
     if kind == "hf" and name:
-        return HFJudge(name, device=device, expected_rating=expected_rating)
+        return HFJudge(name, device=device, max_new_tokens=max_new_tokens, expected_rating=expected_rating)
     raise BadInput(f"unknown judge {spec!r}; valid choices: openai:MODEL (with --judge-base-url for a local "
                    f"server), hf:MODEL (a local transformers model, e.g. hf:smollm2-135m)")
 

@@ -1,0 +1,111 @@
+"""Layerwise weight-norm skew, the paper's motivating observation.
+
+For each run: the mean over training of each unit's weight norm, (1/T) sum_t ||theta_t^(l)||_2,
+from the embedding through every block to the head (LoRA: over its trainable adapter, plus
+embedding/head when trained), the norm of the update ||W_T - W_0|| per unit for every method
+(one scale to compare methods on), and the skew ratio: embedding+head over the median block.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .layers import find_blocks, layer_units
+
+
+def mean_norms(run: Path) -> pd.Series:
+    """Mean over the recorded steps of each unit's norm (trainable part for LoRA, weights otherwise)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = [json.loads(x) for x in (run / "weight_norms.jsonl").read_text().splitlines() if x.strip()]
+    key = "trainable" if metrics["method"] == "lora" else "weights"
+    return pd.DataFrame([r[key] for r in rows]).mean()
+
+
+def update_norms(run: Path) -> pd.Series:
+    """||W_T - W_0|| per unit: the trained weights (LoRA: base + merged adapter) against the initial model."""
+    from .evaluation.lm_eval_runner import load_target
+    from .models import load_model
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    base = load_model(metrics["model"], seed=metrics["seed"]).model
+    if metrics["method"] == "base":
+        trained = base
+    else:
+        trained, _, _ = load_target(str(run), None, "cpu")
+    layout = find_blocks(base)
+    base_params = dict(base.named_parameters())
+    trained_params = dict(trained.named_parameters())
+    out = {}
+    with torch.no_grad():
+        for unit, named in layer_units(base, layout).items():
+            sq = sum(float((trained_params[n].float() - base_params[n].float()).pow(2).sum()) for n, _ in named)
+            out[unit] = sq ** 0.5
+    return pd.Series(out)
+
+
+def skew_ratio(norms: pd.Series) -> float:
+    blocks = norms[[u for u in norms.index if u.startswith("layer.")]]
+    ends = norms.get("embedding", 0.0) + norms.get("head", 0.0)
+    median = float(blocks.median()) if len(blocks) else 0.0
+    return float(ends / median) if median > 0 else float("nan")  # e.g. LISA updated fewer than half the blocks
+
+
+def unit_order(units) -> list[str]:
+    def key(u):
+        if u == "embedding":
+            return (0, 0)
+        if u.startswith("layer."):
+            return (1, int(u.split(".")[1]))
+        return (2, 0) if u == "other" else (3, 0)
+
+    return sorted(units, key=key)
+
+
+def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import atomic
+
+    mean_rows, update_rows, skew = [], [], []
+    for run in map(Path, runs):
+        metrics = json.loads((run / "metrics.json").read_text())
+        label = f"{metrics['method']} ({run.parent.name if run.name.startswith('seed') else run.name})"
+        m = mean_norms(run)
+        u = update_norms(run)
+        mean_rows.append(m.rename(label))
+        update_rows.append(u.rename(label))
+        skew.append({"run": label, "method": metrics["method"], "model": metrics["model"],
+                     "skew_mean_norm": skew_ratio(m), "skew_update_norm": skew_ratio(u)})
+    mean_df = pd.DataFrame(mean_rows)
+    update_df = pd.DataFrame(update_rows)
+    mean_df = mean_df[unit_order(mean_df.columns)]
+    update_df = update_df[unit_order(update_df.columns)]
+    out_dir = Path(out_dir)
+    atomic.write_text(out_dir / "mean_weight_norms.csv", mean_df.to_csv())
+    atomic.write_text(out_dir / "update_norms.csv", update_df.to_csv())
+    skew_df = pd.DataFrame(skew).set_index("run")
+    atomic.write_text(out_dir / "skew.csv", skew_df.to_csv())
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    for label, row in mean_df.iterrows():
+        ax1.plot(range(len(row)), row.values, marker=".", label=label)
+    for label, row in update_df.iterrows():
+        ax2.plot(range(len(row)), row.values, marker=".", label=label)
+    for ax, title in ((ax1, "mean weight norm over training (LoRA: adapter)"), (ax2, "update norm ||W_T - W_0||")):
+        ticks = list(mean_df.columns)
+        step = max(1, len(ticks) // 12)
+        ax.set_xticks(range(0, len(ticks), step), ticks[::step], rotation=45, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(title)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    for suffix in (".png", ".pdf"):
+        fig.savefig(out_dir / f"weight_norms{suffix}", dpi=130)
+    plt.close(fig)
+    return skew_df

@@ -1,0 +1,77 @@
+# lm-evaluation-harness and MT-Bench on every trained run.
+
+LM = config["lm_eval"]
+MT = config["mt_bench"]
+
+
+rule lm_eval:
+    input:
+        f"{RUNS}/train/{{model}}/{{exp}}/seed{{seed}}",
+    output:
+        f"{RUNS}/eval/{{model}}/{{exp}}/seed{{seed}}/scores.json",
+    log:
+        f"{RUNS}/logs/eval/{{model}}/{{exp}}/seed{{seed}}.log",
+    threads: workflow.cores
+    resources:
+        gpu=res("lm_eval", "gpu", 0 if config["device"] == "cpu" else 1),
+        mem_mb=res("lm_eval", "mem_mb", 16000),
+        runtime=res("lm_eval", "runtime", 240),
+    params:
+        tasks=",".join(LM["tasks"]),
+        limit=f"--limit {LM['limit']}" if LM.get("limit") else "",
+        shots=f"--num-fewshot {LM['num_fewshot']}" if LM.get("num_fewshot") is not None else "",
+        batch=LM.get("batch_size", 8),
+        device=config["device"],
+    shell:
+        "OMP_NUM_THREADS={threads} lisa-bench eval --run {input} --tasks {params.tasks} {params.limit} {params.shots} "
+        "--batch-size {params.batch} --device {params.device} --output-dir $(dirname {output}) > {log} 2>&1"
+
+
+rule mt_bench_answer:
+    input:
+        f"{RUNS}/train/{{model}}/{{exp}}/seed{{seed}}",
+    output:
+        f"{RUNS}/mt_bench/{{model}}/{{exp}}/seed{{seed}}/answers.jsonl",
+    log:
+        f"{RUNS}/logs/mt_bench_answer/{{model}}/{{exp}}/seed{{seed}}.log",
+    threads: workflow.cores
+    resources:
+        gpu=res("mt_bench_answer", "gpu", 0 if config["device"] == "cpu" else 1),
+        mem_mb=res("mt_bench_answer", "mem_mb", 16000),
+        runtime=res("mt_bench_answer", "runtime", 240),
+    params:
+        questions=MT["questions"],
+        tokens=MT.get("max_new_tokens", 1024),
+        limit=f"--limit {MT['limit']}" if MT.get("limit") else "",
+        device=config["device"],
+    shell:
+        "OMP_NUM_THREADS={threads} lisa-bench mt-bench answer --run {input} --questions {params.questions} "
+        "--max-new-tokens {params.tokens} {params.limit} --seed {wildcards.seed} --device {params.device} "
+        "--model-id {wildcards.model}/{wildcards.exp}/seed{wildcards.seed} --no-progress "
+        "--output-dir $(dirname {output}) > {log} 2>&1"
+
+
+rule mt_bench_judge:
+    input:
+        f"{RUNS}/mt_bench/{{model}}/{{exp}}/seed{{seed}}/answers.jsonl",
+    output:
+        f"{RUNS}/mt_bench/{{model}}/{{exp}}/seed{{seed}}/judge/mt_bench.json",
+    log:
+        f"{RUNS}/logs/mt_bench_judge/{{model}}/{{exp}}/seed{{seed}}.log",
+    threads: workflow.cores
+    resources:
+        gpu=res("mt_bench_judge", "gpu", 0),
+        mem_mb=res("mt_bench_judge", "mem_mb", 8000),
+        runtime=res("mt_bench_judge", "runtime", 240),
+    params:
+        questions=MT["questions"],
+        judge=MT["judge"],
+        url=f"--judge-base-url {MT['judge_base_url']}" if MT.get("judge_base_url") else "",
+        expected="--expected-rating" if MT.get("expected_rating") else "",
+        parallel=MT.get("parallel", 4),
+        device=config["device"],
+        cache=f"{RUNS}/mt_bench/judgments_cache.jsonl",
+    shell:
+        "OMP_NUM_THREADS={threads} lisa-bench mt-bench judge --answers {input} --questions {params.questions} "
+        "--judge {params.judge} {params.url} {params.expected} --parallel {params.parallel} --device {params.device} "
+        "--cache {params.cache} --no-progress --output-dir $(dirname {output}) > {log} 2>&1"

@@ -1,0 +1,44 @@
+# Fetching models and training every (model, experiment, seed).
+
+LAUNCH = {
+    "single": "lisa-bench",
+    "ddp": f"accelerate launch --multi_gpu --num_processes {config['launcher'].get('num_processes', 1)} -m lisa_bench.cli",
+}[config["launcher"]["type"]]
+
+
+rule fetch_model:
+    output:
+        f"{RUNS}/models/{{model}}.fetched",
+    log:
+        f"{RUNS}/logs/fetch/{{model}}.log",
+    resources:
+        mem_mb=res("fetch_model", "mem_mb", 4000),
+        runtime=res("fetch_model", "runtime", 30),
+    shell:
+        "lisa-bench fetch --model {wildcards.model} --marker {output} > {log} 2>&1"
+
+
+rule train:
+    input:
+        experiment="experiments/{exp}.yaml",
+        model=f"{RUNS}/models/{{model}}.fetched",
+    output:
+        directory(f"{RUNS}/train/{{model}}/{{exp}}/seed{{seed}}"),
+    log:
+        f"{RUNS}/logs/train/{{model}}/{{exp}}/seed{{seed}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/train/{{model}}/{{exp}}/seed{{seed}}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=res("train", "gpu", 0 if config["device"] == "cpu" else 1),
+        mem_mb=res("train", "mem_mb", 16000),
+        runtime=res("train", "runtime", 120),
+    params:
+        launch=LAUNCH,
+        steps=config["max_steps"],
+        device=config["device"],
+        dataset=config["dataset"],
+    shell:
+        "OMP_NUM_THREADS={threads} {params.launch} train --experiment {input.experiment} --model {wildcards.model} "
+        "--dataset {params.dataset} --seed {wildcards.seed} --max-steps {params.steps} --device {params.device} "
+        "--output-dir {output} --no-progress > {log} 2>&1"
