@@ -22,7 +22,7 @@ endif
 
 reproduce: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --cores all
-	@cat results/default/summary.csv
+	@cat results/default/tables/training.md results/default/tables/lm_eval.md results/default/tables/mt_bench.md
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q

@@ -35,6 +35,17 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def _move_into_place(work: Path, final: Path) -> None:
+    """Rename a finished working directory to ``final``, replacing an older result."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(work, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, final)
+
+
 @contextlib.contextmanager
 def staged_dir(final: str | os.PathLike):
     """Yield a temporary sibling directory; on success it replaces ``final`` in one rename.
@@ -50,10 +61,21 @@ def staged_dir(final: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    _move_into_place(tmp, final)
+
+
+def partial_dir(final: str | os.PathLike) -> Path:
+    """The persistent working directory of an unfinished run: a hidden sibling of ``final``."""
+    final = Path(final)
+    return final.parent / f".{final.name}.partial"
+
+
+@contextlib.contextmanager
+def resumable_dir(final: str | os.PathLike):
+    """Like ``staged_dir`` but the working directory survives a crash (holding the checkpoint to
+    resume from); ``final`` itself appears only complete, in one rename."""
+    final = Path(final)
+    work = partial_dir(final)
+    work.mkdir(parents=True, exist_ok=True)
+    yield work
+    _move_into_place(work, final)

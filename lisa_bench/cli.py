@@ -39,6 +39,9 @@ def _add_train(sub) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--train-size", type=int, help="use the first N training conversations")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    p.add_argument("--checkpoint-every", type=int,
+                   help="steps between resumable checkpoints (default 50; 0: none). A rerun with the same settings "
+                        "resumes from the last one")
     p.add_argument("--memory-snapshot", action="store_true", default=None,
                    help="CUDA: write memory_snapshot.pickle for PyTorch's memory visualizer")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -51,7 +54,8 @@ def _cmd_train(args) -> int:
 
     overrides = {k: getattr(args, k) for k in ("method", "model", "dataset", "max_steps", "seed", "batch_size",
                                                 "max_length", "lr", "dtype", "device", "train_size",
-                                                "gradient_checkpointing", "memory_snapshot")}
+                                                "gradient_checkpointing", "memory_snapshot",
+                                                "checkpoint_every")}
     method = args.method
     if method is None and args.experiment:
         from .config import read_experiment

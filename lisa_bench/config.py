@@ -33,6 +33,7 @@ class TrainConfig:
     device: str = "auto"
     gradient_checkpointing: bool = False
     norm_every: int | None = None  # weight-norm snapshot period (None: ~10 per run)
+    checkpoint_every: int = 50  # steps between resumable checkpoints (0: none); single process only
     memory_snapshot: bool = False  # CUDA only: dump an allocator snapshot (PyTorch memory visualizer)
     method_options: dict = field(default_factory=dict)
 
@@ -49,6 +50,8 @@ class TrainConfig:
             raise BadInput(f"unknown scheduler {self.scheduler!r}; valid choices: {', '.join(SCHEDULERS)}")
         if self.device not in DEVICES:
             raise BadInput(f"unknown device {self.device!r}; valid choices: {', '.join(DEVICES)}")
+        if self.checkpoint_every < 0:
+            raise BadInput(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.norm_every is not None and self.norm_every < 1:
             raise BadInput(f"norm_every must be >= 1, got {self.norm_every}")
 

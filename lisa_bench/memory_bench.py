@@ -273,6 +273,16 @@ def _cmd_memory(args) -> int:
     atomic.write_json(out / "memory_provenance.json", provenance(vars(args) | {"device": device, "dtype": dtype},
                                                                  torch.device(device)))
     from .plots import memory_breakdown, speed_bars
+    from .report import write_table
+
+    shown = table.set_index(["model", "method"])[["status", "peak_bytes", "predicted_peak_bytes", "weights_bytes",
+                                                  "grads_bytes", "optimizer_bytes", "activations_bytes",
+                                                  "tokens_per_second", "speed_vs_full", "flag"]]
+    shown = shown.rename(columns=lambda c: c.replace("_bytes", "_GiB"))
+    for col in [c for c in shown.columns if c.endswith("_GiB")]:
+        shown[col] = shown[col] / 2**30
+    write_table(shown, out / "memory_table", f"Peak memory ({device}, {dtype}, batch {args.batch_size}, "
+                                             f"{args.seq_len} tokens; {PROTOCOL})")
 
     memory_breakdown(table, out / "memory_breakdown")
     speed_bars(table, out / "speed")

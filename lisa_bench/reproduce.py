@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
                        description="Runs each experiments/*.yaml for --max-steps steps on --model and prints "
                                    "loss, speed and memory per method; writes summary.csv into --output-dir.")
     p.add_argument("--experiments-dir", default="experiments")
-    p.add_argument("--experiments", help="comma-separated experiment names (default: all in the directory)")
+    p.add_argument("--experiments", default="base,full,lora-r128,lisa-e-h-2l,lisa-callback-e-h-2l,galore-r128",
+                   help="comma-separated experiment names (default: the six methods of the default study)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--max-steps", type=int, default=20)
     p.add_argument("--output-dir", default="runs/reproduce")

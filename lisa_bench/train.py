@@ -63,8 +63,15 @@ def _norm_steps(cfg: TrainConfig) -> set[int]:
 
 
 class _JsonLines:
-    def __init__(self, path: Path):
+    """A JSON-lines log; on resume it keeps the rows of the steps before the checkpoint."""
+
+    def __init__(self, path: Path, keep_before: int = 0):
+        kept = []
+        if keep_before and path.exists():
+            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < keep_before]
         self.fh = open(path, "w")
+        for line in kept:
+            self.fh.write(line + "\n")
 
     def write(self, obj: dict) -> None:
         self.fh.write(json.dumps(obj) + "\n")
@@ -72,6 +79,33 @@ class _JsonLines:
 
     def close(self) -> None:
         self.fh.close()
+
+
+class _Checkpoint:
+    """Everything needed to resume a run exactly: weights, optimizer, method state, RNG, progress.
+    Used only when the run's configuration is the same as the one that wrote it."""
+
+    def __init__(self, directory: Path, config: dict):
+        self.dir = directory
+        self.path = directory / "state.pt"
+        self.config = config
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        return state if state.get("config") == self.config else None
+
+    def save(self, state: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({**state, "config": self.config}, tmp)
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _sync_gradients(params, accelerator) -> None:
@@ -154,16 +188,31 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
     record = {"losses": [], "tokens": 0, "seconds": 0.0, "trainable_peak": 0, "opt_peak": 0}
     is_main = accelerator.is_main_process
 
-    # only the main process writes results; the others write into a scratch directory
-    staging = atomic.staged_dir(output_dir) if is_main else tempfile.TemporaryDirectory()
+    # only the main process writes results; the others write into a scratch directory. The main
+    # process works in a hidden sibling of output_dir that survives a crash with its checkpoint.
+    checkpointing = cfg.checkpoint_every > 0 and accelerator.num_processes == 1 and method.trains
+    staging = atomic.resumable_dir(output_dir) if is_main else tempfile.TemporaryDirectory()
     with staging as out:
         out = Path(out)
-        log = _JsonLines(out / "train_log.jsonl")
-        norms_log = _JsonLines(out / "weight_norms.jsonl")
-        bar = tqdm(total=cfg.max_steps, desc=f"{cfg.method} on {loaded.name}", disable=not (progress and is_main),
-                   dynamic_ncols=True)
+        ckpt = _Checkpoint(out / "checkpoint", dataclasses.asdict(cfg))
+        start_step = 0
+        state = ckpt.load() if checkpointing else None
+        if state is not None:
+            start_step = state["step"]
+            raw_model.load_state_dict(state["model"])
+            method.load_state_dict(state["method"], raw_model, optimizer)
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            record = state["record"]
+            meter.peak = state["memory_peak"]
+        log = _JsonLines(out / "train_log.jsonl", keep_before=start_step)
+        norms_log = _JsonLines(out / "weight_norms.jsonl", keep_before=start_step)
+        bar = tqdm(total=cfg.max_steps, initial=start_step, desc=f"{cfg.method} on {loaded.name}",
+                   disable=not (progress and is_main), dynamic_ncols=True)
         batches = _batches(loader)
-        for step in range(cfg.max_steps if method.trains else 0):
+        for _ in range(start_step):  # the same data order as an uninterrupted run
+            next(batches)
+        for step in range(start_step, cfg.max_steps if method.trains else 0):
             method.on_step_start(step, raw_model, optimizer)
             if step in norm_steps:
                 norms_log.write({"step": step, **weight_norms(raw_model, layout)})
@@ -202,7 +251,12 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             log.write(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second']:.0f}")
+            if checkpointing and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.max_steps:
+                ckpt.save({"step": step + 1, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "method": method.state_dict(), "rng": torch.get_rng_state(), "record": record,
+                           "memory_peak": meter.peak})
         bar.close()
+        ckpt.remove()
         steps_done = cfg.max_steps if method.trains else 0
         if steps_done in norm_steps or not method.trains:
             norms_log.write({"step": steps_done, **weight_norms(raw_model, layout)})
@@ -235,6 +289,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             "decoder_blocks": layout.num_blocks,
             "num_processes": accelerator.num_processes,
             "replicas_in_sync": replicas_in_sync,
+            "resumed_from_step": start_step or None,
             "blocks_path": layout.blocks_path,
             "model_source": loaded.source,
             "method_options": dataclasses.asdict(options),

@@ -58,6 +58,7 @@ def tiny_table(tmp_path_factory):
     assert code == 0
     assert (out / "memory_provenance.json").exists()
     assert (out / "memory_breakdown.png").exists() and (out / "speed.pdf").exists()
+    assert (out / "memory_table.md").exists() and (out / "memory_table.tex").exists()
     return pd.read_csv(out / "memory.csv").set_index("method")
 
 

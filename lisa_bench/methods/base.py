@@ -88,6 +88,13 @@ class Method:
     def on_step_start(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         pass
 
+    def state_dict(self) -> dict:
+        """What a checkpoint must hold besides model and optimizer to resume this method exactly."""
+        return {}
+
+    def load_state_dict(self, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Restore ``state_dict()``; called before the optimizer's own state is loaded."""
+
     def active_layers(self) -> list[int] | None:
         """Sorted indices of the decoder blocks that train this step (layerwise methods only)."""
         return None

@@ -147,6 +147,13 @@ class Lisa(Method):
     def active_layers(self) -> list[int]:
         return list(self.active)
 
+    def state_dict(self) -> dict:
+        return {"generator": self.sampler.generator.get_state(), "active": list(self.active)}
+
+    def load_state_dict(self, state, model, optimizer):
+        self.sampler.generator.set_state(state["generator"])
+        self.switch(model, optimizer, state["active"])  # the optimizer's groups then match the saved ones
+
     # ---- the switch -------------------------------------------------------------------------
     def on_step_start(self, step, model, optimizer):
         if step % self.options.interval != 0:
