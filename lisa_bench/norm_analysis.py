@@ -93,10 +93,11 @@ def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
     skew_df = pd.DataFrame(skew).set_index("run")
     atomic.write_text(out_dir / "skew.csv", skew_df.to_csv())
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    # units a method left untouched (norm 0) are gaps on the log scale, not lines to -infinity
     for label, row in mean_df.iterrows():
-        ax1.plot(range(len(row)), row.values, marker=".", label=label)
+        ax1.plot(range(len(row)), row.where(row > 0).values, marker=".", label=label)
     for label, row in update_df.iterrows():
-        ax2.plot(range(len(row)), row.values, marker=".", label=label)
+        ax2.plot(range(len(row)), row.where(row > 0).values, marker=".", label=label)
     for ax, title in ((ax1, "mean weight norm over training (LoRA: adapter)"), (ax2, "update norm ||W_T - W_0||")):
         ticks = list(mean_df.columns)
         step = max(1, len(ticks) // 12)

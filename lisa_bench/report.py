@@ -27,9 +27,12 @@ def _runs(root: Path, stage: str, filename: str):
 
 
 def write_table(df: pd.DataFrame, path: Path, caption: str) -> None:
-    atomic.write_text(path.with_suffix(".csv"), df.to_csv())
-    atomic.write_text(path.with_suffix(".md"), f"{caption}\n\n" + df.to_markdown(floatfmt=".4g") + "\n")
-    atomic.write_text(path.with_suffix(".tex"), df.to_latex(float_format="%.4g", caption=caption))
+    """CSV keeps every column; Markdown and LaTeX drop empty ones (e.g. the spread of a single seed)."""
+    flat = df.reset_index()
+    atomic.write_text(path.with_suffix(".csv"), flat.to_csv(index=False))
+    shown = flat.dropna(axis=1, how="all")
+    atomic.write_text(path.with_suffix(".md"), f"{caption}\n\n" + shown.to_markdown(index=False, floatfmt=".4g") + "\n")
+    atomic.write_text(path.with_suffix(".tex"), shown.to_latex(index=False, float_format="%.4g", caption=caption))
 
 
 def _mean_std(df: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:

@@ -191,6 +191,16 @@ def test_hf_judge_expected_rating_never_fails(tmp_path):
     assert calls == 4 and all(1.0 <= r["score"] <= 10.0 for r in rows)
 
 
+def test_limit_spreads_over_categories():
+    from lisa_bench.evaluation.mt_bench.cli import spread_over_categories
+
+    questions = load_bench("offline").questions
+    picked = spread_over_categories(questions, 8)
+    assert len(picked) == 8 and {q["category"] for q in picked} == set(CATEGORIES)
+    assert spread_over_categories(questions, 100) == sorted(questions, key=lambda q: (questions.index(q) % 2,
+                                                                                     questions.index(q)))
+
+
 def test_category_temperatures():
     assert TEMPERATURE["writing"] == TEMPERATURE["roleplay"] == 0.7
     assert TEMPERATURE["math"] == TEMPERATURE["coding"] == TEMPERATURE["reasoning"] == TEMPERATURE["extraction"] == 0

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     a.add_argument("--output-dir", required=True)
     a.add_argument("--model-id", help="name recorded in the answers (default: the run or model name)")
     a.add_argument("--max-new-tokens", type=int, default=1024)
-    a.add_argument("--limit", type=int, help="answer the first N questions")
+    a.add_argument("--limit", type=int, help="answer N questions, taken in turn from each category")
     a.add_argument("--device", default=None)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-progress", action="store_true")
@@ -73,7 +73,7 @@ def _cmd_answer(args) -> int:
         raise BadInput(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     device = _device(args.device)
     bench = load_bench(args.questions)
-    questions = bench.questions[: args.limit] if args.limit else bench.questions
+    questions = spread_over_categories(bench.questions, args.limit) if args.limit else bench.questions
     model, tokenizer, info = load_target(args.run, args.model, device)
     model_id = args.model_id or (Path(args.run).name if args.run else args.model)
     rows = generate_answers(model, tokenizer, questions, model_id, args.max_new_tokens, args.seed,
@@ -81,6 +81,20 @@ def _cmd_answer(args) -> int:
     atomic.write_text(Path(args.output_dir) / "answers.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     print(f"{len(rows)} answers by {model_id} -> {Path(args.output_dir) / 'answers.jsonl'}")
     return 0
+
+
+def spread_over_categories(questions: list[dict], n: int) -> list[dict]:
+    """The first ``n`` questions taken in turn from each category, so a short run covers them all."""
+    by_cat: dict[str, list[dict]] = {}
+    for q in questions:
+        by_cat.setdefault(q["category"], []).append(q)
+    picked, depth = [], 0
+    while len(picked) < min(n, len(questions)):
+        for qs in by_cat.values():
+            if depth < len(qs) and len(picked) < n:
+                picked.append(qs[depth])
+        depth += 1
+    return picked
 
 
 def read_answers(path: Path, bench) -> list[dict]:
