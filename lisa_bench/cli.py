@@ -32,6 +32,8 @@ def _add_train(sub) -> None:
     p.add_argument("--lisa-layers", type=int, help="LISA gamma: middle layers sampled per interval")
     p.add_argument("--lisa-interval", type=int, help="LISA K: steps between layer switches")
     p.add_argument("--lora-rank", type=int)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a method option (value parsed as YAML), e.g. --option interval=5; repeatable")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-length", type=int)
     p.add_argument("--lr", type=float)
@@ -71,6 +73,13 @@ def _cmd_train(args) -> int:
         if method not in methods:
             raise BadInput(f"--{flag.replace('_', '-')} applies to method {', '.join(methods)}, not {method!r}")
         option_overrides[option] = value
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--option {item!r} must look like KEY=VALUE")
+        import yaml
+
+        option_overrides[key.strip()] = yaml.safe_load(value)
     cfg = build_config(args.experiment, overrides, option_overrides)
     from .train import train
 

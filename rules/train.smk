@@ -6,6 +6,14 @@ LAUNCH = {
 }[config["launcher"]["type"]]
 
 
+def override_flags(wildcards):
+    """Per-study settings over the experiment file (config key experiment_overrides)."""
+    extra = dict((config.get("experiment_overrides") or {}).get(wildcards.exp) or {})
+    flags = [f"--option {k}={v}" for k, v in (extra.pop("method_options", None) or {}).items()]
+    flags += [f"--{k.replace('_', '-')} {v}" for k, v in extra.items()]
+    return " ".join(flags)
+
+
 rule fetch_model:
     output:
         f"{RUNS}/models/{{model}}.fetched",
@@ -38,7 +46,8 @@ rule train:
         steps=config["max_steps"],
         device=config["device"],
         dataset=config["dataset"],
+        overrides=override_flags,
     shell:
         "OMP_NUM_THREADS={threads} {params.launch} train --experiment {input.experiment} --model {wildcards.model} "
         "--dataset {params.dataset} --seed {wildcards.seed} --max-steps {params.steps} --device {params.device} "
-        "--output-dir {output} --no-progress > {log} 2>&1"
+        "{params.overrides} --output-dir {output} --no-progress > {log} 2>&1"

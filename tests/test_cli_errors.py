@@ -112,3 +112,16 @@ def test_sharded_launch_is_refused_with_a_reason(method, monkeypatch, capsys, tm
     if method == "lisa":
         assert "trainable parameter set" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_option_flag_sets_method_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(BASE + ["--method", "lisa", "--option", "interval=1", "--option", "sampling=weighted",
+                        "--output-dir", str(out)]) == 0
+    opts = json.loads((out / "metrics.json").read_text())["method_options"]
+    assert opts["interval"] == 1 and opts["sampling"] == "weighted"
+    code, err = run_cli(BASE + ["--method", "lisa", "--option", "interval", "--output-dir", str(tmp_path / "x")], capsys)
+    assert code == 2 and "must look like KEY=VALUE" in err
+    code, err = run_cli(BASE + ["--method", "lisa", "--option", "intervall=3", "--output-dir", str(tmp_path / "x")],
+                        capsys)
+    assert code == 2 and "unknown option 'intervall'" in err
