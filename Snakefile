@@ -7,7 +7,8 @@
 
 from snakemake.utils import validate
 
-configfile: "config/default.yaml"
+if not config:  # no --configfile given: the embedded default (another study is never merged over it)
+    configfile: "config/default.yaml"
 validate(config, "config/schema.yaml")
 
 from lisa_bench.study import check_study

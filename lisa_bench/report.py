@@ -121,11 +121,26 @@ def lisa_heatmap(root: Path, out: Path) -> None:
         return
 
 
+def _write_provenance(root: Path, out: Path, name: str) -> None:
+    """The provenance of every run behind the tables: versions, git commit, config, seed, device."""
+    import torch
+
+    from .provenance import provenance
+
+    runs = {}
+    for stage, filename in (("train", "metrics.json"), ("eval", "lm_eval.json"), ("mt_bench", "judge/mt_bench.json")):
+        for model, exp, seed, path in _runs(root, stage, filename):
+            runs[f"{stage}/{model}/{exp}/seed{seed}"] = json.loads(path.read_text()).get("provenance")
+    report = provenance({"study": name, "runs_dir": str(root)}, torch.device("cpu"))
+    atomic.write_json(out / "provenance.json", {"report": report, "runs": runs})
+
+
 def collect(runs_dir: str | Path, out_dir: str | Path, name: str) -> dict[str, pd.DataFrame]:
     from .plots import memory_over_steps
 
     root, out = Path(runs_dir), Path(out_dir)
     tables = {}
+    _write_provenance(root, out, name)
     train = training_table(root)
     if len(train):
         t = _mean_std(train, ["model", "experiment", "method"],

@@ -1,5 +1,6 @@
 """The Snakemake pipeline: dry runs of every config, a real run of a tiny one, and config errors."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -66,6 +67,7 @@ def test_tiny_pipeline_end_to_end(workdir):
     for fig in ("loss_curves", "memory_over_steps", "mt_bench_categories", "score_vs_memory", "lisa_layers"):
         assert (results / "figures" / f"{fig}.png").exists() and (results / "figures" / f"{fig}.pdf").exists(), fig
     assert (results / "norms" / "weight_norms.png").exists() and (results / "memory" / "memory_breakdown.png").exists()
+    assert len(json.loads((results / "provenance.json").read_text())["runs"]) == 6
     skew = pd.read_csv(results / "norms" / "skew.csv")
     assert set(skew["method"]) == {"base", "lisa"}
     training = pd.read_csv(results / "tables" / "training.csv")
