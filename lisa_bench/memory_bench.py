@@ -149,9 +149,7 @@ def _child_main(argv: list[str]) -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     try:
         row = measure_cell(**spec)
-    except torch.cuda.OutOfMemoryError:
-        row = {"status": "oom"}
-    except MemoryError:
+    except (torch.cuda.OutOfMemoryError, MemoryError):
         row = {"status": "oom"}
     print("LISA_BENCH_CELL " + json.dumps(row), flush=True)
 

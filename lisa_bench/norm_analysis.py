@@ -8,6 +8,7 @@ embedding/head when trained), the norm of the update ||W_T - W_0|| per unit for 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -25,13 +26,20 @@ def mean_norms(run: Path) -> pd.Series:
     return pd.DataFrame([r[key] for r in rows]).mean()
 
 
+@functools.lru_cache(maxsize=2)
+def _initial_model(name: str, seed: int):
+    """The untrained model a study's runs start from: loaded once for all of them (read only)."""
+    from .models import load_model
+
+    return load_model(name, seed=seed).model
+
+
 def update_norms(run: Path) -> pd.Series:
     """||W_T - W_0|| per unit: the trained weights (LoRA: base + merged adapter) against the initial model."""
     from .evaluation.lm_eval_runner import load_target
-    from .models import load_model
 
     metrics = json.loads((run / "metrics.json").read_text())
-    base = load_model(metrics["model"], seed=metrics["seed"]).model
+    base = _initial_model(metrics["model"], metrics["seed"])
     if metrics["method"] == "base":
         trained = base
     else:
