@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .memory_bench import add_parser as add_memory
 
     add_memory(sub)
+    from .memory_collect import add_parser as add_memory_collect
+
+    add_memory_collect(sub)
     from .evaluation.lm_eval_runner import add_parser as add_eval
 
     add_eval(sub)

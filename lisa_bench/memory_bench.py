@@ -34,6 +34,10 @@ CSV_COLUMNS = ["model", "method", "device", "dtype", "batch_size", "seq_len", "s
                "flag", "seconds_per_iter", "tokens_per_second", "speed_vs_full", "protocol"]
 PROTOCOL = "random tokens, no gradient checkpointing, no offloading, eager attention, AdamW"
 TOLERANCE = 0.15
+# per step of each cell (step 0 is the warm-up); CUDA: allocator stats, CPU: resident set
+TRACE_COLUMNS = ["model", "method", "step", "seconds", "optimizer_bytes", "grads_bytes", "activations_bytes",
+                 "step_peak_bytes", "allocated_bytes", "reserved_peak_bytes", "active_peak_bytes", "rss_bytes",
+                 "rss_hwm_bytes"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,17 +110,17 @@ def measure_cell(model_name: str, label: str, device: str, dtype_name: str, batc
     vocab = config.vocab_size
     grads = acts = opt_bytes = 0
     times = []
-    resident = 0
+    trace = []
+    step_peak = 0
     for step in range(steps + 1):  # step 0 warms up (lazy library loading, allocator pools), not measured
-        if step == 1:
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(dev)
-                start = baseline
-            else:
-                # the working set above what is resident now, plus the tensors resident now
-                _reset_hwm()
-                resident = weights + optimizer_state_bytes(optimizer)
-                start = _rss_now() - resident
+        if step == 1 and not cuda:
+            # the working set above what is resident now, plus the tensors resident now
+            _reset_hwm()
+            start = _rss_now() - (weights + optimizer_state_bytes(optimizer))
+        if cuda:
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)  # a peak per step; the cell's peak is their maximum
+            start = baseline
         method.on_step_start(step, model, optimizer)
         ids = torch.randint(0, vocab, (batch, seq), generator=gen).to(dev)
         if cuda:
@@ -128,20 +132,36 @@ def measure_cell(model_name: str, label: str, device: str, dtype_name: str, batc
             loss = model(input_ids=ids, labels=ids).loss
         step_acts = (torch.cuda.memory_allocated(dev) - before) if cuda else counter.bytes
         loss.backward()
-        grads = max(grads, sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None))
+        step_grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if cuda:
             torch.cuda.synchronize(dev)
-        times.append(time.perf_counter() - t0)
-        acts = max(acts, step_acts)
-        opt_bytes = max(opt_bytes, optimizer_state_bytes(optimizer))
+        seconds = time.perf_counter() - t0
         del loss
-    peak = (torch.cuda.max_memory_allocated(dev) - start) if cuda else (_rss_hwm() - start)
-    sec = statistics.median(times[1:])
+        state = optimizer_state_bytes(optimizer)
+        point = {"step": step, "seconds": seconds, "optimizer_bytes": state, "grads_bytes": step_grads,
+                 "activations_bytes": step_acts}
+        if cuda:
+            stats = torch.cuda.memory_stats(dev)
+            point.update(step_peak_bytes=torch.cuda.max_memory_allocated(dev) - baseline,
+                         allocated_bytes=torch.cuda.memory_allocated(dev) - baseline,
+                         reserved_peak_bytes=torch.cuda.max_memory_reserved(dev),
+                         active_peak_bytes=stats.get("active_bytes.all.peak", 0))
+        else:
+            point.update(rss_bytes=_rss_now(), rss_hwm_bytes=_rss_hwm())
+        trace.append(point)
+        if step == 0:
+            continue
+        times.append(seconds)
+        grads, acts, opt_bytes = max(grads, step_grads), max(acts, step_acts), max(opt_bytes, state)
+        if cuda:
+            step_peak = max(step_peak, point["step_peak_bytes"])
+    peak = step_peak if cuda else (_rss_hwm() - start)
+    sec = statistics.median(times)
     return {"status": "ok", "peak_bytes": peak, "weights_bytes": weights, "grads_bytes": grads,
             "optimizer_bytes": opt_bytes, "activations_bytes": acts, "seconds_per_iter": sec,
-            "tokens_per_second": batch * seq / sec}
+            "tokens_per_second": batch * seq / sec, "trace": trace}
 
 
 def _child_main(argv: list[str]) -> None:
@@ -166,7 +186,9 @@ def _available_bytes(device: str) -> int:
     return psutil.virtual_memory().available
 
 
-def run_cell(model: str, label: str, device: str, dtype: str, batch: int, seq: int, steps: int) -> dict:
+def run_cell(model: str, label: str, device: str, dtype: str, batch: int, seq: int, steps: int,
+             timeout: float | None = None) -> tuple[dict, list[dict]]:
+    """One table row and the cell's per-step trace (empty unless the cell ran)."""
     from .architectures import architecture_config
     from .memory_model import parse_cell, predict
     from .models.registry import resolve_dtype
@@ -183,16 +205,23 @@ def run_cell(model: str, label: str, device: str, dtype: str, batch: int, seq: i
     if pred.peak_bytes > 0.9 * available:
         row["status"] = (f"skipped: predicted {pred.peak_bytes / 2**30:.1f} GiB exceeds the "
                          f"{available / 2**30:.1f} GiB available (analytic prediction only)")
-        return row
+        return row, []
     spec = dict(model_name=model, label=label, device=device, dtype_name=dtype, batch=batch, seq=seq, steps=steps)
     # glibc: serve every allocation above 64 KiB by mmap, so that freed tensors leave the resident set
     # at once and the high-water mark follows live tensor memory
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    proc = subprocess.run([sys.executable, "-m", "lisa_bench.memory_bench", json.dumps(spec)],
-                          capture_output=True, text=True, env=env)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "lisa_bench.memory_bench", json.dumps(spec)],
+                              capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        row["status"] = f"error: timed out after {timeout:g} s (--cell-timeout)"
+        return row, []
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("LISA_BENCH_CELL ")]
+    trace = []
     if proc.returncode == 0 and lines:
-        row.update(json.loads(lines[-1][len("LISA_BENCH_CELL "):]))
+        result = json.loads(lines[-1][len("LISA_BENCH_CELL "):])
+        trace = [{"model": model, "method": label, **point} for point in result.pop("trace", [])]
+        row.update(result)
     elif proc.returncode in (-9, 137):
         row["status"] = "oom (process killed)"
     else:
@@ -202,7 +231,7 @@ def run_cell(model: str, label: str, device: str, dtype: str, batch: int, seq: i
         ratio = row["peak_bytes"] / pred.peak_bytes
         row["peak_vs_predicted"] = ratio
         row["flag"] = "" if abs(ratio - 1) <= TOLERANCE else f"measured/predicted = {ratio:.2f}"
-    return row
+    return row, trace
 
 
 def add_parser(sub) -> None:
@@ -218,10 +247,45 @@ def add_parser(sub) -> None:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--steps", type=int, default=3, help="measured steps per cell, after one warm-up step")
     p.add_argument("--dtype", default=None, help="bf16 or fp32 (default: bf16 on cuda, fp32 on cpu)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--cell-timeout", type=float, default=None,
+                   help="seconds one cell may run before it is recorded as an error (default: no limit)")
     p.set_defaults(func=_cmd_memory)
+
+
+def finish_table(rows: list[dict]):
+    """The CSV table: fixed columns, and speed relative to full fine-tuning of the same model."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
+    full_speed = table[(table["method"] == "full") & (table["status"] == "ok")].set_index("model")["tokens_per_second"]
+    table["speed_vs_full"] = table["tokens_per_second"] / table["model"].map(full_speed)
+    return table
+
+
+def render(table, trace, out: Path) -> None:
+    """Tables (CSV/Markdown/LaTeX) and figures from a measured ``memory.csv`` and ``memory_trace.csv``."""
+    import pandas as pd
+
+    from .plots import memory_breakdown, memory_trace, speed_bars
+    from .report import write_table
+
+    shown = table.set_index(["model", "method"])[["status", "peak_bytes", "predicted_peak_bytes", "weights_bytes",
+                                                  "grads_bytes", "optimizer_bytes", "activations_bytes",
+                                                  "tokens_per_second", "speed_vs_full", "flag"]]
+    shown = shown.rename(columns=lambda c: c.replace("_bytes", "_GiB"))
+    for col in [c for c in shown.columns if c.endswith("_GiB")]:
+        shown[col] = shown[col] / 2**30
+    measured = table.dropna(subset=["batch_size", "seq_len"])
+    first = (measured if len(measured) else table).iloc[0]
+    write_table(shown, out / "memory_table", f"Peak memory ({first['device']}, {first['dtype']}, batch "
+                                             f"{first['batch_size']:g}, {first['seq_len']:g} tokens; {PROTOCOL})")
+    memory_breakdown(table, out / "memory_breakdown")
+    speed_bars(table, out / "speed")
+    if len(trace):
+        memory_trace(pd.DataFrame(trace), out / "memory_trace")
 
 
 def _cmd_memory(args) -> int:
@@ -232,6 +296,7 @@ def _cmd_memory(args) -> int:
     from .architectures import architecture_config
     from .memory_model import parse_cell
     from .models.registry import resolve_dtype
+    from .provenance import provenance
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cuda", "cpu"):
@@ -243,47 +308,36 @@ def _cmd_memory(args) -> int:
     for name, value in (("batch-size", args.batch_size), ("seq-len", args.seq_len), ("steps", args.steps)):
         if value < 1:
             raise BadInput(f"--{name} must be >= 1, got {value}")
+    if args.cell_timeout is not None and args.cell_timeout <= 0:
+        raise BadInput(f"--cell-timeout must be > 0 seconds, got {args.cell_timeout:g}")
     models = [m for m in args.models.split(",") if m]
     cells = [c for c in args.methods.split(",") if c]
     for m in models:
         architecture_config(m)
     for c in cells:
         parse_cell(c)
-    rows = []
+    out = Path(args.output_dir)
+    atomic.write_json(out / "memory_provenance.json", provenance(vars(args) | {"device": device, "dtype": dtype},
+                                                                 torch.device(device)))
+    rows, trace = [], []
     for model in models:
         for label in tqdm(cells, desc=f"memory {model}", dynamic_ncols=True):
             try:
-                rows.append(run_cell(model, label, device, dtype, args.batch_size, args.seq_len, args.steps))
+                row, points = run_cell(model, label, device, dtype, args.batch_size, args.seq_len, args.steps,
+                                       timeout=args.cell_timeout)
             except BadInput as exc:  # e.g. more LISA layers than this model has: this cell cannot exist
-                rows.append({"model": model, "method": label, "device": device, "dtype": dtype,
-                             "status": f"skipped: {exc}"})
+                row, points = {"model": model, "method": label, "device": device, "dtype": dtype,
+                               "status": f"skipped: {exc}"}, []
             except Exception as exc:  # one broken cell is recorded, the rest run on
-                rows.append({"model": model, "method": label, "device": device, "dtype": dtype,
-                             "status": f"error: {type(exc).__name__}: {exc}"[:300]})
-    table = pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
-    # speed relative to full fine-tuning of the same model, measured in the same run
-    full_speed = table[(table["method"] == "full") & (table["status"] == "ok")].set_index("model")["tokens_per_second"]
-    table["speed_vs_full"] = table["tokens_per_second"] / table["model"].map(full_speed)
-    out = Path(args.output_dir)
-    atomic.write_text(out / "memory.csv", table.to_csv(index=False))
-    from .provenance import provenance
-
-    atomic.write_json(out / "memory_provenance.json", provenance(vars(args) | {"device": device, "dtype": dtype},
-                                                                 torch.device(device)))
-    from .plots import memory_breakdown, speed_bars
-    from .report import write_table
-
-    shown = table.set_index(["model", "method"])[["status", "peak_bytes", "predicted_peak_bytes", "weights_bytes",
-                                                  "grads_bytes", "optimizer_bytes", "activations_bytes",
-                                                  "tokens_per_second", "speed_vs_full", "flag"]]
-    shown = shown.rename(columns=lambda c: c.replace("_bytes", "_GiB"))
-    for col in [c for c in shown.columns if c.endswith("_GiB")]:
-        shown[col] = shown[col] / 2**30
-    write_table(shown, out / "memory_table", f"Peak memory ({device}, {dtype}, batch {args.batch_size}, "
-                                             f"{args.seq_len} tokens; {PROTOCOL})")
-
-    memory_breakdown(table, out / "memory_breakdown")
-    speed_bars(table, out / "speed")
+                row, points = {"model": model, "method": label, "device": device, "dtype": dtype,
+                               "status": f"error: {type(exc).__name__}: {exc}"[:300]}, []
+            rows.append(row)
+            trace += points
+            # rewritten after every cell, so an interrupted study keeps the cells it finished
+            atomic.write_text(out / "memory.csv", finish_table(rows).to_csv(index=False))
+            atomic.write_text(out / "memory_trace.csv", pd.DataFrame(trace, columns=TRACE_COLUMNS).to_csv(index=False))
+    table = finish_table(rows)
+    render(table, trace, out)
     show = table[["model", "method", "status", "peak_bytes", "predicted_peak_bytes", "optimizer_bytes",
                   "tokens_per_second", "speed_vs_full", "flag"]].copy()
     for col in ("peak_bytes", "predicted_peak_bytes", "optimizer_bytes"):

@@ -80,3 +80,23 @@ def memory_over_steps(run_dirs: list[Path], path: Path) -> list[Path]:
         ax.set_ylabel("MiB")
         ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
+    """Per-step memory and optimizer state of each cell of a ``lisa-bench memory`` run (one column per
+    model): peak allocated per step on CUDA, resident set on the CPU."""
+    cuda = "step_peak_bytes" in trace and trace["step_peak_bytes"].notna().any()
+    memory_col, memory_name = ("step_peak_bytes", "peak allocated per step") if cuda else ("rss_bytes", "resident set")
+    models = list(dict.fromkeys(trace["model"]))
+    fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 6), squeeze=False)
+    for col, model in enumerate(models):
+        for method, sub in trace[trace["model"] == model].groupby("method", sort=False):
+            axes[0][col].plot(sub["step"], sub[memory_col] / 2**30, marker="o", ms=3, label=method)
+            axes[1][col].plot(sub["step"], sub["optimizer_bytes"] / 2**30, marker="o", ms=3, label=method)
+        axes[0][col].set_title(f"{model}: {memory_name}")
+        axes[1][col].set_title(f"{model}: optimizer state")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xlabel("step (0 = warm-up)")
+            ax.set_ylabel("GiB")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)

@@ -59,7 +59,9 @@ def tiny_table(tmp_path_factory):
     assert (out / "memory_provenance.json").exists()
     assert (out / "memory_breakdown.png").exists() and (out / "speed.pdf").exists()
     assert (out / "memory_table.md").exists() and (out / "memory_table.tex").exists()
-    return pd.read_csv(out / "memory.csv").set_index("method")
+    table = pd.read_csv(out / "memory.csv").set_index("method")
+    table.attrs["out"] = out
+    return table
 
 
 def test_memory_csv(tiny_table):
@@ -116,10 +118,10 @@ def test_cuda_unavailable(tmp_path, capsys):
 def test_crashing_cell_is_recorded_and_the_rest_run_on(monkeypatch, tmp_path):
     real = memory_bench.run_cell
 
-    def flaky(model, label, *args):
+    def flaky(model, label, *args, **kwargs):
         if label == "full":
             raise RuntimeError("simulated crash")
-        return real(model, label, *args)
+        return real(model, label, *args, **kwargs)
 
     monkeypatch.setattr(memory_bench, "run_cell", flaky)
     code = main(["memory", "--models", "tiny-random-llama", "--methods", "full,lisa-e-h", "--seq-len", "64",
@@ -131,7 +133,33 @@ def test_crashing_cell_is_recorded_and_the_rest_run_on(monkeypatch, tmp_path):
 
 
 def test_cell_too_big_for_the_machine_keeps_its_prediction():
-    row = memory_bench.run_cell("llama-2-70b", "lisa-e-h-2l", "cpu", "bf16", 1, 1024, 1)
+    row, trace = memory_bench.run_cell("llama-2-70b", "lisa-e-h-2l", "cpu", "bf16", 1, 1024, 1)
+    assert trace == []
     assert row["status"].startswith("skipped: predicted") and "analytic prediction only" in row["status"]
     assert row["predicted_weights_bytes"] == 2 * 68_976_648_192
     assert row["predicted_peak_bytes"] > row["predicted_weights_bytes"]
+
+
+def test_cell_timeout_is_recorded():
+    row, trace = memory_bench.run_cell("tiny-random-llama", "full", "cpu", "fp32", 1, 64, 1, timeout=0.01)
+    assert row["status"] == "error: timed out after 0.01 s (--cell-timeout)" and trace == []
+    assert row["predicted_peak_bytes"] > 0
+
+
+def test_trace_per_step(tiny_table, tmp_path_factory):
+    out = tiny_table.attrs["out"]
+    trace = pd.read_csv(out / "memory_trace.csv")
+    assert list(trace.columns) == memory_bench.TRACE_COLUMNS
+    assert (out / "memory_trace.png").exists()
+    for method, sub in trace.groupby("method"):
+        assert sub["step"].tolist() == [0, 1, 2]  # warm-up, then --steps 2
+        row = tiny_table.loc[method]
+        # the table's parts are the maxima over the measured steps of the trace
+        measured = sub[sub["step"] > 0]
+        assert measured["optimizer_bytes"].max() == row["optimizer_bytes"]
+        assert measured["grads_bytes"].max() == row["grads_bytes"]
+        assert (sub["rss_bytes"] > 0).all() and sub["step_peak_bytes"].isna().all()
+    lisa = trace[trace["method"] == "lisa-e-h-2l"]["optimizer_bytes"]
+    callback = trace[trace["method"] == "lisa-callback-e-h-2l"]["optimizer_bytes"].tolist()
+    assert lisa.nunique() == 1  # flat: state of the active blocks only
+    assert callback == sorted(callback) and callback[-1] > callback[0]  # grows as blocks are visited
