@@ -30,7 +30,8 @@ from .errors import BadInput
 CSV_COLUMNS = ["model", "method", "device", "dtype", "batch_size", "seq_len", "steps", "status", "peak_bytes",
                "weights_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "predicted_peak_bytes",
                "predicted_weights_bytes", "predicted_grads_bytes", "predicted_optimizer_bytes",
-               "predicted_activations_bytes", "predicted_transient_bytes", "predicted_step_bytes", "peak_vs_predicted",
+               "predicted_activations_bytes", "predicted_transient_bytes", "predicted_step_bytes",
+               "predicted_optimizer_forward_bytes", "peak_vs_predicted",
                "flag", "seconds_per_iter", "tokens_per_second", "speed_vs_full", "protocol"]
 PROTOCOL = "random tokens, no gradient checkpointing, no offloading, eager attention, AdamW"
 TOLERANCE = 0.15
@@ -189,21 +190,12 @@ def _available_bytes(device: str) -> int:
 def run_cell(model: str, label: str, device: str, dtype: str, batch: int, seq: int, steps: int,
              timeout: float | None = None) -> tuple[dict, list[dict]]:
     """One table row and the cell's per-step trace (empty unless the cell ran)."""
-    from .architectures import architecture_config
-    from .memory_model import parse_cell, predict
-    from .models.registry import resolve_dtype
-
     row = {"model": model, "method": label, "device": device, "dtype": dtype, "batch_size": batch,
            "seq_len": seq, "steps": steps, "protocol": PROTOCOL}
-    pred = predict(architecture_config(model), parse_cell(label), batch, seq, resolve_dtype(dtype), steps + 1,
-                   device_type=device)
-    row.update(predicted_peak_bytes=pred.peak_bytes, predicted_weights_bytes=pred.weights_bytes,
-               predicted_grads_bytes=pred.grads_bytes, predicted_optimizer_bytes=pred.optimizer_bytes,
-               predicted_activations_bytes=pred.activations_bytes, predicted_transient_bytes=pred.transient_bytes,
-               predicted_step_bytes=pred.step_bytes)
+    row.update(predicted_columns(model, label, device, dtype, batch, seq, steps))
     available = _available_bytes(device)
-    if pred.peak_bytes > 0.9 * available:
-        row["status"] = (f"skipped: predicted {pred.peak_bytes / 2**30:.1f} GiB exceeds the "
+    if row["predicted_peak_bytes"] > 0.9 * available:
+        row["status"] = (f"skipped: predicted {row['predicted_peak_bytes'] / 2**30:.1f} GiB exceeds the "
                          f"{available / 2**30:.1f} GiB available (analytic prediction only)")
         return row, []
     spec = dict(model_name=model, label=label, device=device, dtype_name=dtype, batch=batch, seq=seq, steps=steps)
@@ -227,11 +219,30 @@ def run_cell(model: str, label: str, device: str, dtype: str, batch: int, seq: i
     else:
         err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         row["status"] = f"error: {err[:300]}"
+    return compare(row), trace
+
+
+def predicted_columns(model: str, label: str, device: str, dtype: str, batch: int, seq: int, steps: int) -> dict:
+    """The analytic model's parts and peak for one cell (``steps`` measured steps after one warm-up)."""
+    from .architectures import architecture_config
+    from .memory_model import parse_cell, predict
+    from .models.registry import resolve_dtype
+
+    pred = predict(architecture_config(model), parse_cell(label), batch, seq, resolve_dtype(dtype), steps + 1,
+                   device_type=device)
+    return dict(predicted_peak_bytes=pred.peak_bytes, predicted_weights_bytes=pred.weights_bytes,
+                predicted_grads_bytes=pred.grads_bytes, predicted_optimizer_bytes=pred.optimizer_bytes,
+                predicted_activations_bytes=pred.activations_bytes, predicted_transient_bytes=pred.transient_bytes,
+                predicted_step_bytes=pred.step_bytes, predicted_optimizer_forward_bytes=pred.optimizer_forward_bytes)
+
+
+def compare(row: dict) -> dict:
+    """Measured peak over predicted, flagged beyond the tolerance (measured cells only)."""
     if row.get("status") == "ok":
-        ratio = row["peak_bytes"] / pred.peak_bytes
+        ratio = row["peak_bytes"] / row["predicted_peak_bytes"]
         row["peak_vs_predicted"] = ratio
         row["flag"] = "" if abs(ratio - 1) <= TOLERANCE else f"measured/predicted = {ratio:.2f}"
-    return row, trace
+    return row
 
 
 def add_parser(sub) -> None:
@@ -260,8 +271,10 @@ def finish_table(rows: list[dict]):
     import pandas as pd
 
     table = pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
-    full_speed = table[(table["method"] == "full") & (table["status"] == "ok")].set_index("model")["tokens_per_second"]
-    table["speed_vs_full"] = table["tokens_per_second"] / table["model"].map(full_speed)
+    keys = ["model", "device", "dtype", "batch_size", "seq_len"]
+    full = table[(table["method"] == "full") & (table["status"] == "ok")].drop_duplicates(keys, keep="last")
+    full_speed = table[keys].merge(full[keys + ["tokens_per_second"]], on=keys, how="left")["tokens_per_second"]
+    table["speed_vs_full"] = table["tokens_per_second"] / full_speed.to_numpy()
     return table
 
 
@@ -272,7 +285,8 @@ def render(table, trace, out: Path) -> None:
     from .plots import memory_breakdown, memory_trace, speed_bars
     from .report import write_table
 
-    shown = table.set_index(["model", "method"])[["status", "peak_bytes", "predicted_peak_bytes", "weights_bytes",
+    index = ["model", "method"] + [c for c in ("dtype", "seq_len") if table[c].nunique() > 1]
+    shown = table.set_index(index)[["status", "peak_bytes", "predicted_peak_bytes", "weights_bytes",
                                                   "grads_bytes", "optimizer_bytes", "activations_bytes",
                                                   "tokens_per_second", "speed_vs_full", "flag"]]
     shown = shown.rename(columns=lambda c: c.replace("_bytes", "_GiB"))

@@ -15,14 +15,35 @@ def add_parser(sub) -> None:
     p.add_argument("inputs", nargs="+", help="output directories of lisa-bench memory (each with memory.csv)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--no-figures", action="store_true", help="write the CSVs and provenance only")
+    p.add_argument("--repredict", action="store_true",
+                   help="recompute the predicted columns with this version's memory model (measurements are kept)")
     p.set_defaults(func=_cmd_collect)
 
 
-def collect(inputs: list[Path], out: Path, figures: bool = True):
+def repredict(table):
+    """The predicted columns of every cell whose shape is known, from the current memory model."""
+    import pandas as pd
+
+    from .memory_bench import CSV_COLUMNS, compare, predicted_columns
+
+    rows = []
+    for row in table.to_dict("records"):
+        if pd.notna(row.get("batch_size")) and pd.notna(row.get("seq_len")) and pd.notna(row.get("steps")):
+            row.update(predicted_columns(row["model"], row["method"], row["device"], row["dtype"],
+                                         int(row["batch_size"]), int(row["seq_len"]), int(row["steps"])))
+            row["peak_vs_predicted"] = row["flag"] = None
+            compare(row)
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
+
+
+def collect(inputs: list[Path], out: Path, figures: bool = True, repredict_cells: bool = False):
     import pandas as pd
 
     from . import atomic
-    from .memory_bench import CSV_COLUMNS, TRACE_COLUMNS, render
+    from .memory_bench import CSV_COLUMNS, TRACE_COLUMNS, finish_table, render
+    from .memory_model import PAPER_CELLS
+    from .provenance import provenance as current_provenance
 
     tables, traces, provenance = [], [], {}
     for d in map(Path, inputs):
@@ -43,17 +64,31 @@ def collect(inputs: list[Path], out: Path, figures: bool = True):
     table = pd.concat(tables, ignore_index=True).reindex(columns=CSV_COLUMNS)
     dup = table.duplicated(["model", "method", "device", "dtype", "batch_size", "seq_len"], keep="last")
     table = table[~dup].reset_index(drop=True)
+    notes = {}
+    if repredict_cells:
+        table = repredict(table)
+        notes["repredicted_by"] = current_provenance({"repredict": True}, "cpu")
+    table = finish_table(table.to_dict("records"))  # speed relative to full within the merged table
     trace = (pd.concat(traces, ignore_index=True) if traces else pd.DataFrame()).reindex(columns=TRACE_COLUMNS)
-    trace = trace[~trace.duplicated(["model", "method", "step"], keep="last")].reset_index(drop=True)
+    trace = trace[~trace.duplicated(["model", "method", "step"], keep="last")]
+    # models in the order they first appear, methods in the paper's column order
+    model_rank = {m: i for i, m in enumerate(dict.fromkeys(table["model"]))}
+    method_rank = {m: i for i, m in enumerate(PAPER_CELLS)}
+
+    def rank(col):
+        return col.map(model_rank if col.name == "model" else lambda m: method_rank.get(m, len(method_rank)))
+
+    table = table.sort_values(["model", "method"], kind="stable", key=rank).reset_index(drop=True)
+    trace = trace.sort_values(["model", "method"], kind="stable", key=rank).reset_index(drop=True)
     atomic.write_text(out / "memory.csv", table.to_csv(index=False))
     atomic.write_text(out / "memory_trace.csv", trace.to_csv(index=False))
-    atomic.write_json(out / "memory_provenance.json", {"runs": provenance})
+    atomic.write_json(out / "memory_provenance.json", {"runs": provenance, **notes})
     if figures:
         render(table, trace, out)
     return table
 
 
 def _cmd_collect(args) -> int:
-    table = collect(args.inputs, Path(args.output_dir), figures=not args.no_figures)
+    table = collect(args.inputs, Path(args.output_dir), figures=not args.no_figures, repredict_cells=args.repredict)
     print(f"{len(table)} cells from {len(args.inputs)} runs -> {args.output_dir}")
     return 0

@@ -54,22 +54,26 @@ class Prediction:
     activations_bytes: int
     transient_bytes: int  # short-lived buffers at the peak (see ``peak_from_parts``)
     step_bytes: int  # temporaries of the optimizer step
+    optimizer_forward_bytes: int  # optimizer state alive during forward and backward
 
     @property
     def peak_bytes(self) -> int:
         return peak_from_parts(self.weights_bytes, self.grads_bytes, self.optimizer_bytes, self.activations_bytes,
-                               self.transient_bytes, self.step_bytes)
+                               self.transient_bytes, self.step_bytes, self.optimizer_forward_bytes)
 
 
-def peak_from_parts(weights, grads, optimizer, activations, transient, step=0) -> int:
-    """Weights and optimizer state live throughout; activations and gradients take turns.
+def peak_from_parts(weights, grads, optimizer, activations, transient, step=0, optimizer_forward=None) -> int:
+    """Weights live throughout; activations and gradients take turns.
 
     The peak comes either at the start of backward (every saved activation plus the gradients
     of the fp32 logits or of one layer's attention probabilities, before any weight gradient
-    exists) or at the optimizer step (all gradients plus the step's temporaries, activations
-    freed).
+    exists, next to the optimizer state alive then) or at the optimizer step (all gradients,
+    the full optimizer state and the step's temporaries, activations freed). The two states
+    differ where state is created at the step: LISA drops the moments of the blocks it switches
+    away from and the new blocks' moments appear at the next optimizer step.
     """
-    return weights + optimizer + max(activations + transient, grads + step)
+    forward = optimizer if optimizer_forward is None else optimizer_forward
+    return weights + max(forward + activations + transient, optimizer + grads + step)
 
 
 def _nbytes(params) -> int:
@@ -93,11 +97,13 @@ def _galore_state_bytes(optimizer) -> int:
 
 
 def llama_activation_bytes(config, model: nn.Module, layout, batch: int, seq: int, dtype: torch.dtype,
-                           trains_block, lora_rank: int | None = None) -> int:
+                           trains_block, lora_rank: int | None = None, adapter_dtype: torch.dtype | None = None) -> int:
     """Bytes autograd saves in one forward pass of a Llama-style model (eager attention).
 
     ``trains_block(i)`` says whether the linear weights of block i train (their inputs are then
     saved); every activation requires grad because something at or before block 0 trains.
+    LoRA adapters in another dtype than the base (peft keeps them in fp32 on a bf16 base) cast
+    their input, each adapted linear its own copy, and save that copy.
     """
     e = torch.finfo(dtype).bits // 8
     n = batch * seq
@@ -117,7 +123,12 @@ def llama_activation_bytes(config, model: nn.Module, layout, batch: int, seq: in
             total += n * h * e + n * heads * d * e + n * h * e + n * inter * e + 2 * n * h * e
         elif lora_rank:
             # peft LoRA (dropout 0): each adapted linear saves its input and its lora_A output
-            total += n * h * e + n * heads * d * e + n * h * e + n * inter * e + 7 * n * lora_rank * 4
+            a = torch.finfo(adapter_dtype or dtype).bits // 8
+            if a == e:  # q/k/v share one input, and gate/up another
+                total += n * h * a + n * heads * d * a + n * h * a + n * inter * a
+            else:  # one cast copy per adapted linear: q, k, v, o, gate, up, down
+                total += 3 * n * h * a + n * heads * d * a + 2 * n * h * a + n * inter * a
+            total += 7 * n * lora_rank * a
     total += norm + n * h * e  # final norm, lm_head input
     total += n * vocab * 4  # log_softmax output of the fp32 loss
     total += 2 * n * d * e + n * 8  # rotary cos/sin, token ids
@@ -139,17 +150,11 @@ def predict(config, cell: Cell, batch: int, seq: int, dtype: torch.dtype, steps:
     model = method.prepare_model(model)
     layout = find_blocks(model)
     weights = _nbytes(model.parameters())
-    schedule = None
+    # steps 1.. are measured; step 0 warms up (and creates the optimizer state)
+    measured = range(1, steps) if steps > 1 else range(steps)
     if cell.method in ("lisa", "lisa-callback"):
-        schedule = method.schedule(max(1, steps))
-        outside = layout.outside_params(model)
-        blocks_now = schedule[-1]
-        visited = sorted({b for s in schedule for b in s})
-        held = visited if cell.method == "lisa-callback" else blocks_now
-        block_bytes = lambda idx: _nbytes(p for i in idx for p in layout.block_params(model, i))  # noqa: E731
-        n_tensors = lambda idx: sum(len(layout.block_params(model, i)) for i in idx)  # noqa: E731
-        grads = _nbytes(outside) + block_bytes(blocks_now)
-        optimizer = 2 * (_nbytes(outside) + block_bytes(held)) + 4 * (len(outside) + n_tensors(held))
+        grads, optimizer, optimizer_forward, blocks_now = _lisa_state(method, cell.method, model, layout, steps,
+                                                                      measured)
         trains = lambda i: i in set(blocks_now)  # noqa: E731
     else:
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -158,15 +163,47 @@ def predict(config, cell: Cell, batch: int, seq: int, dtype: torch.dtype, steps:
             optimizer = _galore_state_bytes(method.build_optimizer(model, OptimConfig(lr=1e-5)))
         else:
             optimizer = 2 * grads + 4 * len(trainable)
+        optimizer_forward = optimizer if steps > 1 else 0  # created at the first step, then kept
         trains = (lambda i: True) if cell.method in ("full", "galore") else (lambda i: False)  # noqa: E731
     rank = cell.options.get("rank") if cell.method == "lora" else None
-    activations = llama_activation_bytes(config, model, layout, batch, seq, dtype, trains, lora_rank=rank)
+    adapter = next((p.dtype for n, p in model.named_parameters() if "lora_A" in n), None)
+    activations = llama_activation_bytes(config, model, layout, batch, seq, dtype, trains, lora_rank=rank,
+                                         adapter_dtype=adapter)
     transient = backward_transient_bytes(config, batch, seq)
     trainable = [p for p in model.parameters() if p.requires_grad]
     # torch's AdamW: per-tensor loop on the CPU (temporaries of about the largest tensor), foreach
     # kernels on CUDA (temporaries of about all trainable parameters)
     step = grads if device_type == "cuda" else 2 * max((p.numel() * p.element_size() for p in trainable), default=0)
-    return Prediction(weights, grads, optimizer, activations, transient, step)
+    return Prediction(weights, grads, optimizer, activations, transient, step, optimizer_forward)
+
+
+def _lisa_state(method, name: str, model, layout, steps: int, measured) -> tuple[int, int, int, list[int]]:
+    """Gradients, optimizer state after the step and during forward, over the sampled schedule.
+
+    ``lisa`` drops the moments of the blocks it switches away from (the new blocks' moments are
+    created at the next optimizer step); ``lisa-callback`` keeps those of every visited block."""
+    schedule = method.schedule(max(1, steps))
+    outside = layout.outside_params(model)
+    interval = method.options.interval
+    reset_outside = getattr(method.options, "reset_always_on_state", False)
+
+    def state(blocks, with_outside: bool) -> int:
+        params = [p for i in sorted(blocks) for p in layout.block_params(model, i)]
+        params += outside if with_outside else []
+        return 2 * _nbytes(params) + 4 * len(params)
+
+    held, outside_on, forward, after = set(), False, [], []
+    for s, active in enumerate(schedule):
+        if name == "lisa" and s % interval == 0:
+            held = set()
+            outside_on = outside_on and not reset_outside
+        forward.append(state(held, outside_on))
+        held = held | set(active) if name == "lisa-callback" else set(active)
+        outside_on = True
+        after.append(state(held, True))
+    blocks_now = schedule[-1]
+    grads = _nbytes(outside) + _nbytes(p for i in blocks_now for p in layout.block_params(model, i))
+    return grads, max(after[s] for s in measured), max(forward[s] for s in measured), blocks_now
 
 
 def backward_transient_bytes(config, batch: int, seq: int) -> int:

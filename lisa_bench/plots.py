@@ -50,13 +50,18 @@ def memory_breakdown(table: pd.DataFrame, path: Path) -> list[Path]:
 
 
 def speed_bars(table: pd.DataFrame, path: Path) -> list[Path]:
+    """Tokens per second relative to full fine-tuning of the same model, one panel per model."""
     ok = table[(table["status"] == "ok") & table["speed_vs_full"].notna()]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for i, (model, sub) in enumerate(ok.groupby("model", sort=False)):
-        ax.bar([f"{m}\n{model}" for m in sub["method"]], sub["speed_vs_full"], label=model)
-    ax.axhline(1.0, color="gray", lw=0.8)
-    ax.set_ylabel("tokens/s relative to full")
-    ax.tick_params(axis="x", labelsize=6, rotation=45)
+    models = list(dict.fromkeys(ok["model"])) or ["(no cell with a full baseline)"]
+    fig, axes = plt.subplots(1, len(models), figsize=(max(4.0, 0.5 * len(ok) + 1.5 * len(models)), 3.5),
+                             squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        sub = ok[ok["model"] == model]
+        ax.bar(range(len(sub)), sub["speed_vs_full"], color="tab:blue")
+        ax.set_xticks(range(len(sub)), sub["method"], rotation=40, ha="right", fontsize=7)
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_title(model, fontsize=9)
+    axes[0][0].set_ylabel("tokens/s relative to full")
     return _save(fig, path)
 
 
@@ -88,15 +93,19 @@ def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
     cuda = "step_peak_bytes" in trace and trace["step_peak_bytes"].notna().any()
     memory_col, memory_name = ("step_peak_bytes", "peak allocated per step") if cuda else ("rss_bytes", "resident set")
     models = list(dict.fromkeys(trace["model"]))
+    # one colour per method in every panel
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(dict.fromkeys(trace["method"]))}
     fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 6), squeeze=False)
     for col, model in enumerate(models):
         for method, sub in trace[trace["model"] == model].groupby("method", sort=False):
-            axes[0][col].plot(sub["step"], sub[memory_col] / 2**30, marker="o", ms=3, label=method)
-            axes[1][col].plot(sub["step"], sub["optimizer_bytes"] / 2**30, marker="o", ms=3, label=method)
+            style = dict(marker="o", ms=3, color=colors[method], label=method)
+            axes[0][col].plot(sub["step"], sub[memory_col] / 2**30, **style)
+            axes[1][col].plot(sub["step"], sub["optimizer_bytes"] / 2**30, **style)
         axes[0][col].set_title(f"{model}: {memory_name}")
         axes[1][col].set_title(f"{model}: optimizer state")
         for ax in (axes[0][col], axes[1][col]):
             ax.set_xlabel("step (0 = warm-up)")
             ax.set_ylabel("GiB")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    handles = [plt.Line2D([], [], color=c, marker="o", ms=3, label=m) for m, c in colors.items()]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)

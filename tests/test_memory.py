@@ -77,7 +77,8 @@ def test_memory_csv(tiny_table):
         assert row["activations_bytes"] == pytest.approx(row["predicted_activations_bytes"], rel=0.02)
         # the measured parts, combined as the memory model combines them, explain the measured peak
         parts = peak_from_parts(row["weights_bytes"], row["grads_bytes"], row["optimizer_bytes"],
-                                row["activations_bytes"], row["predicted_transient_bytes"], row["predicted_step_bytes"])
+                                row["activations_bytes"], row["predicted_transient_bytes"], row["predicted_step_bytes"],
+                                row["predicted_optimizer_forward_bytes"])
         assert parts == pytest.approx(row["peak_bytes"], rel=memory_bench.TOLERANCE), method
         assert row["peak_vs_predicted"] == pytest.approx(1.0, abs=memory_bench.TOLERANCE) and pd.isna(row["flag"])
         assert row["tokens_per_second"] > 0 and row["seconds_per_iter"] > 0
@@ -163,3 +164,69 @@ def test_trace_per_step(tiny_table, tmp_path_factory):
     callback = trace[trace["method"] == "lisa-callback-e-h-2l"]["optimizer_bytes"].tolist()
     assert lisa.nunique() == 1  # flat: state of the active blocks only
     assert callback == sorted(callback) and callback[-1] > callback[0]  # grows as blocks are visited
+
+
+def test_lisa_state_at_forward_follows_the_switch():
+    """With a switch every step, LISA's block moments are dropped before forward and created at the
+    step: during forward only the embedding/head state is alive. The callback keeps what it visited."""
+    cfg = architecture_config("tiny-random-llama")
+    e_h = predict(cfg, parse_cell("lisa-e-h"), 1, 64, torch.float32, steps=4)
+    lisa = predict(cfg, parse_cell("lisa-e-h-2l"), 1, 64, torch.float32, steps=4)
+    callback = predict(cfg, parse_cell("lisa-callback-e-h-2l"), 1, 64, torch.float32, steps=4)
+    assert lisa.optimizer_forward_bytes == e_h.optimizer_bytes < lisa.optimizer_bytes
+    assert lisa.optimizer_bytes < callback.optimizer_forward_bytes <= callback.optimizer_bytes
+    # one warm-up step, one measured: at its forward the callback holds the warm-up's 2 blocks
+    one = predict(cfg, parse_cell("lisa-callback-e-h-2l"), 1, 64, torch.float32, steps=2)
+    assert one.optimizer_forward_bytes == lisa.optimizer_bytes
+    full = predict(cfg, parse_cell("full"), 1, 64, torch.float32, steps=4)
+    assert full.optimizer_forward_bytes == full.optimizer_bytes  # created at the warm-up step, then kept
+
+
+def test_bf16_lora_activations_follow_peft_fp32_adapters():
+    """peft keeps LoRA adapters in fp32 on a bf16 base; each adapted linear saves its own fp32 copy of
+    its input. Measured on the CPU in bf16, the activations match that count."""
+    row, _ = memory_bench.run_cell("tiny-random-llama", "lora-r8", "cpu", "bf16", 1, 128, 1)
+    assert row["status"] == "ok"
+    assert row["activations_bytes"] == pytest.approx(row["predicted_activations_bytes"], rel=0.02)
+    shared = predict(architecture_config("tiny-random-llama"), parse_cell("lora-r8"), 1, 128, torch.float32, 2)
+    assert shared.activations_bytes < 2 * row["predicted_activations_bytes"]  # fp32 base: one shared input
+
+
+def test_memory_collect_merges_dedupes_and_repredicts(tiny_table, tmp_path, capsys):
+    first = tiny_table.attrs["out"]
+    second = tmp_path / "second"
+    assert main(["memory", "--models", "tiny-random-llama", "--methods", "lisa-e-h,full", "--seq-len", "64",
+                 "--steps", "1", "--device", "cpu", "--output-dir", str(second)]) == 0
+    # an older memory model's prediction is replaced by --repredict; measurements stay
+    stale = pd.read_csv(second / "memory.csv")
+    stale["predicted_peak_bytes"] = 1
+    stale.to_csv(second / "memory.csv", index=False)
+    merged = tmp_path / "merged"
+    assert main(["memory-collect", str(first), str(second), "--output-dir", str(merged), "--repredict"]) == 0
+    table = pd.read_csv(merged / "memory.csv")
+    # seq-len differs, so no cell is a duplicate; rows keep the paper's method order within a model
+    assert len(table) == len(tiny_table) + 2
+    assert table[table["seq_len"] == 64]["method"].tolist() == ["full", "lisa-e-h"]
+    assert (table.loc[table["status"] == "ok", "predicted_peak_bytes"] > 1000).all()
+    assert (table.loc[table["seq_len"] == 64, "peak_bytes"] == stale.set_index("method").loc[
+        ["full", "lisa-e-h"], "peak_bytes"].values).all()
+    prov = __import__("json").loads((merged / "memory_provenance.json").read_text())
+    assert set(prov["runs"]) == {str(first), str(second)} and "repredicted_by" in prov
+    assert (merged / "memory_trace.png").exists() and (merged / "memory_table.md").exists()
+    # merging the merged table with one of its inputs again drops the duplicates
+    again = tmp_path / "again"
+    assert main(["memory-collect", str(merged), str(second), "--output-dir", str(again), "--no-figures"]) == 0
+    assert len(pd.read_csv(again / "memory.csv")) == len(table)
+    assert not (again / "memory_breakdown.png").exists()
+    trace = pd.read_csv(again / "memory_trace.csv")
+    assert not trace.duplicated(["model", "method", "step"]).any()
+
+
+def test_memory_collect_bad_input(tmp_path, capsys):
+    assert main(["memory-collect", str(tmp_path), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no memory.csv in" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "memory.csv").write_text("a,b\n1,2\n")
+    assert main(["memory-collect", str(tmp_path), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "missing columns: model, method, status" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
