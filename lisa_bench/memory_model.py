@@ -2,9 +2,11 @@
 
 Parameter-dependent parts are counted exactly on a ``meta``-device copy of the model after the
 method has set it up (so LoRA adapters, tied weights and LISA's active set are the real ones).
-Activations are a per-token, per-layer formula for Llama-style decoder blocks with eager
+Activations of Llama-style models (Llama, Mistral) are a per-token, per-layer formula for eager
 attention (the paper's protocol: no flash attention, no gradient checkpointing): the tensors
-autograd saves for backward, given which weights train.
+autograd saves for backward, given which weights train. Other architectures (GPT-2, ...) are
+traced instead: one forward pass on the meta device, counting the storages autograd saves,
+which allocates nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 
 from .errors import BadInput
 
+LLAMA_STYLE = ("llama", "mistral")  # model types the activation formula covers
 PAPER_CELLS = ("full", "lora-r128", "lora-r256", "lora-r512", "lisa-e-h", "lisa-e-h-2l", "lisa-e-h-4l",
                "lisa-callback-e-h-2l", "galore-r128")
 
@@ -153,8 +156,8 @@ def predict(config, cell: Cell, batch: int, seq: int, dtype: torch.dtype, steps:
     # steps 1.. are measured; step 0 warms up (and creates the optimizer state)
     measured = range(1, steps) if steps > 1 else range(steps)
     if cell.method in ("lisa", "lisa-callback"):
-        grads, optimizer, optimizer_forward, blocks_now = _lisa_state(method, cell.method, model, layout, steps,
-                                                                      measured)
+        grads, optimizer, optimizer_forward, blocks_now, step_phase = _lisa_state(
+            method, cell.method, model, layout, steps, measured, device_type)
         trains = lambda i: i in set(blocks_now)  # noqa: E731
     else:
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -167,21 +170,41 @@ def predict(config, cell: Cell, batch: int, seq: int, dtype: torch.dtype, steps:
         trains = (lambda i: True) if cell.method in ("full", "galore") else (lambda i: False)  # noqa: E731
     rank = cell.options.get("rank") if cell.method == "lora" else None
     adapter = next((p.dtype for n, p in model.named_parameters() if "lora_A" in n), None)
-    activations = llama_activation_bytes(config, model, layout, batch, seq, dtype, trains, lora_rank=rank,
-                                         adapter_dtype=adapter)
+    if config.model_type in LLAMA_STYLE:
+        activations = llama_activation_bytes(config, model, layout, batch, seq, dtype, trains, lora_rank=rank,
+                                             adapter_dtype=adapter)
+    else:
+        if cell.method in ("lisa", "lisa-callback"):  # the blocks of the last step train
+            for i in range(layout.num_blocks):
+                for p in layout.block_params(model, i):
+                    p.requires_grad_(trains(i))
+        activations = traced_activation_bytes(model, batch, seq)
     transient = backward_transient_bytes(config, batch, seq)
     trainable = [p for p in model.parameters() if p.requires_grad]
     # torch's AdamW: per-tensor loop on the CPU (temporaries of about the largest tensor), foreach
     # kernels on CUDA (temporaries of about all trainable parameters)
-    step = grads if device_type == "cuda" else 2 * max((p.numel() * p.element_size() for p in trainable), default=0)
+    step = _step_temporaries(trainable, device_type)
+    if cell.method == "lisa":  # its two parameter groups step one after the other (see _lisa_state)
+        step = step_phase - optimizer
     return Prediction(weights, grads, optimizer, activations, transient, step, optimizer_forward)
 
 
-def _lisa_state(method, name: str, model, layout, steps: int, measured) -> tuple[int, int, int, list[int]]:
-    """Gradients, optimizer state after the step and during forward, over the sampled schedule.
+def _step_temporaries(params, device_type: str) -> int:
+    """torch's AdamW: a per-tensor loop on the CPU (temporaries of about twice the largest tensor),
+    foreach kernels on CUDA (temporaries of about all the group's parameters)."""
+    if device_type == "cuda":
+        return _nbytes(params)
+    return 2 * max((p.numel() * p.element_size() for p in params), default=0)
+
+
+def _lisa_state(method, name: str, model, layout, steps: int, measured, device_type: str):
+    """Gradients, optimizer state after the step and during forward, over the sampled schedule,
+    the blocks training at the last step, and the optimizer step's peak (state + temporaries).
 
     ``lisa`` drops the moments of the blocks it switches away from (the new blocks' moments are
-    created at the next optimizer step); ``lisa-callback`` keeps those of every visited block."""
+    created at the next optimizer step); ``lisa-callback`` keeps those of every visited block.
+    ``lisa`` steps its embedding/head group first, while the new blocks have no state yet, then
+    the block group; ``lisa-callback`` has one group over all parameters."""
     schedule = method.schedule(max(1, steps))
     outside = layout.outside_params(model)
     interval = method.options.interval
@@ -192,18 +215,48 @@ def _lisa_state(method, name: str, model, layout, steps: int, measured) -> tuple
         params += outside if with_outside else []
         return 2 * _nbytes(params) + 4 * len(params)
 
-    held, outside_on, forward, after = set(), False, [], []
+    held, outside_on, forward, after, step_phase = set(), False, [], [], []
     for s, active in enumerate(schedule):
         if name == "lisa" and s % interval == 0:
             held = set()
             outside_on = outside_on and not reset_outside
         forward.append(state(held, outside_on))
+        # the embedding/head group steps next to its own state and that of blocks kept from before
+        before_blocks = state(held, True)
         held = held | set(active) if name == "lisa-callback" else set(active)
         outside_on = True
         after.append(state(held, True))
+        blocks = [p for i in active for p in layout.block_params(model, i)]
+        step_phase.append(max(before_blocks + _step_temporaries(outside, device_type),
+                              after[-1] + _step_temporaries(blocks, device_type)))
     blocks_now = schedule[-1]
     grads = _nbytes(outside) + _nbytes(p for i in blocks_now for p in layout.block_params(model, i))
-    return grads, max(after[s] for s in measured), max(forward[s] for s in measured), blocks_now
+    return (grads, max(after[s] for s in measured), max(forward[s] for s in measured), blocks_now,
+            max(step_phase[s] for s in measured))
+
+
+def traced_activation_bytes(model: nn.Module, batch: int, seq: int) -> int:
+    """Bytes autograd saves in one training-mode forward pass (with the loss) of a meta-device
+    model: the unique storages handed to the saved-tensor hooks, parameters excluded."""
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage._cdata not in params:
+            saved[storage._cdata] = storage.nbytes()
+        return t
+
+    model.train()
+    ids = torch.zeros(batch, seq, dtype=torch.long, device="meta")
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, labels=ids)
+    except Exception as exc:  # e.g. a data-dependent operation that the meta device cannot run
+        raise BadInput(f"no activation model for {type(model).__name__}: the meta-device trace failed "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the formula "
+                       f"covers model types {', '.join(LLAMA_STYLE)}") from None
+    return sum(saved.values())
 
 
 def backward_transient_bytes(config, batch: int, seq: int) -> int:
