@@ -298,8 +298,7 @@ def render(table, trace, out: Path) -> None:
                                              f"{first['batch_size']:g}, {first['seq_len']:g} tokens; {PROTOCOL})")
     memory_breakdown(table, out / "memory_breakdown")
     speed_bars(table, out / "speed")
-    if len(trace):
-        memory_trace(pd.DataFrame(trace), out / "memory_trace")
+    memory_trace(pd.DataFrame(trace).reindex(columns=TRACE_COLUMNS), out / "memory_trace")
 
 
 def _cmd_memory(args) -> int:

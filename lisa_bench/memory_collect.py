@@ -81,7 +81,8 @@ def collect(inputs: list[Path], out: Path, figures: bool = True, repredict_cells
     table = table.sort_values(["model", "method"], kind="stable", key=rank).reset_index(drop=True)
     trace = trace.sort_values(["model", "method"], kind="stable", key=rank).reset_index(drop=True)
     atomic.write_text(out / "memory.csv", table.to_csv(index=False))
-    atomic.write_text(out / "memory_trace.csv", trace.to_csv(index=False))
+    if len(trace):  # runs from before per-step traces have none
+        atomic.write_text(out / "memory_trace.csv", trace.to_csv(index=False))
     atomic.write_json(out / "memory_provenance.json", {"runs": provenance, **notes})
     if figures:
         render(table, trace, out)

@@ -90,6 +90,11 @@ def memory_over_steps(run_dirs: list[Path], path: Path) -> list[Path]:
 def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
     """Per-step memory and optimizer state of each cell of a ``lisa-bench memory`` run (one column per
     model): peak allocated per step on CUDA, resident set on the CPU."""
+    if trace.empty:  # every cell skipped (e.g. too big for the machine) or failed
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no measured cell: nothing to trace", ha="center", va="center")
+        return _save(fig, path)
     cuda = "step_peak_bytes" in trace and trace["step_peak_bytes"].notna().any()
     memory_col, memory_name = ("step_peak_bytes", "peak allocated per step") if cuda else ("rss_bytes", "resident set")
     models = list(dict.fromkeys(trace["model"]))

@@ -21,6 +21,7 @@ rule memory_table:
     output:
         report(f"{RESULTS}/memory/memory.csv", category="Memory", caption="../report/memory.rst"),
         report(f"{RESULTS}/memory/memory_breakdown.png", category="Memory", caption="../report/memory.rst"),
+        report(f"{RESULTS}/memory/memory_trace.png", category="Memory", caption="../report/memory_trace.rst"),
     log:
         f"{RUNS}/logs/memory.log",
     threads: workflow.cores
@@ -35,11 +36,13 @@ rule memory_table:
         batch=config.get("memory", {}).get("batch_size", 1),
         steps=config.get("memory", {}).get("steps", 3),
         dtype=config.get("memory", {}).get("dtype", "bf16" if config["device"] == "cuda" else "fp32"),
+        timeout=(f"--cell-timeout {config['memory']['cell_timeout']}"
+                 if config.get("memory", {}).get("cell_timeout") else ""),
         device=config["device"],
     shell:
         "OMP_NUM_THREADS={threads} lisa-bench memory --models {params.models} --methods {params.methods} "
         "--seq-len {params.seq} --batch-size {params.batch} --steps {params.steps} --dtype {params.dtype} "
-        "--device {params.device} --output-dir $(dirname {output[0]}) > {log} 2>&1"
+        "--device {params.device} {params.timeout} --output-dir $(dirname {output[0]}) > {log} 2>&1"
 
 
 rule tables_and_figures:

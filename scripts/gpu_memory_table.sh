@@ -20,11 +20,13 @@ PAPER="full,lora-r128,lora-r256,lora-r512,lisa-e-h,lisa-e-h-2l,lisa-e-h-4l,lisa-
 if [[ -n "${MODELS:-}" ]]; then
     RUNS=("${MODELS}|${METHODS:-$PAPER}|${GROUP_LIMIT:-3000}")
 else
-    # model | cells | seconds the group may take. GaLore's first step runs one SVD per weight matrix
-    # (224 on a 7B model, minutes), so it is measured on TinyLlama only.
-    RUNS=("tinyllama-1.1b|$PAPER,galore-r128|${TINY_LIMIT:-170}"
-          "llama-2-7b|$PAPER|${LLAMA_LIMIT:-200}"
-          "mistral-7b|full,lora-r128,lisa-e-h-2l|${MISTRAL_LIMIT:-80}")
+    # model | cells | seconds the group may take (a cell took about 22 s on an H200, mostly process
+    # start and model construction). GaLore's first step runs one SVD per weight matrix (224 on a 7B
+    # model), so it is measured on TinyLlama only. results/gpu-h200 ran with TINY_LIMIT=170
+    # LLAMA_LIMIT=200 MISTRAL_LIMIT=80 to fit 15 minutes of device time.
+    RUNS=("tinyllama-1.1b|$PAPER,galore-r128|${TINY_LIMIT:-600}"
+          "llama-2-7b|$PAPER|${LLAMA_LIMIT:-600}"
+          "mistral-7b|${MISTRAL_METHODS:-$PAPER}|${MISTRAL_LIMIT:-600}")
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$(pwd) PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
