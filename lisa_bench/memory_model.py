@@ -180,10 +180,7 @@ def predict(config, cell: Cell, batch: int, seq: int, dtype: torch.dtype, steps:
                     p.requires_grad_(trains(i))
         activations = traced_activation_bytes(model, batch, seq)
     transient = backward_transient_bytes(config, batch, seq)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    # torch's AdamW: per-tensor loop on the CPU (temporaries of about the largest tensor), foreach
-    # kernels on CUDA (temporaries of about all trainable parameters)
-    step = _step_temporaries(trainable, device_type)
+    step = _step_temporaries([p for p in model.parameters() if p.requires_grad], device_type)
     if cell.method == "lisa":  # its two parameter groups step one after the other (see _lisa_state)
         step = step_phase - optimizer
     return Prediction(weights, grads, optimizer, activations, transient, step, optimizer_forward)
