@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import BadInput
+from ..jsonl import read_jsonl_records
 
 Conversation = list[dict]  # [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]
 SPLITS = ("train", "test")
@@ -73,19 +74,10 @@ def dataset_names() -> list[str]:
 
 def _read_local(path: Path) -> list[tuple[str, object]]:
     """Records with where they stand in the file (for error messages)."""
-    text = path.read_text()
     if path.suffix == ".jsonl":
-        records = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append((f"{path}:{lineno}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise BadInput(f"{path}:{lineno}: malformed JSON line ({exc.msg})") from None
-        return records
+        return [(f"{path}:{lineno}", rec) for lineno, rec in read_jsonl_records(path)]
     try:
-        data = json.loads(text)
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise BadInput(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, list):

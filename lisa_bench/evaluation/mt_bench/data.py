@@ -9,13 +9,13 @@ prompts of the same form, shipped with the package), or a directory holding ``qu
 from __future__ import annotations
 
 import hashlib
-import json
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from ... import atomic
 from ...errors import BadInput
+from ...jsonl import read_jsonl_records
 
 UPSTREAM_COMMIT = "0e6d3e4beaab66f4d3f93db72541a4abab8af28d"
 UPSTREAM_URL = f"https://raw.githubusercontent.com/lm-sys/FastChat/{UPSTREAM_COMMIT}/fastchat/llm_judge/data/"
@@ -49,13 +49,7 @@ class BenchData:
 
 def read_jsonl(path: Path, required: dict[str, type]) -> list[dict]:
     rows = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{path}:{lineno}: malformed JSON line ({exc.msg})") from None
+    for lineno, row in read_jsonl_records(path):
         if not isinstance(row, dict):
             raise BadInput(f"{path}:{lineno}: expected a JSON object")
         for key, kind in required.items():
