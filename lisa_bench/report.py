@@ -27,12 +27,16 @@ def _runs(root: Path, stage: str, filename: str):
 
 
 def write_table(df: pd.DataFrame, path: Path, caption: str) -> None:
-    """CSV keeps every column; Markdown and LaTeX drop empty ones (e.g. the spread of a single seed)."""
+    """CSV keeps every column; Markdown and LaTeX drop empty ones (e.g. the spread of a single seed)
+    and leave missing cells blank (e.g. the speed of the untrained base model)."""
     flat = df.reset_index()
     atomic.write_text(path.with_suffix(".csv"), flat.to_csv(index=False))
     shown = flat.dropna(axis=1, how="all")
-    atomic.write_text(path.with_suffix(".md"), f"{caption}\n\n" + shown.to_markdown(index=False, floatfmt=".4g") + "\n")
-    atomic.write_text(path.with_suffix(".tex"), shown.to_latex(index=False, float_format="%.4g", caption=caption))
+    markdown = shown.astype(object).where(shown.notna(), None).to_markdown(index=False, floatfmt=".4g",
+                                                                           missingval="")
+    atomic.write_text(path.with_suffix(".md"), f"{caption}\n\n{markdown}\n")
+    atomic.write_text(path.with_suffix(".tex"), shown.to_latex(index=False, float_format="%.4g", caption=caption,
+                                                               na_rep=""))
 
 
 def _mean_std(df: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
