@@ -121,7 +121,6 @@ def measure_cell(model_name: str, label: str, device: str, dtype_name: str, batc
         if cuda:
             torch.cuda.synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)  # a peak per step; the cell's peak is their maximum
-            start = baseline
         method.on_step_start(step, model, optimizer)
         ids = torch.randint(0, vocab, (batch, seq), generator=gen).to(dev)
         if cuda:
