@@ -36,7 +36,7 @@ CSV_COLUMNS = ["model", "method", "device", "dtype", "batch_size", "seq_len", "s
 PROTOCOL = "random tokens, no gradient checkpointing, no offloading, eager attention, AdamW"
 TOLERANCE = 0.15
 # per step of each cell (step 0 is the warm-up); CUDA: allocator stats, CPU: resident set
-TRACE_COLUMNS = ["model", "method", "step", "seconds", "optimizer_bytes", "grads_bytes", "activations_bytes",
+TRACE_COLUMNS = ["model", "method", "device", "dtype", "batch_size", "seq_len", "step", "seconds", "optimizer_bytes", "grads_bytes", "activations_bytes",
                  "step_peak_bytes", "allocated_bytes", "reserved_peak_bytes", "active_peak_bytes", "rss_bytes",
                  "rss_hwm_bytes"]
 
@@ -211,7 +211,8 @@ def run_cell(model: str, label: str, device: str, dtype: str, batch: int, seq: i
     trace = []
     if proc.returncode == 0 and lines:
         result = json.loads(lines[-1][len("LISA_BENCH_CELL "):])
-        trace = [{"model": model, "method": label, **point} for point in result.pop("trace", [])]
+        cell = {k: row[k] for k in ("model", "method", "device", "dtype", "batch_size", "seq_len")}
+        trace = [{**cell, **point} for point in result.pop("trace", [])]
         row.update(result)
     elif proc.returncode in (-9, 137):
         row["status"] = "oom (process killed)"

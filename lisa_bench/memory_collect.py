@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .errors import BadInput
 
+CELL = ["model", "method", "device", "dtype", "batch_size", "seq_len"]  # what makes a table row one cell
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("memory-collect", help="merge lisa-bench memory outputs into one table and figures",
@@ -56,21 +58,24 @@ def collect(inputs: list[Path], out: Path, figures: bool = True, repredict_cells
             raise BadInput(f"{str(csv)!r} is not a lisa-bench memory table (missing columns: {', '.join(missing)})")
         tables.append(table)
         if (d / "memory_trace.csv").is_file():
-            traces.append(pd.read_csv(d / "memory_trace.csv"))
+            trace = pd.read_csv(d / "memory_trace.csv")
+            missing = [c for c in CELL if c not in trace.columns]
+            if missing:  # traces written before they named their cell: take it from the run's table
+                trace = trace.merge(table[["model", "method", *missing]], on=["model", "method"], how="left")
+            traces.append(trace)
         if (d / "memory_provenance.json").is_file():
             prov = json.loads((d / "memory_provenance.json").read_text())
             # a merged table's provenance is already a dict of runs
             provenance.update(prov["runs"] if "runs" in prov else {str(d): prov})
     table = pd.concat(tables, ignore_index=True).reindex(columns=CSV_COLUMNS)
-    dup = table.duplicated(["model", "method", "device", "dtype", "batch_size", "seq_len"], keep="last")
-    table = table[~dup].reset_index(drop=True)
+    table = table[~table.duplicated(CELL, keep="last")].reset_index(drop=True)
     notes = {}
     if repredict_cells:
         table = repredict(table)
         notes["repredicted_by"] = current_provenance({"repredict": True}, "cpu")
     table = finish_table(table.to_dict("records"))  # speed relative to full within the merged table
     trace = (pd.concat(traces, ignore_index=True) if traces else pd.DataFrame()).reindex(columns=TRACE_COLUMNS)
-    trace = trace[~trace.duplicated(["model", "method", "step"], keep="last")]
+    trace = trace[~trace.duplicated(CELL + ["step"], keep="last")]
     # models in the order they first appear, methods in the paper's column order
     model_rank = {m: i for i, m in enumerate(dict.fromkeys(table["model"]))}
     method_rank = {m: i for i, m in enumerate(PAPER_CELLS)}

@@ -97,13 +97,18 @@ def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
         return _save(fig, path)
     cuda = "step_peak_bytes" in trace and trace["step_peak_bytes"].notna().any()
     memory_col, memory_name = ("step_peak_bytes", "peak allocated per step") if cuda else ("rss_bytes", "resident set")
+    trace = trace.copy()
+    # one line per cell: the method, with its dtype and length where the trace holds several
+    varying = [c for c in ("dtype", "seq_len") if c in trace and trace[c].nunique() > 1]
+    trace["line"] = trace["method"]
+    for c in varying:
+        trace["line"] = trace["line"] + f" {c}=" + trace[c].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
     models = list(dict.fromkeys(trace["model"]))
-    # one colour per method in every panel
-    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(dict.fromkeys(trace["method"]))}
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(dict.fromkeys(trace["line"]))}  # same in every panel
     fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 6), squeeze=False)
     for col, model in enumerate(models):
-        for method, sub in trace[trace["model"] == model].groupby("method", sort=False):
-            style = dict(marker="o", ms=3, color=colors[method], label=method)
+        for line, sub in trace[trace["model"] == model].groupby("line", sort=False):
+            style = dict(marker="o", ms=3, color=colors[line], label=line)
             axes[0][col].plot(sub["step"], sub[memory_col] / 2**30, **style)
             axes[1][col].plot(sub["step"], sub["optimizer_bytes"] / 2**30, **style)
         axes[0][col].set_title(f"{model}: {memory_name}")

@@ -201,6 +201,9 @@ def test_memory_collect_merges_dedupes_and_repredicts(tiny_table, tmp_path, caps
     stale = pd.read_csv(second / "memory.csv")
     stale["predicted_peak_bytes"] = 1
     stale.to_csv(second / "memory.csv", index=False)
+    # a trace from before traces named their cell gets it from its run's table
+    old_trace = pd.read_csv(second / "memory_trace.csv").drop(columns=["device", "dtype", "batch_size", "seq_len"])
+    old_trace.to_csv(second / "memory_trace.csv", index=False)
     merged = tmp_path / "merged"
     assert main(["memory-collect", str(first), str(second), "--output-dir", str(merged), "--repredict"]) == 0
     table = pd.read_csv(merged / "memory.csv")
@@ -219,7 +222,10 @@ def test_memory_collect_merges_dedupes_and_repredicts(tiny_table, tmp_path, caps
     assert len(pd.read_csv(again / "memory.csv")) == len(table)
     assert not (again / "memory_breakdown.png").exists()
     trace = pd.read_csv(again / "memory_trace.csv")
-    assert not trace.duplicated(["model", "method", "step"]).any()
+    cell = ["model", "method", "device", "dtype", "batch_size", "seq_len"]
+    assert not trace.duplicated(cell + ["step"]).any()
+    # the same method at two lengths keeps both traces
+    assert set(trace[trace["method"] == "full"]["seq_len"]) == {64, 512}
 
 
 def test_memory_collect_bad_input(tmp_path, capsys):
