@@ -21,8 +21,7 @@ endif
 	touch $@
 
 reproduce: setup
-	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --cores all
-	@cat results/default/tables/training.md results/default/tables/lm_eval.md results/default/tables/mt_bench.md
+	$(VENV)/bin/lisa-bench reproduce --cores all
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q

@@ -11,29 +11,11 @@ if not config:  # no --configfile given: the embedded default (another study is 
     configfile: "config/default.yaml"
 validate(config, "config/schema.yaml")
 
-from lisa_bench.study import check_study
 
-check_study(config)
-
-NAME = config["name"]
-RUNS = f"runs/{NAME}"
-RESULTS = f"results/{NAME}"
-SEEDS = config["seeds"]
-MODELS = config["models"]
-EXPERIMENTS = config["experiments"]
-RES = config.get("resources", {})
-
-
-def res(rule, key, default):
-    return RES.get(rule, {}).get(key, default)
-
-
+include: "rules/common.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/analyze.smk"
-
-
-STAGES = config.get("stages", ["train", "memory"])
 
 
 rule all:

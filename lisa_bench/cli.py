@@ -8,30 +8,44 @@ import sys
 
 from .errors import BadInput
 
-# flags that set a method option, and the methods they apply to
-OPTION_FLAGS = {
-    "lisa_layers": ("gamma", ("lisa", "lisa-callback")),
-    "lisa_interval": ("interval", ("lisa", "lisa-callback")),
-    "lora_rank": ("rank", ("lora",)),
-}
+TRAIN_FIELDS = ("method", "model", "dataset", "max_steps", "seed", "batch_size", "max_length", "lr", "dtype", "device",
+                "train_size", "gradient_checkpointing", "memory_snapshot", "checkpoint_every", "method_module")
+
+
+def _method_flags() -> dict[str, list]:
+    """Flags that methods declare for their options: flag -> [(method class, option, help), ...]."""
+    from .methods import METHODS, load_all
+
+    load_all()
+    flags: dict[str, list] = {}
+    for cls in METHODS.values():
+        for flag, (option, text) in cls.flags.items():
+            flags.setdefault(flag, []).append((cls, option, text))
+    return flags
 
 
 def _add_train(sub) -> None:
+    from .data.registry import dataset_names
+    from .methods import METHODS, load_all
+
+    load_all()
     p = sub.add_parser("train", help="fine-tune one method on one model and dataset",
                        description="Fine-tune with one method. Flags override the experiment file, which "
-                                   "overrides the defaults. Writes metrics.json, train_log.jsonl, "
-                                   "weight_norms.jsonl and model/ into --output-dir.")
-    p.add_argument("--method", help="base, full, lora, lisa, lisa-callback, galore (default: lisa)")
+                                   "overrides experiments/_defaults.yaml and the built-in defaults. Writes "
+                                   "metrics.json, train_log.jsonl, weight_norms.jsonl and model/ into --output-dir.")
+    p.add_argument("--method", help=f"{', '.join(sorted(METHODS))}, or one a --method-module registers "
+                                    f"(default: lisa)")
+    p.add_argument("--method-module", help="a .py file or module name that registers a method (a plugin)")
     p.add_argument("--model", help="tiny-random-llama, smollm2-135m, a local dir or a hub id (default: smollm2-135m)")
-    p.add_argument("--dataset", help="synthetic-instruct, alpaca-gpt4, gsm8k, or a local .json/.jsonl "
-                                     "(default: synthetic-instruct)")
+    p.add_argument("--dataset", help=f"{', '.join(dataset_names())}, or a local .json/.jsonl "
+                                     f"(default: synthetic-instruct)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--experiment", help="YAML experiment file (see experiments/)")
+    p.add_argument("--experiment", help="an experiment name (file in experiments/) or YAML file path")
     p.add_argument("--seed", type=int)
-    p.add_argument("--lisa-layers", type=int, help="LISA gamma: middle layers sampled per interval")
-    p.add_argument("--lisa-interval", type=int, help="LISA K: steps between layer switches")
-    p.add_argument("--lora-rank", type=int)
+    for flag, users in _method_flags().items():
+        names = ", ".join(cls.name for cls, _, _ in users)
+        p.add_argument(flag, type=int, dest=flag.lstrip("-").replace("-", "_"), help=f"{users[0][2]} ({names})")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="set a method option (value parsed as YAML), e.g. --option interval=5; repeatable")
     p.add_argument("--batch-size", type=int)
@@ -51,37 +65,33 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
-    from .config import build_config
-    from .methods import get_method
+    import yaml
 
-    overrides = {k: getattr(args, k) for k in ("method", "model", "dataset", "max_steps", "seed", "batch_size",
-                                                "max_length", "lr", "dtype", "device", "train_size",
-                                                "gradient_checkpointing", "memory_snapshot",
-                                                "checkpoint_every")}
-    method = args.method
-    if method is None and args.experiment:
-        from .config import read_experiment
+    from .config import build_config, read_experiment, resolve_experiment
+    from .methods import get_method, load_method_module
 
-        method = read_experiment(args.experiment).get("method")
-    method = method or "lisa"
-    get_method(method)  # unknown method: error before anything else
+    experiment = resolve_experiment(args.experiment) if args.experiment else None
+    file_values = read_experiment(experiment) if experiment else {}
+    module = args.method_module or file_values.get("method_module")
+    if module:
+        load_method_module(module)
+    method_cls = get_method(args.method or file_values.get("method") or "lisa")  # unknown method: error first
     option_overrides = {}
-    for flag, (option, methods) in OPTION_FLAGS.items():
-        value = getattr(args, flag)
+    for flag, users in _method_flags().items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is None:
             continue
-        if method not in methods:
-            raise BadInput(f"--{flag.replace('_', '-')} applies to method {', '.join(methods)}, not {method!r}")
-        option_overrides[option] = value
+        options = {cls.name: option for cls, option, _ in users}
+        if method_cls.name not in options:
+            raise BadInput(f"{flag} applies to method {', '.join(options)}, not {method_cls.name!r}")
+        option_overrides[options[method_cls.name]] = value
     for item in args.option:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BadInput(f"--option {item!r} must look like KEY=VALUE")
-        import yaml
-
         option_overrides[key.strip()] = yaml.safe_load(value)
-    cfg = build_config(args.experiment, overrides, option_overrides)
-    from .train import train
+    cfg = build_config(experiment, {k: getattr(args, k) for k in TRAIN_FIELDS}, option_overrides)
+    from .training import train
 
     metrics = train(cfg, args.output_dir, progress=not args.no_progress)
     keys = ("method", "model", "steps", "train_loss_first", "train_loss_last", "tokens_per_second",
@@ -94,7 +104,7 @@ def _cmd_train(args) -> int:
 def _cmd_analyze_norms(args) -> int:
     from pathlib import Path
 
-    from .norm_analysis import analyze
+    from .reporting.norms import analyze
 
     for run in args.runs:
         if not (Path(run) / "weight_norms.jsonl").is_file():
@@ -116,26 +126,21 @@ def _cmd_fetch(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluation.lm_eval_runner import add_parser as add_eval
+    from .evaluation.mt_bench.cli import add_parser as add_mt_bench
+    from .memory.bench import add_parser as add_memory
+    from .memory.collect import add_parser as add_memory_collect
+    from .reporting.report import add_parser as add_report
+    from .reproduce import add_parser as add_reproduce
+
     parser = argparse.ArgumentParser(prog="lisa-bench", description="LISA reproduction and fine-tuning benchmark suite")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
-    from .reproduce import add_parser as add_reproduce
-
     add_reproduce(sub)
-    from .memory_bench import add_parser as add_memory
-
     add_memory(sub)
-    from .memory_collect import add_parser as add_memory_collect
-
     add_memory_collect(sub)
-    from .evaluation.lm_eval_runner import add_parser as add_eval
-
     add_eval(sub)
-    from .evaluation.mt_bench.cli import add_parser as add_mt_bench
-
     add_mt_bench(sub)
-    from .report import add_parser as add_report
-
     add_report(sub)
     n = sub.add_parser("analyze-norms", help="layerwise weight-norm skew of trained runs",
                        description="Mean weight norm per unit over training, update norm ||W_T - W_0|| per unit, "

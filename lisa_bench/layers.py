@@ -26,8 +26,10 @@ class LayerLayout:
     def num_blocks(self) -> int:
         return len(self.blocks)
 
-    def block_params(self, model: nn.Module, index: int) -> list[nn.Parameter]:
-        return [p for n, p in model.named_parameters() if self.block_of.get(n) == index]
+    def block_params(self, model: nn.Module, indices) -> list[nn.Parameter]:
+        """The parameters of the given blocks, in model order."""
+        wanted = set(indices)
+        return [p for n, p in model.named_parameters() if self.block_of.get(n) in wanted]
 
     def outside_params(self, model: nn.Module) -> list[nn.Parameter]:
         """Embedding, final norm, LM head (a tied embedding/head counts once)."""

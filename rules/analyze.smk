@@ -1,11 +1,8 @@
 # Weight-norm skew, the memory table, then tables and figures.
 
-TRAINED = expand(f"{RUNS}/train/{{model}}/{{exp}}/seed{{seed}}", model=MODELS, exp=EXPERIMENTS, seed=SEEDS)
-
-
 rule weight_norms:
     input:
-        TRAINED,
+        trained_runs(),
     output:
         report(f"{RESULTS}/norms/skew.csv", category="Weight-norm skew", caption="../report/skew.rst"),
         report(f"{RESULTS}/norms/weight_norms.png", category="Weight-norm skew", caption="../report/norms.rst"),
@@ -18,6 +15,8 @@ rule weight_norms:
 
 
 rule memory_table:
+    input:
+        memory_experiment_files,
     output:
         report(f"{RESULTS}/memory/memory.csv", category="Memory", caption="../report/memory.rst"),
         report(f"{RESULTS}/memory/memory_breakdown.png", category="Memory", caption="../report/memory.rst"),
@@ -26,31 +25,30 @@ rule memory_table:
         f"{RUNS}/logs/memory.log",
     threads: workflow.cores
     resources:
-        gpu=res("memory_table", "gpu", 0 if config["device"] == "cpu" else 1),
+        gpu=res("memory_table", "gpu", GPU_DEFAULT),
         mem_mb=res("memory_table", "mem_mb", 16000),
         runtime=res("memory_table", "runtime", 120),
     params:
-        models=",".join(config.get("memory", {}).get("models", MODELS)),
-        methods=",".join(config.get("memory", {}).get("methods", ["full", "lora-r128", "lisa-e-h-2l"])),
-        seq=config.get("memory", {}).get("seq_len", 1024),
-        batch=config.get("memory", {}).get("batch_size", 1),
-        steps=config.get("memory", {}).get("steps", 3),
-        dtype=config.get("memory", {}).get("dtype", "bf16" if config["device"] == "cuda" else "fp32"),
-        timeout=(f"--cell-timeout {config['memory']['cell_timeout']}"
-                 if config.get("memory", {}).get("cell_timeout") else ""),
+        models=",".join(MEMORY.get("models", MODELS)),
+        methods=",".join(MEMORY.get("methods", ["full", "lora-r128", "lisa-e-h-2l"])),
+        overrides=memory_overrides,
+        seq=MEMORY.get("seq_len", 1024),
+        batch=MEMORY.get("batch_size", 1),
+        steps=MEMORY.get("steps", 3),
+        dtype=MEMORY.get("dtype", "bf16" if config["device"] == "cuda" else "fp32"),
+        timeout=f"--cell-timeout {MEMORY['cell_timeout']}" if MEMORY.get("cell_timeout") else "",
         device=config["device"],
     shell:
-        "OMP_NUM_THREADS={threads} lisa-bench memory --models {params.models} --methods {params.methods} "
+        "OMP_NUM_THREADS={threads} lisa-bench memory --models {params.models} --methods {params.methods} {params.overrides} "
         "--seq-len {params.seq} --batch-size {params.batch} --steps {params.steps} --dtype {params.dtype} "
         "--device {params.device} {params.timeout} --output-dir $(dirname {output[0]}) > {log} 2>&1"
 
 
 rule tables_and_figures:
     input:
-        TRAINED,
-        expand(f"{RUNS}/eval/{{model}}/{{exp}}/seed{{seed}}/scores.json", model=MODELS, exp=EXPERIMENTS, seed=SEEDS),
-        expand(f"{RUNS}/mt_bench/{{model}}/{{exp}}/seed{{seed}}/judge/mt_bench.json", model=MODELS, exp=EXPERIMENTS,
-               seed=SEEDS),
+        trained_runs(),
+        run_outputs("eval", "scores.json"),
+        run_outputs("mt_bench", "judge/mt_bench.json"),
     output:
         report(f"{RESULTS}/tables/training.csv", category="Tables", caption="../report/training.rst"),
         report(f"{RESULTS}/tables/lm_eval.csv", category="Tables", caption="../report/lm_eval.rst"),

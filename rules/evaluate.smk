@@ -13,7 +13,7 @@ rule lm_eval:
         f"{RUNS}/logs/eval/{{model}}/{{exp}}/seed{{seed}}.log",
     threads: workflow.cores
     resources:
-        gpu=res("lm_eval", "gpu", 0 if config["device"] == "cpu" else 1),
+        gpu=res("lm_eval", "gpu", GPU_DEFAULT),
         mem_mb=res("lm_eval", "mem_mb", 16000),
         runtime=res("lm_eval", "runtime", 240),
     params:
@@ -36,7 +36,7 @@ rule mt_bench_answer:
         f"{RUNS}/logs/mt_bench_answer/{{model}}/{{exp}}/seed{{seed}}.log",
     threads: workflow.cores
     resources:
-        gpu=res("mt_bench_answer", "gpu", 0 if config["device"] == "cpu" else 1),
+        gpu=res("mt_bench_answer", "gpu", GPU_DEFAULT),
         mem_mb=res("mt_bench_answer", "mem_mb", 16000),
         runtime=res("mt_bench_answer", "runtime", 240),
     params:

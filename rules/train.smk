@@ -1,19 +1,5 @@
 # Fetching models and training every (model, experiment, seed).
 
-LAUNCH = {
-    "single": "lisa-bench",
-    "ddp": f"accelerate launch --multi_gpu --num_processes {config['launcher'].get('num_processes', 1)} -m lisa_bench.cli",
-}[config["launcher"]["type"]]
-
-
-def override_flags(wildcards):
-    """Per-study settings over the experiment file (config key experiment_overrides)."""
-    extra = dict((config.get("experiment_overrides") or {}).get(wildcards.exp) or {})
-    flags = [f"--option {k}={v}" for k, v in (extra.pop("method_options", None) or {}).items()]
-    flags += [f"--{k.replace('_', '-')} {v}" for k, v in extra.items()]
-    return " ".join(flags)
-
-
 rule fetch_model:
     output:
         f"{RUNS}/models/{{model}}.fetched",
@@ -29,6 +15,7 @@ rule fetch_model:
 rule train:
     input:
         experiment="experiments/{exp}.yaml",
+        defaults="experiments/_defaults.yaml",
         model=f"{RUNS}/models/{{model}}.fetched",
     output:
         directory(f"{RUNS}/train/{{model}}/{{exp}}/seed{{seed}}"),
@@ -38,7 +25,7 @@ rule train:
         f"{RUNS}/benchmarks/train/{{model}}/{{exp}}/seed{{seed}}.tsv"
     threads: workflow.cores
     resources:
-        gpu=res("train", "gpu", 0 if config["device"] == "cpu" else 1),
+        gpu=res("train", "gpu", GPU_DEFAULT),
         mem_mb=res("train", "mem_mb", 16000),
         runtime=res("train", "runtime", 120),
     params:

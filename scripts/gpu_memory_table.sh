@@ -7,7 +7,9 @@
 # $OUT after every group (memory.csv, memory_trace.csv, memory_provenance.json), so a run cut short
 # keeps the groups it finished. Then checks the CUDA allocator snapshot of `lisa-bench train`.
 # Figures and tables: `lisa-bench memory-collect $OUT --output-dir $OUT` (here, or on any machine).
-# MODELS=a,b METHODS=x,y runs a single group instead of the default ones.
+# MODELS=a,b METHODS=x,y runs a single group instead of the default ones. Cells are experiments (files in
+# experiments/); OVERRIDES (a study's experiment_overrides, as YAML) changes them for this run: by default
+# the callback form switches every step, so its growing optimizer state shows within the measured steps.
 # Needs torch with CUDA, transformers, peft, accelerate, pandas, matplotlib, psutil; galore-torch for the
 # GaLore cells (without it those cells are recorded as errors and the rest run on).
 set -uo pipefail
@@ -17,6 +19,7 @@ STEPS=${STEPS:-5}
 CELL_TIMEOUT=${CELL_TIMEOUT:-150}
 DEVICE=${DEVICE:-cuda} DTYPE=${DTYPE:-bf16} SEQ_LEN=${SEQ_LEN:-1024}  # overridable for a dry run on a CPU
 PAPER="full,lora-r128,lora-r256,lora-r512,lisa-e-h,lisa-e-h-2l,lisa-e-h-4l,lisa-callback-e-h-2l"
+OVERRIDES=${OVERRIDES:-"{lisa-callback-e-h-2l: {method_options: {interval: 1}}}"}
 if [[ -n "${MODELS:-}" ]]; then
     RUNS=("${MODELS}|${METHODS:-$PAPER}|${GROUP_LIMIT:-3000}")
 else
@@ -39,6 +42,7 @@ for run in "${RUNS[@]}"; do
     echo "== $models: $methods (limit ${limit}s) $(date +%T)"
     timeout "$limit" python3 -m lisa_bench.cli memory --models "$models" --methods "$methods" --device "$DEVICE" \
         --dtype "$DTYPE" --batch-size 1 --seq-len "$SEQ_LEN" --steps "$STEPS" --cell-timeout "$CELL_TIMEOUT" \
+        --experiment-overrides "$OVERRIDES" \
         --output-dir "$dir" || echo "== $models: exit $? (cells finished before it are kept)"
     [[ -f "$dir/memory.csv" ]] && done_dirs+=("$dir")
     if ((${#done_dirs[@]})); then

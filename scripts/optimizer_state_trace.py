@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lisa_bench.plots import memory_over_steps
+from lisa_bench.reporting.figures import memory_over_steps
 
 
 def main() -> None:

@@ -20,3 +20,26 @@ def tiny_cfg():
         return TrainConfig(**values)
 
     return make
+
+
+# Memory cells in the old paper protocol, used by the memory tests: LoRA without dropout, LISA and its
+# callback form switching every step (so each measured step visits new blocks).
+CELLS = {
+    "full": "method: full\n",
+    "lora-r8": "method: lora\nmethod_options: {rank: 8, alpha: 16, dropout: 0.0}\n",
+    "lora-r8-dropout": "method: lora\nmethod_options: {rank: 8, alpha: 16, dropout: 0.1}\n",
+    "lisa-e-h": "method: lisa\nmethod_options: {gamma: 0, interval: 1}\n",
+    "lisa-e-h-2l": "method: lisa\nmethod_options: {gamma: 2, interval: 1}\n",
+    "lisa-e-h-9l": "method: lisa\nmethod_options: {gamma: 9, interval: 1}\n",
+    "lisa-callback-e-h-2l": "method: lisa-callback\nmethod_options: {gamma: 2, interval: 1}\n",
+    "galore-r8": "method: galore\nmethod_options: {rank: 8, update_proj_gap: 200}\n",
+}
+
+
+@pytest.fixture(scope="session")
+def cells_dir(tmp_path_factory):
+    """A directory of experiment files for memory cells (see CELLS)."""
+    d = tmp_path_factory.mktemp("cells")
+    for name, text in CELLS.items():
+        (d / f"{name}.yaml").write_text(f"description: memory-test cell {name}\n{text}")
+    return d

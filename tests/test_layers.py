@@ -28,7 +28,7 @@ def test_blocks_found(arch):
     model = AutoModelForCausalLM.from_config(config)
     layout = find_blocks(model)
     assert layout.blocks_path == path and layout.num_blocks == 3
-    inside = sum(p.numel() for i in range(3) for p in layout.block_params(model, i))
+    inside = sum(p.numel() for p in layout.block_params(model, range(3)))
     outside = sum(p.numel() for p in layout.outside_params(model))
     assert inside + outside == sum(p.numel() for p in model.parameters())
     assert any(p is model.get_input_embeddings().weight for p in layout.outside_params(model))

@@ -1,4 +1,5 @@
-"""The Snakemake pipeline: dry runs of every config, a real run of a tiny one, and config errors."""
+"""The Snakemake pipeline: dry runs of every config, a real run of a tiny one with a baseline added from
+outside the package, and config errors."""
 
 import json
 import os
@@ -28,6 +29,10 @@ def workdir(tmp_path):
     return tmp_path
 
 
+def _files(root):
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 def test_dry_run(config, workdir):
     proc = _snakemake(workdir, "-n", "--cores", "2", "--configfile", f"config/{config}")
@@ -54,25 +59,55 @@ lm_eval: {tasks: [synthetic_mc], limit: 4}
 mt_bench: {questions: offline, max_new_tokens: 4, limit: 2, judge: "hf:tiny-random-llama", expected_rating: true}
 memory: {models: [tiny-random-llama], methods: [lisa-e-h-2l], seq_len: 64, steps: 1}
 """
+BASELINE = ROOT / "examples" / "adding-a-baseline"
 
 
+@pytest.mark.slow
 def test_tiny_pipeline_end_to_end(workdir):
-    (workdir / "config" / "tiny.yaml").write_text(TINY)
-    proc = _snakemake(workdir, "--cores", "2", "--configfile", "config/tiny.yaml")
+    """A study through `lisa-bench reproduce`, with a baseline added the way the README shows: one method
+    file and one experiment file, no other file touched."""
+    before = _files(workdir)
+    (workdir / "plugins").mkdir()
+    shutil.copy(BASELINE / "sgd_full.py", workdir / "plugins" / "sgd_full.py")
+    shutil.copy(BASELINE / "sgd-full.yaml", workdir / "experiments" / "sgd-full.yaml")
+    study = TINY.replace("experiments: [base, lisa-e-h-2l]", "experiments: [base, lisa-e-h-2l, sgd-full]")
+    study = study.replace("methods: [lisa-e-h-2l], seq_len: 64, steps: 1", "methods: [lisa-e-h-2l, full, sgd-full], "
+                          "seq_len: 512, steps: 2")
+    (workdir / "config" / "tiny.yaml").write_text(study)
+    assert _files(workdir) - before == {"plugins/sgd_full.py", "experiments/sgd-full.yaml", "config/tiny.yaml"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "-m", "lisa_bench.cli", "reproduce", "--directory", str(workdir),
+                           "--configfile", "config/tiny.yaml", "--cores", "2"], capture_output=True, text=True,
+                          env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = workdir / "results" / "tiny"
     for table in ("training", "lm_eval", "mt_bench"):
         for suffix in (".csv", ".md", ".tex"):
             assert (results / "tables" / f"{table}{suffix}").exists(), table + suffix
+        assert "sgd-full" in (results / "tables" / f"{table}.md").read_text()
+        assert "sgd-full" in proc.stdout  # reproduce prints the tables
     for fig in ("loss_curves", "memory_over_steps", "mt_bench_categories", "score_vs_memory", "lisa_layers"):
         assert (results / "figures" / f"{fig}.png").exists() and (results / "figures" / f"{fig}.pdf").exists(), fig
-    assert (results / "norms" / "weight_norms.png").exists() and (results / "memory" / "memory_breakdown.png").exists()
-    assert len(json.loads((results / "provenance.json").read_text())["runs"]) == 6
+    for fig in ("norms/weight_norms", "memory/memory_breakdown", "memory/memory_trace", "memory/speed"):
+        assert (results / f"{fig}.png").exists() and (results / f"{fig}.pdf").exists(), fig
+    assert len(json.loads((results / "provenance.json").read_text())["runs"]) == 9
     skew = pd.read_csv(results / "norms" / "skew.csv")
-    assert set(skew["method"]) == {"base", "lisa"}
-    training = pd.read_csv(results / "tables" / "training.csv")
-    assert set(training["experiment"]) == {"base", "lisa-e-h-2l"}
-    assert (workdir / "runs" / "tiny" / "benchmarks" / "train" / "tiny-random-llama" / "lisa-e-h-2l" / "seed0.tsv").exists()
+    assert set(skew["method"]) == {"base", "lisa", "sgd-full"}
+    training = pd.read_csv(results / "tables" / "training.csv").set_index("experiment")
+    assert set(training.index) == {"base", "lisa-e-h-2l", "sgd-full"}
+    # the baseline's own state formula: one momentum buffer per parameter, measured from its optimizer
+    from lisa_bench.models import load_model
+
+    n_params = sum(p.numel() for p in load_model("tiny-random-llama").model.parameters())
+    assert training.loc["sgd-full", "optimizer_state_MiB"] * 2**20 == pytest.approx(4 * n_params, rel=1e-9)
+    memory = pd.read_csv(results / "memory" / "memory.csv").set_index("experiment")
+    sgd = memory.loc["sgd-full"]
+    assert sgd["status"] == "ok" and sgd["method"] == "sgd-full"
+    assert sgd["optimizer_bytes"] == sgd["predicted_optimizer_bytes"] == 4 * n_params
+    assert memory.loc["full", "optimizer_bytes"] > 2 * sgd["optimizer_bytes"]
+    assert abs(sgd["peak_bytes"] / sgd["predicted_peak_bytes"] - 1) < 0.05
+    runs = workdir / "runs" / "tiny"
+    assert (runs / "benchmarks" / "train" / "tiny-random-llama" / "lisa-e-h-2l" / "seed0.tsv").exists()
     again = _snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
     report = _snakemake(workdir, "--cores", "1", "--configfile", "config/tiny.yaml", "--report", "report.html")
@@ -83,9 +118,11 @@ def test_tiny_pipeline_end_to_end(workdir):
 @pytest.mark.parametrize("edit, needle", [
     ("experiments: [base, lisa-e-h-99l]", "unknown experiment 'lisa-e-h-99l'"),
     ("launcher: {type: fsdp}", "launcher.type: 'fsdp' is not supported"),
+    ("memory: {models: [tiny-random-llama], methods: [lora-r9]}", "config memory.methods: unknown experiment 'lora-r9'"),
     ("max_steps: 0", "max_steps"),
     ("experiments: [base, lisa-e-h-2l]\nexperiment_overrides: {lisa-e-h-2l: {method_options: {gamma: 12}}}",
-     "gamma 12 is larger than the 8 decoder blocks of tiny-random-llama; allowed: 0..8"),
+     "config experiments[lisa-e-h-2l] on tiny-random-llama: lisa gamma (--lisa-layers) 12 is larger than the 8 "
+     "decoder blocks of this model; valid choices: 0..8"),
     ("lm_eval: {tasks: [not_a_task]}", "unknown task 'not_a_task'"),
 ])
 def test_config_errors_before_any_job(edit, needle, workdir):

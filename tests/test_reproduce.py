@@ -1,23 +1,19 @@
-"""`lisa-bench reproduce` trains every experiment file, one process each, and tabulates them."""
-
-import pandas as pd
+"""`lisa-bench reproduce` runs a study's pipeline (what `make reproduce` runs); the real run is exercised by
+test_pipeline.py::test_tiny_pipeline_end_to_end. Here: its bad input."""
 
 from lisa_bench.cli import main
 
 
-def test_reproduce_on_tiny_model(tmp_path, capsys):
-    out = tmp_path / "rep"
-    code = main(["reproduce", "--model", "tiny-random-llama", "--max-steps", "3", "--output-dir", str(out),
-                 "--experiments", "full,lisa-e-h-2l,lora-r128"])
-    assert code == 0
-    table = pd.read_csv(out / "summary.csv", index_col="experiment")
-    assert list(table.index) == ["full", "lisa-e-h-2l", "lora-r128"]
-    assert (table["steps"] == 3).all()
-    # LISA trains fewer parameters than full fine-tuning and keeps less optimizer state
-    assert table.loc["lisa-e-h-2l", "optimizer_state_MiB"] < table.loc["full", "optimizer_state_MiB"]
-    assert "lisa-e-h-2l" in capsys.readouterr().out
+def test_reproduce_needs_the_project_directory(tmp_path, capsys):
+    assert main(["reproduce", "--directory", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no Snakefile in" in err and len(err.strip().splitlines()) == 1
 
 
-def test_reproduce_rejects_unknown_experiment(tmp_path, capsys):
-    assert main(["reproduce", "--experiments", "nope", "--output-dir", str(tmp_path / "o")]) == 2
-    assert "unknown experiment 'nope'" in capsys.readouterr().err
+def test_reproduce_rejects_unknown_study(tmp_path, capsys):
+    (tmp_path / "Snakefile").write_text("")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "default.yaml").write_text("name: default\n")
+    assert main(["reproduce", "--directory", str(tmp_path), "--configfile", "config/nope.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown study 'config/nope.yaml'; valid choices: config/default.yaml" in err

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from .. import atomic
-from ..errors import BadInput
+from ..devices import resolve_device
+from ..errors import BadInput, choices_error
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 OFFLINE_TASKS = ("synthetic_qa", "synthetic_mc")
@@ -24,12 +25,18 @@ def task_manager():
     return TaskManager(include_path=str(TASKS_DIR))
 
 
-def check_tasks(tasks: list[str], manager) -> None:
-    known = set(manager.all_tasks)
-    for t in tasks:
+def check_tasks(tasks: list[str], where: str = "") -> None:
+    """The one task check: the offline and paper tasks are known without asking lm-eval; anything else
+    must be an lm-eval task name."""
+    unknown = [t for t in tasks if t not in OFFLINE_TASKS and t not in PAPER_TASKS]
+    if not unknown:
+        return
+    known = set(task_manager().all_tasks)
+    for t in unknown:
         if t not in known:
-            raise BadInput(f"unknown task {t!r}; valid choices: {', '.join(OFFLINE_TASKS)} (offline), "
-                           f"{', '.join(PAPER_TASKS)} (the paper's, need the hub), or any lm-eval task name")
+            raise choices_error("task", t, [f"{', '.join(OFFLINE_TASKS)} (offline)",
+                                            f"{', '.join(PAPER_TASKS)} (the paper's, need the hub)"],
+                                where=where, more=", or any lm-eval task name")
 
 
 def load_target(run: str | None, model: str | None, device: str, dtype: str = "fp32"):
@@ -47,7 +54,7 @@ def load_target(run: str | None, model: str | None, device: str, dtype: str = "f
         raise BadInput(f"run directory {run!r} has no metrics.json (not a lisa-bench train output)")
     metrics = json.loads(metrics_path.read_text())
     info = {"run": str(run_dir), "method": metrics["method"], "model": metrics["model"], "seed": metrics["seed"]}
-    if metrics["method"] == "base":
+    if not (run_dir / "model").is_dir():  # a run that trained nothing: the model it names
         loaded = load_model(metrics["model"], seed=metrics["seed"], dtype=dtype)
         return loaded.model.to(device).eval(), loaded.tokenizer, info
     if (run_dir / "model" / "adapter_config.json").exists():
@@ -87,8 +94,8 @@ def run_eval(run: str | None, model: str | None, tasks: list[str], output_dir: s
 
     from ..provenance import provenance
 
+    check_tasks(tasks)
     manager = task_manager()
-    check_tasks(tasks, manager)
     model_obj, tokenizer, info = load_target(run, model, device)
     lm = HFLM(pretrained=model_obj, tokenizer=tokenizer, batch_size=batch_size, device=device)
     results = simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
@@ -126,11 +133,7 @@ def add_parser(sub) -> None:
 
 
 def _cmd_eval(args) -> int:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise BadInput(f"unknown device {device!r}; valid choices: cpu, cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput("device 'cuda' is not available on this machine; valid choices: cpu")
+    device = str(resolve_device(args.device))
     if args.limit is not None and args.limit < 1:
         raise BadInput(f"--limit must be >= 1, got {args.limit}")
     tasks = [t for t in args.tasks.split(",") if t]

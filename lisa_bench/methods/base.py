@@ -1,4 +1,8 @@
-"""The method interface and its registry: one registered class per fine-tuning method, one file each."""
+"""The method interface and its registry: one registered class per fine-tuning method, one file each.
+
+A method owns everything that is specific to it. The training loop, the memory model, the reports
+and the norm analysis ask the method through this interface and never branch on its name.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,18 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import BadInput, choices_error
+from ..errors import BadInput
+from ..layers import LayerLayout, find_blocks
+from ..memory.accounting import tensor_bytes
 
 METHODS: dict[str, type["Method"]] = {}
 
 
 def register(name: str):
     def wrap(cls: type["Method"]) -> type["Method"]:
-        if name in METHODS:
-            raise RuntimeError(f"method {name!r} registered twice")
+        known = METHODS.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise RuntimeError(f"method {name!r} registered twice ({known.__module__} and {cls.__module__})")
         cls.name = name
         METHODS[name] = cls
         return cls
@@ -43,6 +50,9 @@ class Method:
 
     ``prepare_model`` (freeze / wrap), ``build_optimizer``, then every step ``on_step_start``
     (which may change the trainable set and the optimizer), and at the end ``save``.
+
+    The memory model runs the same calls on a meta-device copy of the model and asks
+    ``optimizer_state_bytes`` and ``step_temporary_bytes`` for the optimizer's share.
     """
 
     name: ClassVar[str] = ""
@@ -52,6 +62,11 @@ class Method:
     # from the parameters that require grad at wrap time) cannot be used; the loop then
     # averages gradients across processes itself.
     ddp_wrappable: ClassVar[bool] = True
+    # `lisa-bench train` flags that set one of this method's options: flag -> (option, help)
+    flags: ClassVar[dict[str, tuple[str, str]]] = {}
+    # settings for a quick run on the tiny random model (TrainConfig fields, method_options included):
+    # the test suite trains every registered method with them and expects the loss to fall
+    quick_test: ClassVar[dict] = {}
 
     def __init__(self, options: Any, seed: int = 0):
         self.options = options
@@ -95,19 +110,38 @@ class Method:
     def load_state_dict(self, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Restore ``state_dict()``; called before the optimizer's own state is loaded."""
 
-    def active_layers(self) -> list[int] | None:
-        """Sorted indices of the decoder blocks that train this step (layerwise methods only)."""
-        return None
-
     def save(self, model: nn.Module, tokenizer, out_dir: Path) -> None:
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
 
+    # ---- what the rest of the suite asks -------------------------------------------------------
+    def find_blocks(self, model: nn.Module) -> LayerLayout:
+        """The model's decoder blocks (a method may name them with a ``layers_attribute`` option)."""
+        return find_blocks(model, getattr(self.options, "layers_attribute", None))
 
-def get_method(name: str) -> type[Method]:
-    from . import load_all
+    def active_blocks(self) -> list[int] | None:
+        """Sorted indices of the decoder blocks that train this step, for methods whose trainable set
+        changes during a run (logged as ``active_layers``, drawn in the heat map); None where it is fixed."""
+        return None
 
-    load_all()
-    if name not in METHODS:
-        raise choices_error("method", name, sorted(METHODS))
-    return METHODS[name]
+    def optimizer_state_bytes(self, params: list[torch.Tensor]) -> int:
+        """Analytic bytes of the optimizer's state once each of ``params`` has taken a step. AdamW: two
+        moments in each parameter's dtype plus a 4-byte step counter per tensor."""
+        return sum(2 * tensor_bytes(p) + 4 for p in params)
+
+    def step_temporary_bytes(self, params: list[torch.Tensor], device_type: str) -> int:
+        """Short-lived buffers of one optimizer step over ``params``. torch's AdamW: a per-tensor loop on
+        the CPU (temporaries of about twice the largest tensor), foreach kernels on CUDA (about the
+        size of all the group's parameters)."""
+        if device_type == "cuda":
+            return sum(tensor_bytes(p) for p in params)
+        return 2 * max((tensor_bytes(p) for p in params), default=0)
+
+    def is_adapter(self, name: str) -> bool:
+        """Whether a parameter was added by the method (an adapter) rather than being the model's own."""
+        return False
+
+    def norm_parameters(self, named: list[tuple[str, nn.Parameter]]) -> list[tuple[str, nn.Parameter]]:
+        """Of one unit's (name, parameter) pairs, those whose norm stands for what this method trains in
+        the layerwise weight-norm analysis: the model's own weights, unless the method says otherwise."""
+        return [(n, p) for n, p in named if not self.is_adapter(n)]

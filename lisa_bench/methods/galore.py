@@ -3,8 +3,8 @@
 import tempfile
 from dataclasses import dataclass, field
 
-from .base import Method, register
 from ..errors import BadInput
+from .base import Method, register
 
 
 @dataclass
@@ -19,6 +19,11 @@ class GaloreOptions:
 @register("galore")
 class GaLore(Method):
     Options = GaloreOptions
+    quick_test = {"lr": 2e-3, "method_options": {"rank": 16, "update_proj_gap": 10}}
+
+    def __init__(self, options, seed=0):
+        super().__init__(options, seed)
+        self._rank_of: dict[int, int] = {}  # id(parameter) -> projection rank, for the projected matrices
 
     @classmethod
     def validate_options(cls, options):
@@ -44,4 +49,21 @@ class GaLore(Method):
             )
             optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
         params = kwargs.pop("params")
+        self._rank_of = {id(p): group["rank"] for group in params if isinstance(group, dict) and "rank" in group
+                         for p in group["params"]}
         return optimizer_cls(params, **kwargs)
+
+    def optimizer_state_bytes(self, params):
+        """Each projected matrix keeps AdamW moments of rank x its larger side and a rank x smaller-side
+        projector; every other parameter keeps full AdamW moments. galore_torch counts steps in a Python
+        int, which holds no tensor memory."""
+        total = 0
+        for p in params:
+            rank = self._rank_of.get(id(p))
+            if rank is not None and p.dim() == 2:
+                big, small = max(p.shape), min(p.shape)
+                r = min(rank, small)
+                total += (2 * r * big + r * small) * p.element_size()
+            else:
+                total += 2 * p.numel() * p.element_size()
+        return total

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInput
-from ..layers import LayerLayout, find_blocks
+from ..layers import LayerLayout
 from .base import Method, register
 
 SAMPLING = ("uniform", "weighted")
@@ -84,6 +84,9 @@ def block_norms(model: nn.Module, layout: LayerLayout) -> torch.Tensor:
 class Lisa(Method):
     Options = LisaOptions
     ddp_wrappable = False
+    flags = {"--lisa-layers": ("gamma", "LISA gamma: middle layers sampled per interval"),
+             "--lisa-interval": ("interval", "LISA K: steps between layer switches")}
+    quick_test = {"lr": 2e-3, "method_options": {"gamma": 2, "interval": 5}}
 
     def __init__(self, options: LisaOptions, seed: int = 0):
         super().__init__(options, seed)
@@ -111,7 +114,7 @@ class Lisa(Method):
         return (w / w.sum()).float()
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        self.layout = find_blocks(model, self.options.layers_attribute)
+        self.layout = self.find_blocks(model)
         n = self.layout.num_blocks
         if self.options.gamma > n:
             raise BadInput(f"lisa gamma (--lisa-layers) {self.options.gamma} is larger than the {n} decoder "
@@ -122,20 +125,6 @@ class Lisa(Method):
             p.requires_grad_(True)
         return model
 
-    def schedule(self, num_steps: int) -> list[list[int]]:
-        """The active blocks of every step, from a fresh sampler with the same seed (no side effects)."""
-        sampler = LayerSampler(self.sampler.num_blocks, self.sampler.gamma, self.seed, self.sampler.probs)
-        out, current = [], []
-        for step in range(num_steps):
-            if step % self.options.interval == 0:
-                current = sampler.sample()
-            out.append(current)
-        return out
-
-    def _block_params(self, model: nn.Module, blocks: list[int]) -> list[nn.Parameter]:
-        wanted = set(blocks)
-        return [p for n, p in model.named_parameters() if self.layout.block_of.get(n) in wanted]
-
     def _adam_kwargs(self, optim):
         return dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
 
@@ -144,7 +133,7 @@ class Lisa(Method):
         return torch.optim.AdamW(
             [{"params": self.layout.outside_params(model)}, {"params": []}], **self._adam_kwargs(optim))
 
-    def active_layers(self) -> list[int]:
+    def active_blocks(self) -> list[int]:
         return list(self.active)
 
     def state_dict(self) -> dict:
@@ -166,7 +155,7 @@ class Lisa(Method):
             optimizer.state.pop(p, None)
             p.grad = None
             p.requires_grad_(False)
-        new_params = self._block_params(model, new_active)
+        new_params = self.layout.block_params(model, new_active)
         for p in new_params:
             p.requires_grad_(True)
         block_group["params"] = new_params

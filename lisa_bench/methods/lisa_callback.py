@@ -19,8 +19,8 @@ class LisaCallback(Lisa):
         return torch.optim.AdamW(list(model.parameters()), **self._adam_kwargs(optim))
 
     def switch(self, model, optimizer, new_active):
-        for p in self._block_params(model, self.active):
+        for p in self.layout.block_params(model, self.active):
             p.requires_grad_(False)
-        for p in self._block_params(model, new_active):
+        for p in self.layout.block_params(model, new_active):
             p.requires_grad_(True)
         self.active = list(new_active)

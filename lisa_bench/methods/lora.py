@@ -2,8 +2,6 @@
 
 from dataclasses import dataclass, field
 
-from peft import LoraConfig, get_peft_model
-
 from ..errors import BadInput
 from .base import Method, register
 
@@ -19,6 +17,8 @@ class LoraOptions:
 @register("lora")
 class LoRA(Method):
     Options = LoraOptions
+    flags = {"--lora-rank": ("rank", "LoRA rank")}
+    quick_test = {"lr": 5e-3, "method_options": {"rank": 8}}
 
     @classmethod
     def validate_options(cls, options):
@@ -28,6 +28,8 @@ class LoRA(Method):
             raise BadInput(f"lora dropout must be in [0, 1), got {options.dropout}")
 
     def prepare_model(self, model):
+        from peft import LoraConfig, get_peft_model
+
         o = self.options
         config = LoraConfig(r=o.rank, lora_alpha=o.alpha if o.alpha is not None else 2 * o.rank,
                             lora_dropout=o.dropout, target_modules=o.target_modules, task_type="CAUSAL_LM")
@@ -37,3 +39,10 @@ class LoRA(Method):
         # Only the adapter: loadable with peft's PeftModel.from_pretrained(base, out_dir).
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
+
+    def is_adapter(self, name):
+        return "lora_" in name
+
+    def norm_parameters(self, named):
+        # the adapters, and whatever else trains in full (e.g. an embedding made trainable)
+        return [(n, p) for n, p in named if self.is_adapter(n) or p.requires_grad]

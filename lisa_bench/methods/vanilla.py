@@ -1,6 +1,7 @@
 """No training: the untrained base model (the "Vanilla" row of the paper's score tables).
 
-Its run directory holds metrics.json naming the model; evaluation loads that model directly.
+Its run directory holds metrics.json naming the model and no ``model/``: evaluation loads that
+model directly.
 """
 
 from .base import Method, register

@@ -1,7 +1,9 @@
-"""Resolve a model name to a (model, tokenizer) pair through one registry.
+"""One registry of model names: each entry has its architecture (a transformers config, enough for
+memory runs and planning with random weights) and, where the suite can load weights offline, a loader.
 
-Registered names are built in code or fetched from a package; any other name is treated as a
-local directory or a Hugging Face hub id.
+Registered names are built in code, fetched from a package, or written out from the published
+configs of the paper's models (GPT2-Small, TinyLlama-1.1B, Mistral-7B, LLaMA-2-7B, LLaMA-2-70B). Any
+other name is treated as a local directory or a Hugging Face hub id.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import BadInput
+from ..errors import BadInput, choices_error
 from .chat_template import CHATML_TEMPLATE
 
 
@@ -24,7 +26,35 @@ class LoadedModel:
     source: str
 
 
-def _tiny(tied: bool) -> Callable[[int, torch.dtype], LoadedModel]:
+@dataclass(frozen=True)
+class ModelEntry:
+    config: Callable[[], object]  # -> transformers.PretrainedConfig
+    load: Callable[[int, torch.dtype], LoadedModel] | None = None  # None: architecture only (random weights)
+
+
+def _llama(layers, hidden, inter, heads, kv, vocab=32000, tied=False, max_pos=4096):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=inter,
+                       num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab,
+                       tie_word_embeddings=tied, max_position_embeddings=max_pos)
+
+
+def _gpt2_small():
+    from transformers import GPT2Config
+
+    return GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024)
+
+
+def _mistral_7b():
+    from transformers import MistralConfig
+
+    return MistralConfig(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False,
+                         max_position_embeddings=32768)
+
+
+def _tiny(tied: bool) -> ModelEntry:
     def build(seed: int, dtype: torch.dtype) -> LoadedModel:
         from .tiny import tiny_llama
 
@@ -32,7 +62,12 @@ def _tiny(tied: bool) -> Callable[[int, torch.dtype], LoadedModel]:
         name = "tiny-random-llama" + ("-tied" if tied else "")
         return LoadedModel(name, model.to(dtype), tok, "built in code (random init from the seed)")
 
-    return build
+    def config():
+        from .tiny import tiny_llama
+
+        return tiny_llama(tied=tied)[0].config
+
+    return ModelEntry(config, build)
 
 
 def _smollm2(seed: int, dtype: torch.dtype) -> LoadedModel:
@@ -43,19 +78,34 @@ def _smollm2(seed: int, dtype: torch.dtype) -> LoadedModel:
     return LoadedModel("smollm2-135m", loaded.model, loaded.tokenizer, f"{WHEEL_SPEC} GGUF, cached at {path}")
 
 
-MODELS: dict[str, Callable[[int, torch.dtype], LoadedModel]] = {
+MODELS: dict[str, ModelEntry] = {
     "tiny-random-llama": _tiny(tied=False),
     "tiny-random-llama-tied": _tiny(tied=True),
-    "smollm2-135m": _smollm2,
+    "smollm2-135m": ModelEntry(lambda: _llama(30, 576, 1536, 9, 3, vocab=49152, tied=True, max_pos=8192), _smollm2),
+    "gpt2-small": ModelEntry(_gpt2_small),
+    "tinyllama-1.1b": ModelEntry(lambda: _llama(22, 2048, 5632, 32, 4, max_pos=2048)),
+    "mistral-7b": ModelEntry(_mistral_7b),
+    "llama-2-7b": ModelEntry(lambda: _llama(32, 4096, 11008, 32, 32)),
+    "llama-2-70b": ModelEntry(lambda: _llama(80, 8192, 28672, 64, 8)),
 }
+OTHER = "a local model directory or a Hugging Face hub id"
 
 
-def model_names() -> list[str]:
-    return list(MODELS)
+def is_known_model(name: str) -> bool:
+    """A registered name, an existing directory, or something shaped like a hub id (org/name)."""
+    return name in MODELS or Path(name).is_dir() or "/" in name
 
 
-def _valid_model_choices() -> str:
-    return ", ".join(MODELS) + ", a local model directory, or a Hugging Face hub id"
+def model_config(name: str):
+    """The architecture of a model: a registered config, or a local/hub config (no weights loaded)."""
+    if name in MODELS:
+        return MODELS[name].config()
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError):
+        raise choices_error("model", name, list(MODELS) + [OTHER]) from None
 
 
 def _from_pretrained(name: str, dtype: torch.dtype) -> LoadedModel:
@@ -66,8 +116,8 @@ def _from_pretrained(name: str, dtype: torch.dtype) -> LoadedModel:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInput(f"unknown model {name!r} (could not load it: {first}); valid choices: "
-                       f"{_valid_model_choices()}") from None
+        raise choices_error("model", name, [n for n, e in MODELS.items() if e.load] + [OTHER],
+                            more=f" (could not load it: {first})") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
@@ -80,12 +130,17 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
-        raise BadInput(f"unknown dtype {name!r}; valid choices: {', '.join(DTYPES)}")
+        raise choices_error("dtype", name, DTYPES)
     return DTYPES[name]
 
 
 def load_model(name: str, seed: int = 0, dtype: str = "fp32") -> LoadedModel:
     torch_dtype = resolve_dtype(dtype)
-    if name in MODELS:
-        return MODELS[name](seed, torch_dtype)
-    return _from_pretrained(name, torch_dtype)
+    entry = MODELS.get(name)
+    if entry is None:
+        return _from_pretrained(name, torch_dtype)
+    if entry.load is None:
+        raise BadInput(f"model {name!r} is an architecture only (random weights for lisa-bench memory and plan); "
+                       f"to train or evaluate, give a model with weights: "
+                       f"{', '.join(n for n, e in MODELS.items() if e.load)}, or {OTHER}")
+    return entry.load(seed, torch_dtype)

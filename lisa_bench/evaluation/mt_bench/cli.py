@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ... import atomic
+from ...devices import resolve_device
 from ...errors import BadInput
 
 
@@ -55,15 +56,6 @@ def add_parser(sub) -> None:
     j.set_defaults(func=_cmd_judge)
 
 
-def _device(name: str | None) -> str:
-    device = name or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise BadInput(f"unknown device {device!r}; valid choices: cpu, cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BadInput("device 'cuda' is not available on this machine; valid choices: cpu")
-    return device
-
-
 def _cmd_answer(args) -> int:
     from ..lm_eval_runner import load_target
     from .answer import generate_answers
@@ -71,7 +63,7 @@ def _cmd_answer(args) -> int:
 
     if args.max_new_tokens < 1:
         raise BadInput(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    device = _device(args.device)
+    device = str(resolve_device(args.device))
     bench = load_bench(args.questions)
     questions = spread_over_categories(bench.questions, args.limit) if args.limit else bench.questions
     model, tokenizer, info = load_target(args.run, args.model, device)
@@ -122,7 +114,7 @@ def _cmd_judge(args) -> int:
     from .data import load_bench
     from .judge import JudgmentCache, judge_answers, make_judge, summarize
 
-    device = _device(args.device)
+    device = str(resolve_device(args.device))
     bench = load_bench(args.questions)
     answers = read_answers(Path(args.answers), bench)
     judge = make_judge(args.judge, args.judge_base_url, os.environ.get(args.judge_api_key_env), device,

@@ -1,0 +1,197 @@
+"""Every figure of the suite. The one place that picks matplotlib's backend (Agg: files, no screen)
+and saves a figure, as PNG and PDF side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+PARTS = [("weights_bytes", "weights"), ("grads_bytes", "gradients"), ("optimizer_bytes", "optimizer state"),
+         ("activations_bytes", "activations")]
+
+
+def save(fig, path: Path) -> list[Path]:
+    """Write ``path``.png and ``path``.pdf and close the figure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in out:
+        fig.savefig(p, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def memory_breakdown(table: pd.DataFrame, path: Path) -> list[Path]:
+    """Stacked bars of the measured breakdown per method (one panel per model), with the measured
+    peak (black tick) and the analytic prediction (red tick)."""
+    ok = table[table["status"] == "ok"]
+    models = list(dict.fromkeys(ok["model"]))
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5.5 * max(1, len(models)), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        sub = ok[ok["model"] == model]
+        x = range(len(sub))
+        bottom = [0.0] * len(sub)
+        for col, label in PARTS:
+            vals = (sub[col] / 2**30).tolist()
+            ax.bar(x, vals, bottom=bottom, label=label)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.scatter(x, sub["peak_bytes"] / 2**30, marker="_", s=400, color="black", label="measured peak", zorder=3)
+        ax.scatter(x, sub["predicted_peak_bytes"] / 2**30, marker="x", s=40, color="purple", label="predicted peak",
+                   zorder=3)
+        ax.set_xticks(list(x), sub["experiment"], rotation=35, ha="right")
+        ax.set_ylabel("GiB")
+        ax.set_title(f"{model} ({sub['device'].iloc[0]}, {sub['dtype'].iloc[0]}, seq {int(sub['seq_len'].iloc[0])})")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save(fig, path)
+
+
+def speed_bars(table: pd.DataFrame, path: Path) -> list[Path]:
+    """Tokens per second relative to full fine-tuning of the same model, one panel per model."""
+    ok = table[(table["status"] == "ok") & table["speed_vs_full"].notna()]
+    models = list(dict.fromkeys(ok["model"])) or ["(no cell with a full baseline)"]
+    fig, axes = plt.subplots(1, len(models), figsize=(max(4.0, 0.5 * len(ok) + 1.5 * len(models)), 3.5),
+                             squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        sub = ok[ok["model"] == model]
+        ax.bar(range(len(sub)), sub["speed_vs_full"], color="tab:blue")
+        ax.set_xticks(range(len(sub)), sub["experiment"], rotation=40, ha="right", fontsize=7)
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_title(model, fontsize=9)
+    axes[0][0].set_ylabel("tokens/s relative to full")
+    return save(fig, path)
+
+
+def memory_over_steps(run_dirs: list[Path], path: Path) -> list[Path]:
+    """Per-step memory and optimizer state of several training runs (e.g. LISA flat, callback growing)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    kind = "memory"
+    for run in map(Path, run_dirs):
+        metrics = json.loads((run / "metrics.json").read_text())
+        log = pd.read_json(run / "train_log.jsonl", lines=True)
+        if log.empty:  # the untrained base model
+            continue
+        label = metrics["method"] if run.name == metrics["method"] else f"{metrics['method']} ({run.name})"
+        ax1.plot(log["step"], log["memory_bytes"] / 2**20, label=label)
+        ax2.plot(log["step"], log["optimizer_state_bytes"] / 2**20, label=label)
+        kind = metrics["memory_kind"]
+    ax1.set_title(f"memory per step ({kind})")
+    ax2.set_title("optimizer state per step")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("step")
+        ax.set_ylabel("MiB")
+        ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
+    """Per-step memory and optimizer state of each cell of a ``lisa-bench memory`` run (one column per
+    model): peak allocated per step on CUDA, resident set on the CPU."""
+    if trace.empty:  # every cell skipped (e.g. too big for the machine) or failed
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no measured cell: nothing to trace", ha="center", va="center")
+        return save(fig, path)
+    cuda = "step_peak_bytes" in trace and trace["step_peak_bytes"].notna().any()
+    memory_col, memory_name = ("step_peak_bytes", "peak allocated per step") if cuda else ("rss_bytes", "resident set")
+    trace = trace.copy()
+    # one line per cell: the experiment, with its dtype and length where the trace holds several
+    varying = [c for c in ("dtype", "seq_len") if c in trace and trace[c].nunique() > 1]
+    trace["line"] = trace["experiment"]
+    for c in varying:
+        trace["line"] = trace["line"] + f" {c}=" + trace[c].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+    models = list(dict.fromkeys(trace["model"]))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(dict.fromkeys(trace["line"]))}  # same in every panel
+    fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 6), squeeze=False)
+    for col, model in enumerate(models):
+        for line, sub in trace[trace["model"] == model].groupby("line", sort=False):
+            style = dict(marker="o", ms=3, color=colors[line], label=line)
+            axes[0][col].plot(sub["step"], sub[memory_col] / 2**30, **style)
+            axes[1][col].plot(sub["step"], sub["optimizer_bytes"] / 2**30, **style)
+        axes[0][col].set_title(f"{model}: {memory_name}")
+        axes[1][col].set_title(f"{model}: optimizer state")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xlabel("step (0 = warm-up)")
+            ax.set_ylabel("GiB")
+    handles = [plt.Line2D([], [], color=c, marker="o", ms=3, label=m) for m, c in colors.items()]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save(fig, path)
+
+
+def _runs_label(exp: str, model: str, seed: int) -> str:
+    return f"{exp} ({model}, seed {seed})"
+
+
+def loss_curves(runs, path: Path) -> list[Path]:
+    """Training loss per step of every run; ``runs`` yields (model, experiment, seed, train_log path)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for model, exp, seed, log_path in runs:
+        log = pd.read_json(log_path, lines=True)
+        if len(log):
+            ax.plot(log["step"], log["loss"], label=_runs_label(exp, model, seed))
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=6)
+    return save(fig, path)
+
+
+def blocks_heatmap(runs, path: Path) -> list[Path] | None:
+    """Which decoder blocks trained at each step, for the first run whose trainable set changes during the
+    run (its log records ``active_layers``); None when no run does."""
+    for model, exp, seed, log_path in runs:
+        log = pd.read_json(log_path, lines=True)
+        if not len(log) or "active_layers" not in log or log["active_layers"].isna().all():
+            continue
+        blocks = json.loads((Path(log_path).parent / "metrics.json").read_text())["decoder_blocks"]
+        grid = [[1 if b in active else 0 for b in range(blocks)] for active in log["active_layers"]]
+        fig, ax = plt.subplots(figsize=(6.5, 3.5))
+        ax.imshow(pd.DataFrame(grid).T.values, aspect="auto", cmap="Greys", interpolation="nearest")
+        ax.set_xlabel("step")
+        ax.set_ylabel("decoder block")
+        ax.set_title(f"blocks trained by {exp} ({model}, seed {seed})")
+        return save(fig, path)
+    return None
+
+
+def mt_bench_categories(scores: pd.DataFrame, path: Path) -> list[Path]:
+    """Mean MT-Bench score per category (columns) of each experiment (rows)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    scores.T.plot.bar(ax=ax)
+    ax.set_ylabel("MT-Bench score (1-10)")
+    ax.legend(fontsize=6)
+    return save(fig, path)
+
+
+def score_vs_memory(points: pd.DataFrame, path: Path, score: str = "overall",
+                    label: str = "MT-Bench overall") -> list[Path]:
+    """Score against peak training memory, one point per experiment."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.scatter(points["peak_memory_MiB"], points[score])
+    for _, r in points.iterrows():
+        ax.annotate(r["experiment"], (r["peak_memory_MiB"], r[score]), fontsize=7)
+    ax.set_xlabel("peak training memory (MiB)")
+    ax.set_ylabel(label)
+    return save(fig, path)
+
+
+def weight_norms(mean: pd.DataFrame, update: pd.DataFrame, path: Path) -> list[Path]:
+    """Per unit from embedding to head: mean weight norm over training and update norm, one line per run."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    # units a method left untouched (norm 0) are gaps on the log scale, not lines to -infinity
+    for ax, df in ((ax1, mean), (ax2, update)):
+        for label, row in df.iterrows():
+            ax.plot(range(len(row)), row.where(row > 0).values, marker=".", label=label)
+    for ax, title in ((ax1, "mean weight norm over training (LoRA: adapter)"), (ax2, "update norm ||W_T - W_0||")):
+        ticks = list(mean.columns)
+        step = max(1, len(ticks) // 12)
+        ax.set_xticks(range(0, len(ticks), step), ticks[::step], rotation=45, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(title)
+    ax2.legend(fontsize=7)
+    return save(fig, path)

@@ -1,0 +1,95 @@
+"""Layerwise weight-norm skew, the paper's motivating observation (``lisa-bench analyze-norms``).
+
+For each run: the mean over training of each unit's norm, (1/T) sum_t ||theta_t^(l)||_2, from the
+embedding through every block to the head, over what the method trains there (the weights
+themselves; LoRA: its adapters, plus embedding/head when trained), the norm of the update
+||W_T - W_0|| per unit for every method (one scale to compare methods on), and the skew ratio:
+embedding+head over the median block.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .. import atomic
+from ..layers import find_blocks, layer_units
+from . import figures
+
+
+def mean_norms(run: Path) -> pd.Series:
+    """Mean over the recorded steps of each unit's norm, over what the method trains there."""
+    rows = [json.loads(x) for x in (run / "weight_norms.jsonl").read_text().splitlines() if x.strip()]
+    return pd.DataFrame([r["trained"] for r in rows]).mean()
+
+
+@functools.lru_cache(maxsize=2)
+def _initial_model(name: str, seed: int):
+    """The untrained model a study's runs start from: loaded once for all of them (read only)."""
+    from ..models import load_model
+
+    return load_model(name, seed=seed).model
+
+
+def update_norms(run: Path) -> pd.Series:
+    """||W_T - W_0|| per unit: the trained weights (LoRA: base + merged adapter) against the initial model."""
+    from ..evaluation.lm_eval_runner import load_target
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    base = _initial_model(metrics["model"], metrics["seed"])
+    trained = load_target(str(run), None, "cpu")[0] if (run / "model").is_dir() else base
+    layout = find_blocks(base)
+    base_params = dict(base.named_parameters())
+    trained_params = dict(trained.named_parameters())
+    out = {}
+    with torch.no_grad():
+        for unit, named in layer_units(base, layout).items():
+            sq = sum(float((trained_params[n].float() - base_params[n].float()).pow(2).sum()) for n, _ in named)
+            out[unit] = sq ** 0.5
+    return pd.Series(out)
+
+
+def skew_ratio(norms: pd.Series) -> float:
+    blocks = norms[[u for u in norms.index if u.startswith("layer.")]]
+    ends = norms.get("embedding", 0.0) + norms.get("head", 0.0)
+    median = float(blocks.median()) if len(blocks) else 0.0
+    return float(ends / median) if median > 0 else float("nan")  # e.g. LISA updated fewer than half the blocks
+
+
+def unit_order(units) -> list[str]:
+    def key(u):
+        if u == "embedding":
+            return (0, 0)
+        if u.startswith("layer."):
+            return (1, int(u.split(".")[1]))
+        return (2, 0) if u == "other" else (3, 0)
+
+    return sorted(units, key=key)
+
+
+def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
+    mean_rows, update_rows, skew = [], [], []
+    for run in map(Path, runs):
+        metrics = json.loads((run / "metrics.json").read_text())
+        label = f"{metrics['method']} ({run.parent.name if run.name.startswith('seed') else run.name})"
+        m = mean_norms(run)
+        u = update_norms(run)
+        mean_rows.append(m.rename(label))
+        update_rows.append(u.rename(label))
+        skew.append({"run": label, "method": metrics["method"], "model": metrics["model"],
+                     "skew_mean_norm": skew_ratio(m), "skew_update_norm": skew_ratio(u)})
+    mean_df = pd.DataFrame(mean_rows)
+    update_df = pd.DataFrame(update_rows)
+    mean_df = mean_df[unit_order(mean_df.columns)]
+    update_df = update_df[unit_order(update_df.columns)]
+    out_dir = Path(out_dir)
+    atomic.write_text(out_dir / "mean_weight_norms.csv", mean_df.to_csv())
+    atomic.write_text(out_dir / "update_norms.csv", update_df.to_csv())
+    skew_df = pd.DataFrame(skew).set_index("run")
+    atomic.write_text(out_dir / "skew.csv", skew_df.to_csv())
+    figures.weight_norms(mean_df, update_df, out_dir / "weight_norms")
+    return skew_df

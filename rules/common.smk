@@ -1,0 +1,60 @@
+# Shared by every rule file: the study's names, resources and input functions.
+
+import json
+import shlex
+from pathlib import Path
+
+from lisa_bench.study import check_study
+
+check_study(config)
+
+NAME = config["name"]
+RUNS = f"runs/{NAME}"
+RESULTS = f"results/{NAME}"
+SEEDS = config["seeds"]
+MODELS = config["models"]
+EXPERIMENTS = config["experiments"]
+STAGES = config.get("stages", ["train", "memory"])
+MEMORY = config.get("memory", {})
+OVERRIDES = config.get("experiment_overrides") or {}
+GPU_DEFAULT = 0 if config["device"] == "cpu" else 1
+
+LAUNCH = {
+    "single": "lisa-bench",
+    "ddp": f"accelerate launch --multi_gpu --num_processes {config['launcher'].get('num_processes', 1)} -m lisa_bench.cli",
+}[config["launcher"]["type"]]
+
+
+def res(rule, key, default):
+    """A rule's resource: the study's `resources: {rule: {key: value}}`, else the default."""
+    return config.get("resources", {}).get(rule, {}).get(key, default)
+
+
+def override_flags(wildcards):
+    """Per-study settings over the experiment file (config key experiment_overrides)."""
+    extra = dict(OVERRIDES.get(wildcards.exp) or {})
+    flags = [f"--option {k}={v}" for k, v in (extra.pop("method_options", None) or {}).items()]
+    flags += [f"--{k.replace('_', '-')} {v}" for k, v in extra.items()]
+    return " ".join(flags)
+
+
+def memory_overrides(wildcards=None):
+    """The study's experiment_overrides of the memory table's experiments, as one quoted argument."""
+    cells = {e: OVERRIDES[e] for e in MEMORY.get("methods", []) if e in OVERRIDES}
+    return f"--experiment-overrides {shlex.quote(json.dumps(cells))}" if cells else ""
+
+
+def memory_experiment_files(wildcards=None):
+    """The files of the memory table's experiments (names in experiments/, or paths), and the defaults."""
+    names = MEMORY.get("methods", ["full", "lora-r128", "lisa-e-h-2l"])
+    files = [n if n.endswith((".yaml", ".yml")) else f"experiments/{n}.yaml" for n in names]
+    return files + [f for f in ["experiments/_defaults.yaml"] if Path(f).exists()]
+
+
+def trained_runs():
+    return expand(f"{RUNS}/train/{{model}}/{{exp}}/seed{{seed}}", model=MODELS, exp=EXPERIMENTS, seed=SEEDS)
+
+
+def run_outputs(stage, filename):
+    return expand(f"{RUNS}/{stage}/{{model}}/{{exp}}/seed{{seed}}/{filename}", model=MODELS, exp=EXPERIMENTS,
+                  seed=SEEDS)

@@ -1,0 +1,61 @@
+"""lm-evaluation-harness on trained runs (full weights and a LoRA adapter) over the offline tasks."""
+
+import json
+
+import pytest
+
+from lisa_bench.cli import main
+from lisa_bench.evaluation.lm_eval_runner import OFFLINE_TASKS, PAPER_TASKS, task_manager
+from lisa_bench.training import train
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from lisa_bench.config import TrainConfig
+
+    root = tmp_path_factory.mktemp("runs")
+    for method, options in (("lisa", {"gamma": 2, "interval": 2}), ("lora", {"rank": 4})):
+        cfg = TrainConfig(method=method, model="tiny-random-llama", max_steps=3, batch_size=4, max_length=96,
+                          lr=1e-3, train_size=32, device="cpu", method_options=options)
+        train(cfg, root / method, progress=False)
+    return root
+
+
+@pytest.mark.parametrize("method", ["lisa", "lora"])
+def test_eval_run_on_offline_tasks(method, runs, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["eval", "--run", str(runs / method), "--tasks", "synthetic_qa,synthetic_mc", "--limit", "6",
+                 "--device", "cpu", "--output-dir", str(out)])
+    assert code == 0
+    scores = json.loads((out / "scores.json").read_text())
+    got = {(s["task"], s["metric"]) for s in scores}
+    assert {("synthetic_qa", "exact_match"), ("synthetic_mc", "acc"), ("synthetic_mc", "acc_norm")} <= got
+    for s in scores:
+        assert 0.0 <= s["value"] <= 1.0 and s["n"] == 6
+    full = json.loads((out / "lm_eval.json").read_text())
+    assert full["target"]["method"] == method and full["provenance"]["packages"]["lm-eval"]
+    assert "synthetic_mc" in capsys.readouterr().out
+
+
+def test_eval_registered_model(tmp_path):
+    assert main(["eval", "--model", "tiny-random-llama", "--tasks", "synthetic_mc", "--limit", "4", "--device",
+                 "cpu", "--output-dir", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "scores.json").read_text())[0]["task"] == "synthetic_mc"
+
+
+def test_paper_task_names_resolve_in_lm_eval():
+    known = set(task_manager().all_tasks)
+    assert set(PAPER_TASKS) <= known
+    assert set(OFFLINE_TASKS) <= known
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "tiny-random-llama", "--tasks", "mmlu_pro_max_ultra"], "unknown task 'mmlu_pro_max_ultra'"),
+    (["--run", "/nonexistent/run"], "has no metrics.json"),
+    (["--model", "tiny-random-llama", "--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_eval_bad_input(args, needle, tmp_path, capsys):
+    assert main(["eval", *args, "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,36 @@
+"""One registry of model names: architectures from their published configs, loaders where weights exist."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from lisa_bench.errors import BadInput
+from lisa_bench.models import MODELS, load_model, model_config, resolve_dtype
+
+
+@pytest.mark.parametrize("name, params", [
+    ("gpt2-small", 124_439_808), ("tinyllama-1.1b", 1_100_048_384), ("mistral-7b", 7_241_732_096),
+    ("llama-2-7b", 6_738_415_616), ("llama-2-70b", 68_976_648_192), ("smollm2-135m", 134_515_008),
+])
+def test_paper_architectures_have_their_published_sizes(name, params):
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config(name))
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_every_name_has_a_config_and_loadable_ones_load():
+    assert {"tiny-random-llama", "smollm2-135m", "llama-2-7b"} <= set(MODELS)
+    for name in MODELS:
+        assert model_config(name).num_hidden_layers > 0, name
+    loaded = load_model("tiny-random-llama", seed=1)
+    assert loaded.model.config.num_hidden_layers == model_config("tiny-random-llama").num_hidden_layers == 8
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda: load_model("llama-2-7b"), "architecture only"),
+    (lambda: model_config("no-such-model"), "unknown model 'no-such-model'; valid choices: tiny-random-llama"),
+    (lambda: resolve_dtype("int3"), "unknown dtype 'int3'; valid choices: fp32, bf16, fp16"),
+])
+def test_bad_names(call, needle):
+    with pytest.raises(BadInput, match=needle.replace("(", r"\(")):
+        call()

@@ -1,0 +1,60 @@
+"""The shared loop's pieces: the learning-rate schedule, the per-unit norm log, gradient checkpointing."""
+
+import json
+
+import pytest
+import torch
+
+from lisa_bench.config import TrainConfig
+from lisa_bench.layers import find_blocks
+from lisa_bench.methods import build_method
+from lisa_bench.models import load_model
+from lisa_bench.training import train
+from lisa_bench.training.norms import weight_norms
+from lisa_bench.training.schedule import lr_at
+
+
+def test_lr_schedule_warmup_then_decay():
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, max_steps=14, scheduler="cosine")
+    assert [lr_at(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, cfg) == 1.0 and lr_at(9, cfg) == pytest.approx(0.5) and lr_at(14, cfg) == pytest.approx(0.0)
+    linear = TrainConfig(lr=1.0, warmup_steps=0, max_steps=10, scheduler="linear")
+    assert lr_at(5, linear) == pytest.approx(0.5)
+    assert lr_at(7, TrainConfig(lr=3.0, scheduler="constant")) == 3.0
+
+
+def test_norm_log_has_weights_and_what_the_method_trains():
+    model = load_model("tiny-random-llama").model
+    full = build_method("full", {})
+    rows = weight_norms(model, find_blocks(model), full)
+    assert rows["weights"] == rows["trained"] and rows["weights"]["layer.3"] > 0
+    lora = build_method("lora", {"rank": 4})
+    adapted = lora.prepare_model(load_model("tiny-random-llama").model)
+    rows = weight_norms(adapted, lora.find_blocks(adapted), lora)
+    assert rows["weights"]["layer.3"] == pytest.approx(weight_norms(model, find_blocks(model), full)["weights"]["layer.3"])
+    assert 0 < rows["trained"]["layer.3"] < rows["weights"]["layer.3"]  # the adapter (lora_B starts at zero)
+    assert rows["trained"]["embedding"] == 0.0  # frozen under LoRA
+
+
+def test_gradient_checkpointing(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("lisa", max_steps=6, gradient_checkpointing=True, method_options={"gamma": 2, "interval": 3})
+    metrics = train(cfg, tmp_path / "gc", progress=False)
+    assert metrics["train_loss_last"] < metrics["train_loss_first"]
+    from transformers import AutoModelForCausalLM
+
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "gc" / "model")
+    base = load_model("tiny-random-llama").model
+    rows = [json.loads(x) for x in (tmp_path / "gc" / "train_log.jsonl").read_text().splitlines()]
+    visited = {i for r in rows for i in r["active_layers"]}
+    for i, (a, b) in enumerate(zip(trained.model.layers, base.model.layers)):
+        same = all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+        assert same == (i not in visited)
+
+
+def test_full_model_saves_and_reloads(tiny_cfg, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    train(tiny_cfg("lisa", max_steps=3), tmp_path / "run", progress=False)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
+    assert tok.chat_template and model.config.num_hidden_layers == 8
