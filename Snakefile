@@ -3,7 +3,8 @@
 # on SLURM: `snakemake --profile profiles/slurm --configfile ...`.
 #
 # fetch model -> train (model x experiment x seed) -> lm-eval -> MT-Bench answer -> MT-Bench judge
-#   -> weight-norm analysis -> memory table -> tables and figures (results/<name>/) -> report
+#   -> weight-norm analysis -> memory table -> tables and figures (runs/<name>/results/) -> report
+# `lisa-bench reproduce` runs this and compares the study with its committed reference, results/<name>/.
 
 from snakemake.utils import validate
 

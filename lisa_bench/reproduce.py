@@ -1,10 +1,17 @@
-"""``lisa-bench reproduce``: run a study's Snakemake pipeline (``make reproduce`` runs this on the default
-study) and print its tables."""
+"""``lisa-bench reproduce``: run a study's Snakemake pipeline (``make reproduce`` runs the default study),
+print its tables and compare its headline figures with the study's committed reference; and
+``lisa-bench publish``: make a finished run the committed reference.
+
+The pipeline writes under ``runs/<study>/`` (its tables and figures in ``runs/<study>/results/``); the
+committed reference of a study is ``results/<study>/``. The two live apart, so a fresh clone's run
+always trains, evaluates and measures for real, and reruns stay incremental.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,25 +20,32 @@ from .errors import BadInput
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("reproduce", help="run a study's pipeline (default: config/default.yaml) and print its tables",
-                       description="Runs `snakemake --cores CORES [--configfile CONFIG]` in the project directory "
-                                   "(where the Snakefile is), then prints the study's Markdown tables. Extra "
-                                   "arguments after -- go to snakemake.")
+    p = sub.add_parser("reproduce", help="run a study's pipeline (default: config/default.yaml), print its tables "
+                                         "and compare them with the committed reference",
+                       description="Runs `snakemake --cores CORES --configfile CONFIG` in the project directory "
+                                   "(where the Snakefile is), prints the study's Markdown tables, then compares its "
+                                   "headline figures with results/<study>/ (the committed reference) and writes "
+                                   "runs/<study>/results/comparison.{csv,md,tex}. Extra arguments after -- go to "
+                                   "snakemake.")
     p.add_argument("--configfile", default=None,
                    help="a study's config, relative to --directory (default: config/default.yaml)")
     p.add_argument("--cores", default="all")
     p.add_argument("--directory", default=".", help="the project directory holding the Snakefile (default: .)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a figure is outside its tolerance")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="further snakemake arguments, after --")
     p.set_defaults(func=_cmd_reproduce)
+    q = sub.add_parser("publish", help="copy a finished study's results into results/<study>/ (the reference)",
+                       description="Replaces results/<study>/ with runs/<study>/results/ in one rename, after "
+                                   "checking that the run finished (its tables exist).")
+    q.add_argument("--configfile", default=None, help="the study's config (default: config/default.yaml)")
+    q.add_argument("--directory", default=".")
+    q.set_defaults(func=_cmd_publish)
 
 
-def study_name(configfile: Path) -> str:
+def _study(args) -> tuple[Path, Path, str]:
+    """The project directory, the study's config file and its name."""
     import yaml
 
-    return yaml.safe_load(configfile.read_text())["name"]
-
-
-def _cmd_reproduce(args) -> int:
     root = Path(args.directory)
     if not (root / "Snakefile").is_file():
         raise BadInput(f"no Snakefile in {str(root.resolve())!r}; run from the lisa-bench project directory "
@@ -41,17 +55,57 @@ def _cmd_reproduce(args) -> int:
     if not configfile.is_file():
         studies = sorted(p.name for p in (root / "config").glob("*.yaml") if p.name != "schema.yaml")
         raise BadInput(f"unknown study {str(given)!r}; valid choices: " + ", ".join(f"config/{s}" for s in studies))
+    return root, configfile, yaml.safe_load(configfile.read_text())["name"]
+
+
+def run_dir(root: Path, name: str) -> Path:
+    return root / "runs" / name / "results"
+
+
+def reference_dir(root: Path, name: str) -> Path:
+    return root / "results" / name
+
+
+def _cmd_reproduce(args) -> int:
+    from .reporting.compare import compare, write_comparison
+
+    root, configfile, name = _study(args)
     extra = [a for a in args.snakemake_args if a != "--"]
-    cmd = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", str(configfile.resolve()), *extra]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", str(configfile.resolve()),
+           *extra]
     # the pipeline's shell commands call `lisa-bench`: the one installed next to this interpreter
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    print("[lisa-bench] " + " ".join(cmd[2:]), flush=True)
+    print("[lisa-bench] snakemake " + " ".join(cmd[3:]), flush=True)
     code = subprocess.run(cmd, cwd=root, env=env).returncode
     if code != 0:
-        print(f"lisa-bench: error: the pipeline failed (snakemake exit {code}); see the logs under runs/",
+        print(f"lisa-bench: error: the pipeline failed (snakemake exit {code}); see the logs under runs/{name}/logs",
               file=sys.stderr)
         return code
-    tables = root / "results" / study_name(configfile) / "tables"
-    for table in sorted(tables.glob("*.md")):
+    out, ref = run_dir(root, name), reference_dir(root, name)
+    for table in sorted((out / "tables").glob("*.md")):
         print(f"\n{table.read_text()}")
+    if not ref.is_dir():
+        print(f"\n[lisa-bench] no committed reference for study {name!r} (results/{name}/); "
+              f"`lisa-bench publish` makes this run the reference")
+        return 0
+    table = compare(ref, out)
+    caption = f"Study {name}: this run (runs/{name}/results) against the committed reference (results/{name})"
+    write_comparison(table, out / "comparison", caption)
+    print(f"\n{(out / 'comparison.md').read_text()}")
+    outside = table[~table["within"]]
+    print(f"[lisa-bench] {len(table) - len(outside)} of {len(table)} headline figures within their tolerance"
+          + (f"; outside: {', '.join(outside['row'] + ' ' + outside['figure'])}" if len(outside) else ""))
+    return 1 if args.strict and len(outside) else 0
+
+
+def _cmd_publish(args) -> int:
+    from . import atomic
+
+    root, _, name = _study(args)
+    out, ref = run_dir(root, name), reference_dir(root, name)
+    if not (out / "tables").is_dir() and not (out / "memory").is_dir():
+        raise BadInput(f"study {name!r} has no finished run in {str(out)!r}; run `lisa-bench reproduce` first")
+    with atomic.staged_dir(ref) as staging:
+        shutil.copytree(out, staging, dirs_exist_ok=True)
+    print(f"[lisa-bench] published runs/{name}/results -> results/{name}")
     return 0

@@ -10,7 +10,9 @@ check_study(config)
 
 NAME = config["name"]
 RUNS = f"runs/{NAME}"
-RESULTS = f"results/{NAME}"
+# The pipeline's tables and figures; the committed reference of a study lives in results/<name>/, apart,
+# so a fresh clone's run is never short-circuited by it (`lisa-bench publish` copies a finished study there).
+RESULTS = f"{RUNS}/results"
 SEEDS = config["seeds"]
 MODELS = config["models"]
 EXPERIMENTS = config["experiments"]

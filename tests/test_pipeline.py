@@ -80,7 +80,8 @@ def test_tiny_pipeline_end_to_end(workdir):
                            "--configfile", "config/tiny.yaml", "--cores", "2"], capture_output=True, text=True,
                           env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = workdir / "results" / "tiny"
+    assert not (workdir / "results").exists()  # the pipeline writes under runs/; results/ holds references
+    results = workdir / "runs" / "tiny" / "results"
     for table in ("training", "lm_eval", "mt_bench"):
         for suffix in (".csv", ".md", ".tex"):
             assert (results / "tables" / f"{table}{suffix}").exists(), table + suffix
@@ -110,6 +111,18 @@ def test_tiny_pipeline_end_to_end(workdir):
     assert (runs / "benchmarks" / "train" / "tiny-random-llama" / "lisa-e-h-2l" / "seed0.tsv").exists()
     again = _snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/tiny.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # published as the study's reference, a rerun (nothing left to do) compares equal to it
+    cli = [sys.executable, "-m", "lisa_bench.cli"]
+    assert subprocess.run(cli + ["publish", "--directory", str(workdir), "--configfile", "config/tiny.yaml"],
+                          env=env).returncode == 0
+    assert (workdir / "results" / "tiny" / "tables" / "training.csv").exists()
+    rerun = subprocess.run(cli + ["reproduce", "--directory", str(workdir), "--configfile", "config/tiny.yaml",
+                                  "--strict"], capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    counts = [ln for ln in rerun.stdout.splitlines() if "headline figures within their tolerance" in ln][0]
+    n = int(counts.split(" of ")[1].split()[0])
+    assert n > 20 and f"{n} of {n} headline" in counts
+    assert (results / "comparison.md").exists()
     report = _snakemake(workdir, "--cores", "1", "--configfile", "config/tiny.yaml", "--report", "report.html")
     assert report.returncode == 0, report.stderr[-2000:]
     assert (workdir / "report.html").stat().st_size > 10_000

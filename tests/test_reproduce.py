@@ -17,3 +17,50 @@ def test_reproduce_rejects_unknown_study(tmp_path, capsys):
     assert main(["reproduce", "--directory", str(tmp_path), "--configfile", "config/nope.yaml"]) == 2
     err = capsys.readouterr().err
     assert "unknown study 'config/nope.yaml'; valid choices: config/default.yaml" in err
+
+
+def test_fresh_clone_runs_the_main_job(tmp_path):
+    """The committed reference (results/default/) is not the pipeline's target: on a fresh clone the
+    default study trains, evaluates and measures for real."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    clone = tmp_path / "clone"
+    # what a clone would hold: the files git tracks (and new ones it does not ignore), as they are now
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
+                            capture_output=True, text=True)
+    if listed.returncode == 0:
+        for rel in listed.stdout.splitlines():
+            if (root / rel).is_file():
+                (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(root / rel, clone / rel)
+    else:  # an exported tree without git
+        shutil.copytree(root, clone, ignore=shutil.ignore_patterns(".venv", "runs", ".snakemake"))
+    assert (clone / "results" / "default" / "tables" / "training.csv").exists()  # the reference is there
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2"], cwd=clone, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Nothing to be done" not in proc.stdout + proc.stderr
+    for rule in ("train", "lm_eval", "mt_bench_answer", "memory_table", "tables_and_figures"):
+        assert rule in proc.stdout, rule
+
+
+def test_publish_needs_a_finished_run(tmp_path, capsys):
+    (tmp_path / "Snakefile").write_text("")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "default.yaml").write_text("name: default\n")
+    assert main(["publish", "--directory", str(tmp_path)]) == 2
+    assert "has no finished run" in capsys.readouterr().err
+    tables = tmp_path / "runs" / "default" / "results" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "training.csv").write_text("model,experiment\n")
+    (tmp_path / "results" / "default").mkdir(parents=True)
+    (tmp_path / "results" / "default" / "stale.txt").write_text("old")
+    assert main(["publish", "--directory", str(tmp_path)]) == 0
+    assert (tmp_path / "results" / "default" / "tables" / "training.csv").exists()
+    assert not (tmp_path / "results" / "default" / "stale.txt").exists()
