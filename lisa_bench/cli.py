@@ -8,8 +8,10 @@ import sys
 
 from .errors import BadInput
 
-TRAIN_FIELDS = ("method", "model", "dataset", "max_steps", "seed", "batch_size", "max_length", "lr", "dtype", "device",
-                "train_size", "gradient_checkpointing", "memory_snapshot", "checkpoint_every", "method_module")
+TRAIN_FIELDS = ("method", "model", "dataset", "max_steps", "num_epochs", "seed", "batch_size", "grad_accum_steps",
+                "max_length", "lr", "scheduler", "warmup_steps", "warmup_ratio", "precision", "attn_implementation",
+                "device", "train_size", "gradient_checkpointing", "group_by_length", "eval_every", "eval_batch_size",
+                "eval_size", "memory_snapshot", "checkpoint_every", "report_to", "method_module")
 
 
 def _method_flags() -> dict[str, list]:
@@ -39,7 +41,8 @@ def _add_train(sub) -> None:
     p.add_argument("--model", help="tiny-random-llama, smollm2-135m, a local dir or a hub id (default: smollm2-135m)")
     p.add_argument("--dataset", help=f"{', '.join(dataset_names())}, or a local .json/.jsonl "
                                      f"(default: synthetic-instruct)")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-steps", type=int, help="optimizer steps (or --num-epochs)")
+    p.add_argument("--num-epochs", type=float, help="passes over the training split (or --max-steps)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--experiment", help="an experiment name (file in experiments/) or YAML file path")
     p.add_argument("--seed", type=int)
@@ -48,13 +51,27 @@ def _add_train(sub) -> None:
         p.add_argument(flag, type=int, dest=flag.lstrip("-").replace("-", "_"), help=f"{users[0][2]} ({names})")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="set a method option (value parsed as YAML), e.g. --option interval=5; repeatable")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="set any training setting (value parsed as YAML), e.g. --set precision=bf16-mixed; "
+                        "repeatable, later ones win; the named flags below win over --set")
+    p.add_argument("--batch-size", type=int, help="examples per micro-batch and process")
+    p.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step (default 1)")
     p.add_argument("--max-length", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--dtype", help="fp32 (default), bf16, fp16")
+    p.add_argument("--scheduler", help="constant, linear, cosine")
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--warmup-ratio", type=float, help="warm-up as a fraction of all steps (or --warmup-steps)")
+    p.add_argument("--precision", help="fp32 (default), bf16 (pure), bf16-mixed (fp32 master weights, bf16 autocast)")
+    p.add_argument("--attn-implementation", help="sdpa (default), eager, flash_attention_2")
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--train-size", type=int, help="use the first N training conversations")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    p.add_argument("--group-by-length", action="store_true", default=None,
+                   help="batches of similar lengths (less padding; the fraction is recorded)")
+    p.add_argument("--eval-every", type=int, help="held-out loss every N steps (always at the end)")
+    p.add_argument("--eval-batch-size", type=int)
+    p.add_argument("--eval-size", type=int, help="use the first N held-out conversations")
+    p.add_argument("--report-to", help="none (default), tensorboard, wandb (offline unless WANDB_MODE is set)")
     p.add_argument("--checkpoint-every", type=int,
                    help="steps between resumable checkpoints (default 50; 0: none). A rerun with the same settings "
                         "resumes from the last one")
@@ -65,8 +82,6 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
-    import yaml
-
     from .config import build_config, read_experiment, resolve_experiment
     from .methods import get_method, load_method_module
 
@@ -85,20 +100,33 @@ def _cmd_train(args) -> int:
         if method_cls.name not in options:
             raise BadInput(f"{flag} applies to method {', '.join(options)}, not {method_cls.name!r}")
         option_overrides[options[method_cls.name]] = value
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BadInput(f"--option {item!r} must look like KEY=VALUE")
-        option_overrides[key.strip()] = yaml.safe_load(value)
-    cfg = build_config(experiment, {k: getattr(args, k) for k in TRAIN_FIELDS}, option_overrides)
+    option_overrides.update(_key_values(args.option, "--option"))
+    layers = [dict([kv]) for kv in _key_values(args.settings, "--set").items()]
+    cfg = build_config(experiment, {k: getattr(args, k) for k in TRAIN_FIELDS}, option_overrides, layers=layers)
     from .training import train
 
     metrics = train(cfg, args.output_dir, progress=not args.no_progress)
-    keys = ("method", "model", "steps", "train_loss_first", "train_loss_last", "tokens_per_second",
+    keys = ("method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss", "tokens_per_second",
             "optimizer_state_bytes_peak", "peak_memory_bytes", "memory_kind")
     if os.environ.get("RANK", "0") == "0":  # one summary line under torchrun / accelerate launch
         print(" ".join(f"{k}={metrics[k]}" for k in keys))
     return 0
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    """KEY=VALUE items, values parsed as YAML, in order."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"{flag} {item!r} must look like KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise BadInput(f"{flag} {item!r}: the value is not valid YAML") from None
+    return out
 
 
 def _cmd_analyze_norms(args) -> int:

@@ -15,8 +15,14 @@ import yaml
 
 from .devices import DEVICES
 from .errors import BadInput, check_choice, choices_error
+from .precision import PRECISIONS
 
 SCHEDULERS = ("constant", "linear", "cosine")
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
+TRACKERS = ("none", "tensorboard", "wandb")
+# keys that stand for one setting: a layer (defaults, experiment file, study, flags) that sets one of a
+# pair replaces the other, so each configuration ends with exactly one of them
+ALTERNATIVES = (("max_steps", "num_epochs"), ("warmup_steps", "warmup_ratio"))
 EXPERIMENTS_DIR = "experiments"
 DEFAULTS_FILE = "_defaults.yaml"
 
@@ -26,36 +32,59 @@ class TrainConfig:
     method: str = "lisa"
     model: str = "smollm2-135m"
     dataset: str = "synthetic-instruct"
-    max_steps: int = 100
+    max_steps: int | None = None  # optimizer steps; exactly one of max_steps and num_epochs
+    num_epochs: float | None = None  # passes over the training split (fractions allowed)
     seed: int = 0
     lr: float = 1e-4
     scheduler: str = "cosine"
-    warmup_steps: int = 0
+    warmup_steps: int | None = None  # linear warm-up in optimizer steps; or warmup_ratio of all steps
+    warmup_ratio: float | None = None
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
-    batch_size: int = 4
+    batch_size: int = 4  # examples per micro-batch and process
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (effective batch: batch x accum x processes)
     max_length: int = 512
     train_size: int | None = None  # first N training conversations (None: all)
-    dtype: str = "fp32"
+    precision: str = "fp32"  # fp32 | bf16 (pure) | bf16-mixed (fp32 master weights, bf16 autocast)
+    attn_implementation: str = "sdpa"  # sdpa | eager (the memory protocol's) | flash_attention_2
     device: str = "auto"
     gradient_checkpointing: bool = False
+    group_by_length: bool = False  # batches of similar lengths (less padding), as transformers' Trainer offers
+    eval_every: int | None = None  # validation loss every N steps (always at the end)
+    eval_batch_size: int | None = None  # default: batch_size
+    eval_size: int | None = None  # first N validation conversations (None: the whole held-out split)
     norm_every: int | None = None  # weight-norm snapshot period (None: ~10 per run)
     checkpoint_every: int = 50  # steps between resumable checkpoints (0: none); single process only
     memory_snapshot: bool = False  # CUDA only: dump an allocator snapshot (PyTorch memory visualizer)
+    report_to: str = "none"  # none | tensorboard | wandb (through accelerate; wandb offline unless configured)
     method_module: str | None = None  # a .py file or module that registers the method (a plugin)
     method_options: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        for name, value, low in (("max_steps", self.max_steps, 0), ("batch_size", self.batch_size, 1),
-                                 ("max_length", self.max_length, 8), ("checkpoint_every", self.checkpoint_every, 0)):
-            if value < low:
-                raise BadInput(f"{name} must be >= {low}, got {value}")
-        if self.lr <= 0:
+        if (self.max_steps is None) == (self.num_epochs is None):
+            given = "both" if self.max_steps is not None else "neither"
+            raise BadInput(f"give exactly one of max_steps and num_epochs (got {given})")
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise BadInput("give at most one of warmup_steps and warmup_ratio (got both)")
+        for name, value, low in (("max_steps", self.max_steps, 1), ("batch_size", self.batch_size, 1),
+                                 ("grad_accum_steps", self.grad_accum_steps, 1), ("max_length", self.max_length, 8),
+                                 ("checkpoint_every", self.checkpoint_every, 0), ("warmup_steps", self.warmup_steps, 0),
+                                 ("eval_every", self.eval_every, 1), ("eval_batch_size", self.eval_batch_size, 1),
+                                 ("eval_size", self.eval_size, 1), ("norm_every", self.norm_every, 1),
+                                 ("train_size", self.train_size, 1)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                raise BadInput(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.num_epochs is not None and not self.num_epochs > 0:
+            raise BadInput(f"num_epochs must be > 0, got {self.num_epochs!r}")
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
+            raise BadInput(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if not self.lr > 0:
             raise BadInput(f"lr must be > 0, got {self.lr}")
         check_choice("scheduler", self.scheduler, SCHEDULERS)
         check_choice("device", self.device, DEVICES)
-        if self.norm_every is not None and self.norm_every < 1:
-            raise BadInput(f"norm_every must be >= 1, got {self.norm_every}")
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("attn_implementation", self.attn_implementation, ATTENTION)
+        check_choice("report_to", self.report_to, TRACKERS)
 
     def build_method(self):
         """The configured method, its plugin module loaded first if one is named."""
@@ -109,7 +138,7 @@ def read_experiment(path: str | Path) -> dict:
     values = _read_yaml_mapping(defaults) if defaults.is_file() and defaults.resolve() != path.resolve() else {}
     own = _read_yaml_mapping(path)
     options = {**(values.pop("method_options", None) or {}), **(own.pop("method_options", None) or {})}
-    values.update(own)
+    values = _layer(values, own)
     if options:
         values["method_options"] = options
     module = values.get("method_module")
@@ -118,11 +147,31 @@ def read_experiment(path: str | Path) -> dict:
     return values
 
 
-def build_config(experiment: str | Path | None, overrides: dict, option_overrides: dict) -> TrainConfig:
-    values: dict = {}
-    if experiment:
-        values.update(read_experiment(experiment))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+def _layer(below: dict, above: dict) -> dict:
+    """``above`` over ``below``; setting one of a pair of alternatives drops the other from below."""
+    below = dict(below)
+    for a, b in ALTERNATIVES:
+        if a in above:
+            below.pop(b, None)
+        if b in above:
+            below.pop(a, None)
+    return {**below, **above}
+
+
+def build_config(experiment: str | Path | None, overrides: dict, option_overrides: dict,
+                 layers: list[dict] = ()) -> TrainConfig:
+    """The experiment file, then each of ``layers`` in order (a study's settings, ``--set``), then
+    ``overrides`` (named flags); method options merged likewise."""
+    values: dict = read_experiment(experiment) if experiment else {}
+    options = dict(values.pop("method_options", None) or {})
+    for layer in [*layers, {k: v for k, v in overrides.items() if v is not None}]:
+        layer = dict(layer)
+        options.update(layer.pop("method_options", None) or {})
+        unknown = sorted(set(layer) - FIELDS)
+        if unknown:
+            raise BadInput(f"unknown training setting {unknown[0]!r}; valid settings: {', '.join(sorted(FIELDS))}")
+        values = _layer(values, layer)
+    values["method_options"] = options
     options = dict(values.pop("method_options", None) or {})
     options.update({k: v for k, v in option_overrides.items() if v is not None})
     cfg = TrainConfig(**values, method_options=options)

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sys
+
 from .errors import BadInput, choices_error
+from .memory.fit import check_fit, parse_bytes
 
 
 def _check_model(name: str, key: str) -> None:
@@ -40,7 +43,7 @@ def _check_on_model(cfg, model_name: str, where: str) -> None:
 
 def check_study(config: dict, experiments_dir: str | Path = "experiments") -> None:
     from .config import build_config, experiment_names
-    from .evaluation.lm_eval_runner import check_tasks
+    from .evaluation.lm_eval_runner import check_tasks, parse_task_specs
     from .memory.bench import MemoryCell
 
     for model in config["models"]:
@@ -51,25 +54,30 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
                        f"changes the trainable set, which sharded parameters fix at wrap time); valid choices: "
                        f"single, ddp")
     overrides = config.get("experiment_overrides") or {}
+    gpu_memory = parse_bytes(config["gpu_memory"], "config gpu_memory") if config.get("gpu_memory") else None
     known = experiment_names(experiments_dir)
     for exp in config["experiments"]:
         if exp not in known:
             raise choices_error("experiment", exp, known, where="config experiments")
-        extra = dict(overrides.get(exp) or {})
-        options = extra.pop("method_options", {})
         where = f"config experiments[{exp}]"
-        try:
-            cfg = build_config(Path(experiments_dir) / f"{exp}.yaml", extra, options)
+        try:  # the settings each training job gets: the file, the study's training:, its overrides
+            cfg = build_config(Path(experiments_dir) / f"{exp}.yaml", {}, {},
+                               layers=[config.get("training") or {}, overrides.get(exp) or {}])
             cfg.build_method()
         except BadInput as exc:
             raise BadInput(f"{where}: {exc}") from None
         for model in config["models"]:
             _check_on_model(cfg, model, where)
+            if gpu_memory and cfg.build_method().trains:
+                if check_fit(cfg, model, gpu_memory, where) is None:
+                    print(f"lisa-bench: note: {where} on {model}: its config cannot be read offline, so its fit in "
+                          f"gpu_memory is not checked", file=sys.stderr)
     memory = config.get("memory") or {}
     listed = list(dict.fromkeys(config["experiments"] + memory.get("methods", [])))
     for key in [k for k in overrides if k not in listed]:
         raise choices_error("experiment", key, listed, where="config experiment_overrides")
-    check_tasks(config["lm_eval"]["tasks"], where="config lm_eval.tasks")
+    specs = parse_task_specs(config["lm_eval"]["tasks"], "config lm_eval.tasks")
+    check_tasks([s.name for s in specs], where="config lm_eval.tasks")
     for model in memory.get("models", []):
         _check_model(model, "memory.models")
     for exp in memory.get("methods", []):

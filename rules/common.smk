@@ -32,11 +32,21 @@ def res(rule, key, default):
     return config.get("resources", {}).get(rule, {}).get(key, default)
 
 
-def override_flags(wildcards):
-    """Per-study settings over the experiment file (config key experiment_overrides)."""
-    extra = dict(OVERRIDES.get(wildcards.exp) or {})
-    flags = [f"--option {k}={v}" for k, v in (extra.pop("method_options", None) or {}).items()]
-    flags += [f"--{k.replace('_', '-')} {v}" for k, v in extra.items()]
+def _yaml(value):
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return text[:-3].strip() if text.endswith("...") else text
+
+
+def training_flags(wildcards):
+    """The study's settings over the experiment file: its `training:` for every experiment, then its
+    experiment_overrides for this one (each `--set KEY=VALUE`, method options `--option KEY=VALUE`)."""
+    flags = []
+    for layer in (config.get("training") or {}, OVERRIDES.get(wildcards.exp) or {}):
+        layer = dict(layer)
+        flags += [f"--option {shlex.quote(f'{k}={_yaml(v)}')}" for k, v in (layer.pop("method_options", None) or {}).items()]
+        flags += [f"--set {shlex.quote(f'{k}={_yaml(v)}')}" for k, v in layer.items()]
     return " ".join(flags)
 
 

@@ -17,13 +17,12 @@ rule lm_eval:
         mem_mb=res("lm_eval", "mem_mb", 16000),
         runtime=res("lm_eval", "runtime", 240),
     params:
-        tasks=",".join(LM["tasks"]),
+        specs=shlex.quote(json.dumps(LM["tasks"])),
         limit=f"--limit {LM['limit']}" if LM.get("limit") else "",
-        shots=f"--num-fewshot {LM['num_fewshot']}" if LM.get("num_fewshot") is not None else "",
         batch=LM.get("batch_size", 8),
         device=config["device"],
     shell:
-        "OMP_NUM_THREADS={threads} lisa-bench eval --run {input} --tasks {params.tasks} {params.limit} {params.shots} "
+        "OMP_NUM_THREADS={threads} lisa-bench eval --run {input} --task-specs {params.specs} {params.limit} "
         "--batch-size {params.batch} --device {params.device} --output-dir $(dirname {output}) > {log} 2>&1"
 
 

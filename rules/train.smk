@@ -30,11 +30,10 @@ rule train:
         runtime=res("train", "runtime", 120),
     params:
         launch=LAUNCH,
-        steps=config["max_steps"],
         device=config["device"],
         dataset=config["dataset"],
-        overrides=override_flags,
+        settings=training_flags,
     shell:
         "OMP_NUM_THREADS={threads} {params.launch} train --experiment {input.experiment} --model {wildcards.model} "
-        "--dataset {params.dataset} --seed {wildcards.seed} --max-steps {params.steps} --device {params.device} "
-        "{params.overrides} --output-dir {output} --no-progress > {log} 2>&1"
+        "--dataset {params.dataset} --seed {wildcards.seed} --device {params.device} {params.settings} "
+        "--output-dir {output} --no-progress > {log} 2>&1"

@@ -25,7 +25,7 @@ def run_cli(args, capsys):
     (["--method", "lisa", "--lisa-layers", "-1"], "gamma (--lisa-layers) must be >= 0", "-1"),
     (["--method", "lisa", "--lisa-interval", "0"], "interval (--lisa-interval) must be >= 1", "0"),
     (["--method", "full", "--lisa-layers", "2"], "--lisa-layers applies to method lisa", "'full'"),
-    (["--method", "lisa", "--dtype", "int3"], "unknown dtype 'int3'", "bf16"),
+    (["--method", "lisa", "--precision", "int3"], "unknown precision 'int3'", "bf16-mixed"),
 ])
 def test_bad_values(args, needle, choices, capsys, tmp_path):
     out = tmp_path / "out"

@@ -52,7 +52,7 @@ device: cpu
 models: [tiny-random-llama]
 dataset: synthetic-instruct
 seeds: [0]
-max_steps: 3
+training: {max_steps: 3}
 experiments: [base, lisa-e-h-2l]
 launcher: {type: single}
 lm_eval: {tasks: [synthetic_mc], limit: 4}
@@ -128,20 +128,46 @@ def test_tiny_pipeline_end_to_end(workdir):
     assert (workdir / "report.html").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("edit, needle", [
+BAD_STUDIES = [
     ("experiments: [base, lisa-e-h-99l]", "unknown experiment 'lisa-e-h-99l'"),
     ("launcher: {type: fsdp}", "launcher.type: 'fsdp' is not supported"),
     ("memory: {models: [tiny-random-llama], methods: [lora-r9]}", "config memory.methods: unknown experiment 'lora-r9'"),
-    ("max_steps: 0", "max_steps"),
     ("experiments: [base, lisa-e-h-2l]\nexperiment_overrides: {lisa-e-h-2l: {method_options: {gamma: 12}}}",
      "config experiments[lisa-e-h-2l] on tiny-random-llama: lisa gamma (--lisa-layers) 12 is larger than the 8 "
      "decoder blocks of this model; valid choices: 0..8"),
     ("lm_eval: {tasks: [not_a_task]}", "unknown task 'not_a_task'"),
-])
-def test_config_errors_before_any_job(edit, needle, workdir):
+    ("training: {max_steps: 0}", "config experiments[base]: max_steps must be an integer >= 1, got 0"),
+    ("training: {learning_rate: 0.1}", "unknown training setting 'learning_rate'; valid settings:"),
+    ("gpu_memory: 10MiB", "the memory model predicts"),
+    ("gpu_memory: lots", "config gpu_memory 'lots' is not a size"),
+    ("lm_eval: {tasks: [{name: synthetic_qa, shots: 2}]}", "unknown key 'shots'"),
+]
+
+
+def _edited(edit):
     key = edit.split(":")[0]
     lines = [ln for ln in TINY.splitlines() if not ln.startswith(key + ":")]
-    (workdir / "config" / "bad.yaml").write_text("\n".join(lines) + "\n" + edit + "\n")
+    return "\n".join(lines) + "\n" + edit + "\n"
+
+
+@pytest.mark.parametrize("edit, needle", BAD_STUDIES)
+def test_config_errors(edit, needle, monkeypatch):
+    """Every check a study gets before any job, in process."""
+    import yaml
+
+    from lisa_bench.errors import BadInput
+    from lisa_bench.study import check_study
+
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(BadInput) as err:
+        check_study(yaml.safe_load(_edited(edit)))
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("edit, needle", [BAD_STUDIES[0], ("launcher: {type: mpi}", "'mpi' is not one of")])
+def test_config_errors_stop_the_pipeline_before_any_job(edit, needle, workdir):
+    """The checks (and the schema) run inside Snakemake before it starts a job."""
+    (workdir / "config" / "bad.yaml").write_text(_edited(edit))
     proc = _snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/bad.yaml")
     assert proc.returncode != 0
     assert needle in proc.stdout + proc.stderr

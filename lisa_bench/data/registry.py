@@ -5,6 +5,10 @@
 - ``gsm8k``: openai/gsm8k (main);
 - any local ``.json`` / ``.jsonl`` file in Alpaca form (instruction/input/output) or chat form
   (``messages``: a list of {role, content} ending with an assistant turn).
+
+Every dataset has a fixed held-out ``validation`` split that is never trained on: synthetic-instruct's
+test split; for the others a seeded slice of 2% of the training records, at most 1000, the same for
+every run (its seed is fixed, not the run's), removed from ``train``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,18 @@ from ..errors import BadInput
 from ..jsonl import read_jsonl_records
 
 Conversation = list[dict]  # [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
+HOLDOUT_SEED, HOLDOUT_FRACTION, HOLDOUT_MAX = 0, 0.02, 1000
+
+
+def holdout(records: list, split: str) -> list:
+    """``train`` without the held-out slice, or the slice itself (``validation``/``test``)."""
+    import random
+
+    n = len(records)
+    k = min(HOLDOUT_MAX, max(1, round(HOLDOUT_FRACTION * n))) if n > 1 else 0
+    held = set(random.Random(HOLDOUT_SEED).sample(range(n), k))
+    return [r for i, r in enumerate(records) if (i in held) == (split != "train")]
 
 
 def alpaca_to_messages(rec: dict) -> Conversation:
@@ -31,7 +46,7 @@ def _synthetic(split: str, seed: int, size: int | None) -> list[Conversation]:
     from .synthetic import generate
 
     train, test = generate(seed=seed)
-    records = train if split == "train" else test
+    records = train if split == "train" else test  # validation: the test split, disjoint from train
     return [alpaca_to_messages(r) for r in records[:size]]
 
 
@@ -39,20 +54,16 @@ def _hub(path: str, config: str | None, convert: Callable[[dict], Conversation])
     def load(split: str, seed: int, size: int | None) -> list[Conversation]:
         import datasets
 
-        hub_split = split if split == "train" or path != "vicgalle/alpaca-gpt4" else "train"
+        # validation (and, for a dataset without one, test) is the held-out slice of the train split
+        hub_split = "test" if split == "test" and path != "vicgalle/alpaca-gpt4" else "train"
         try:
             ds = datasets.load_dataset(path, config, split=hub_split)
         except Exception as exc:  # offline, or the hub is unreachable
             raise BadInput(f"dataset {path!r} could not be loaded from the Hugging Face hub "
                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); it needs "
                            f"network access, or use synthetic-instruct / a local .json/.jsonl file") from None
-        if path == "vicgalle/alpaca-gpt4":
-            # the hub dataset has only a train split: hold out a seeded 2% as the test split
-            parts = ds.train_test_split(test_size=0.02, seed=seed)
-            ds = parts["train" if split == "train" else "test"]
-        if size is not None:
-            ds = ds.select(range(min(size, len(ds))))
-        return [convert(r) for r in ds]
+        records = list(ds) if hub_split == "test" else holdout(list(ds), split)
+        return [convert(r) for r in records[:size]]
 
     return load
 
@@ -105,10 +116,11 @@ def _local_record(rec, where: str) -> Conversation:
 
 
 def _local(path: Path, split: str, seed: int, size: int | None) -> list[Conversation]:
-    return [_local_record(rec, where) for where, rec in _read_local(path)][:size]
+    return holdout([_local_record(rec, where) for where, rec in _read_local(path)], split)[:size]
 
 
-def load_conversations(name: str, split: str = "train", seed: int = 0, size: int | None = None) -> list[Conversation]:
+def load_conversations(name: str, split: str = "train", seed: int = 0, size: int | None = None,
+                       allow_empty: bool = False) -> list[Conversation]:
     if split not in SPLITS:
         raise BadInput(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
     path = Path(name)
@@ -121,6 +133,6 @@ def load_conversations(name: str, split: str = "train", seed: int = 0, size: int
     else:
         raise BadInput(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}, "
                        f"or a local .json/.jsonl file")
-    if not convs:
+    if not convs and not allow_empty:
         raise BadInput(f"dataset {name!r} ({split}) is empty")
     return convs

@@ -1,10 +1,17 @@
 """``lisa-bench eval``: lm-evaluation-harness (``simple_evaluate``, model ``hf``) on a trained run or a
-registered model, with the project's offline tasks registered through ``TaskManager(include_path=...)``."""
+registered model, with the project's offline tasks registered through ``TaskManager(include_path=...)``.
+
+Each task carries its own few-shot count and prompt format: ``{name, num_fewshot, apply_chat_template}``
+or a bare name. The defaults are lm-eval's own: the task's default shots, and no chat template. Tasks
+that share settings run in one ``simple_evaluate`` call; shots and template are recorded per task in
+``lm_eval.json``, ``scores.json`` and the tables.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -17,6 +24,46 @@ TASKS_DIR = Path(__file__).parent / "tasks"
 OFFLINE_TASKS = ("synthetic_qa", "synthetic_mc")
 # The paper's benchmarks by their lm-eval names, with the shots the paper states (None: lm-eval's default).
 PAPER_TASKS = {"mmlu": 5, "agieval": None, "winogrande": None, "gsm8k": None, "pubmedqa": 5}
+TASK_KEYS = ("name", "num_fewshot", "apply_chat_template")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    num_fewshot: int | None = None  # None: the task's own default
+    apply_chat_template: bool = False  # lm-eval's default: plain prompts
+
+    @classmethod
+    def parse(cls, entry, where: str = "task") -> "TaskSpec":
+        """A bare task name, or a mapping of TASK_KEYS."""
+        if isinstance(entry, str):
+            return cls(entry)
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise BadInput(f"{where}: {entry!r} is neither a task name nor a mapping with a 'name'; valid keys: "
+                           f"{', '.join(TASK_KEYS)}")
+        for key in entry:
+            if key not in TASK_KEYS:
+                raise choices_error("key", key, TASK_KEYS, where=f"{where} {entry['name']!r}")
+        shots = entry.get("num_fewshot")
+        if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 0):
+            raise BadInput(f"{where} {entry['name']!r}: num_fewshot must be an integer >= 0 or null, got {shots!r}")
+        template = entry.get("apply_chat_template", False)
+        if not isinstance(template, bool):
+            raise BadInput(f"{where} {entry['name']!r}: apply_chat_template must be true or false, got {template!r}")
+        return cls(entry["name"], shots, template)
+
+    def label(self) -> str:
+        shots = "default shots" if self.num_fewshot is None else f"{self.num_fewshot}-shot"
+        return f"{shots}{', chat template' if self.apply_chat_template else ''}"
+
+
+def parse_task_specs(entries, where: str = "task") -> list[TaskSpec]:
+    specs = [TaskSpec.parse(e, where) for e in entries]
+    seen = [s.name for s in specs]
+    dup = next((n for n in seen if seen.count(n) > 1), None)
+    if dup:
+        raise BadInput(f"{where}: task {dup!r} is listed twice")
+    return specs
 
 
 def task_manager():
@@ -72,9 +119,10 @@ def load_target(run: str | None, model: str | None, device: str, dtype: str = "f
     return model_obj.to(device).eval(), AutoTokenizer.from_pretrained(run_dir / "model"), info
 
 
-def scores_from_results(results: dict) -> list[dict]:
+def scores_from_results(results: dict, specs: dict[str, TaskSpec] | None = None) -> list[dict]:
     rows = []
     for task, metrics in results["results"].items():
+        spec = (specs or {}).get(task)
         n = results.get("n-samples", {}).get(task, {}).get("effective")
         for key, value in metrics.items():
             if key in ("alias", "sample_len") or "_stderr," in key or not isinstance(value, (int, float)):
@@ -83,32 +131,39 @@ def scores_from_results(results: dict) -> list[dict]:
             stderr = metrics.get(f"{metric}_stderr,{filt}")
             rows.append({"task": task, "metric": metric, "filter": filt, "value": value,
                          "stderr": stderr if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None,
-                         "n": n})
+                         "n": n, "num_fewshot": results.get("n-shot", {}).get(task),
+                         "apply_chat_template": spec.apply_chat_template if spec else None})
     return rows
 
 
-def run_eval(run: str | None, model: str | None, tasks: list[str], output_dir: str | Path, num_fewshot: int | None,
-             limit: int | None, batch_size: int, device: str, seed: int = 0) -> list[dict]:
+def run_eval(run: str | None, model: str | None, specs: list[TaskSpec], output_dir: str | Path, limit: int | None,
+             batch_size: int | str, device: str, seed: int = 0) -> list[dict]:
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     from ..provenance import provenance
 
-    check_tasks(tasks)
+    check_tasks([s.name for s in specs])
     manager = task_manager()
     model_obj, tokenizer, info = load_target(run, model, device)
     lm = HFLM(pretrained=model_obj, tokenizer=tokenizer, batch_size=batch_size, device=device)
-    results = simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
-                              apply_chat_template=bool(getattr(tokenizer, "chat_template", None)),
-                              device=device, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                              fewshot_random_seed=seed, log_samples=False)
-    scores = scores_from_results(results)
-    config = {"run": run, "model": model, "tasks": tasks, "num_fewshot": num_fewshot, "limit": limit,
+    groups: dict[tuple, list[str]] = {}  # tasks that share shots and prompt format run together
+    for spec in specs:
+        groups.setdefault((spec.num_fewshot, spec.apply_chat_template), []).append(spec.name)
+    merged: dict = {"results": {}, "configs": {}, "versions": {}, "n-samples": {}, "n-shot": {}}
+    for (shots, template), names in groups.items():
+        results = simple_evaluate(model=lm, tasks=names, num_fewshot=shots, limit=limit, task_manager=manager,
+                                  apply_chat_template=template, device=device, random_seed=seed,
+                                  numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+                                  log_samples=False)
+        for key in merged:
+            merged[key].update(results.get(key) or {})
+    by_name = {s.name: s for s in specs}
+    scores = scores_from_results(merged, by_name)
+    config = {"run": run, "model": model, "tasks": [asdict(s) for s in specs], "limit": limit,
               "batch_size": batch_size, "device": device, "seed": seed}
     out = Path(output_dir)
-    atomic.write_json(out / "lm_eval.json", {"target": info, "results": results.get("results"),
-                                             "configs": results.get("configs"), "versions": results.get("versions"),
-                                             "n-samples": results.get("n-samples"),
+    atomic.write_json(out / "lm_eval.json", {"target": info, "tasks": [asdict(s) for s in specs], **merged,
                                              "provenance": provenance(config, torch.device(device))})
     atomic.write_json(out / "scores.json", scores)
     return scores
@@ -123,10 +178,15 @@ def add_parser(sub) -> None:
     target.add_argument("--run", help="a lisa-bench train output directory")
     target.add_argument("--model", help="a registered model name, local dir or hub id (untrained)")
     p.add_argument("--tasks", default=",".join(OFFLINE_TASKS), help="comma-separated lm-eval task names")
+    p.add_argument("--num-fewshot", type=int, help="shots for every task in --tasks (default: each task's own)")
+    p.add_argument("--apply-chat-template", action="store_true",
+                   help="render --tasks prompts with the model's chat template (default: lm-eval's plain prompts)")
+    p.add_argument("--task-specs", metavar="YAML",
+                   help="per-task settings instead of --tasks, e.g. '[{name: mmlu, num_fewshot: 5}, synthetic_qa]' "
+                        "(keys: " + ", ".join(TASK_KEYS) + ")")
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--num-fewshot", type=int)
     p.add_argument("--limit", type=int, help="evaluate the first N examples of each task")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", default="8", help="an integer, or auto (lm-eval finds the largest that fits)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available); always passed to lm-eval")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_eval)
@@ -136,10 +196,32 @@ def _cmd_eval(args) -> int:
     device = str(resolve_device(args.device))
     if args.limit is not None and args.limit < 1:
         raise BadInput(f"--limit must be >= 1, got {args.limit}")
-    tasks = [t for t in args.tasks.split(",") if t]
-    scores = run_eval(args.run, args.model, tasks, args.output_dir, args.num_fewshot, args.limit, args.batch_size,
-                      device, args.seed)
+    batch = args.batch_size if args.batch_size.startswith("auto") else _positive_int(args.batch_size, "--batch-size")
+    if args.task_specs:
+        import yaml
+
+        try:
+            entries = yaml.safe_load(args.task_specs)
+        except yaml.YAMLError as exc:
+            raise BadInput(f"--task-specs: malformed YAML ({str(exc).splitlines()[0]})") from None
+        specs = parse_task_specs(entries if isinstance(entries, list) else [entries], "--task-specs")
+    else:
+        if args.num_fewshot is not None and args.num_fewshot < 0:
+            raise BadInput(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
+        specs = [TaskSpec(t, args.num_fewshot, args.apply_chat_template) for t in args.tasks.split(",") if t]
+    scores = run_eval(args.run, args.model, specs, args.output_dir, args.limit, batch, device, args.seed)
     for s in scores:
         err = f" ± {s['stderr']:.4f}" if s["stderr"] is not None else ""
-        print(f"{s['task']:<16} {s['metric']:<12} {s['value']:.4f}{err}  (n={s['n']})")
+        shots = f"{s['num_fewshot']}-shot" + (", chat" if s["apply_chat_template"] else "")
+        print(f"{s['task']:<16} {s['metric']:<12} {s['value']:.4f}{err}  (n={s['n']}, {shots})")
     return 0
+
+
+def _positive_int(text: str, flag: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BadInput(f"{flag} must be a positive integer or auto, got {text!r}")
+    return value

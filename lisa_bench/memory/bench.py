@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,20 +32,45 @@ from ..errors import BadInput
 from .accounting import SavedTensorCounter, optimizer_state_bytes, tensor_bytes
 from .meter import reset_rss_high_water_mark, rss_high_water_mark, rss_now
 
-CELL = ["model", "experiment", "device", "dtype", "batch_size", "seq_len"]  # what makes a table row one cell
+# what makes a table row one cell
+CELL = ["model", "experiment", "device", "precision", "attn_implementation", "gradient_checkpointing", "batch_size",
+        "seq_len"]
 CSV_COLUMNS = CELL[:2] + ["method", "method_options", "method_module"] + CELL[2:] + [
     "steps", "status", "peak_bytes", "weights_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes",
     "predicted_peak_bytes", "predicted_weights_bytes", "predicted_grads_bytes", "predicted_optimizer_bytes",
     "predicted_activations_bytes", "predicted_transient_bytes", "predicted_step_bytes",
     "predicted_optimizer_forward_bytes", "peak_vs_predicted", "flag", "seconds_per_iter", "tokens_per_second",
     "speed_vs_full", "protocol"]
-PROTOCOL = "random tokens, no gradient checkpointing, no offloading, eager attention"
+PROTOCOL = "random tokens, no offloading"
 TOLERANCE = 0.15
 PAPER_EXPERIMENTS = ("full", "lora-r128", "lisa-e-h", "lisa-e-h-2l", "lisa-e-h-4l", "lisa-callback-e-h-2l",
                      "galore-r128")
 # per step of each cell (step 0 is the warm-up); CUDA: allocator stats, CPU: resident set
 TRACE_COLUMNS = CELL + ["step", "seconds", "optimizer_bytes", "grads_bytes", "activations_bytes", "step_peak_bytes",
                         "allocated_bytes", "reserved_peak_bytes", "active_peak_bytes", "rss_bytes", "rss_hwm_bytes"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How every cell of a memory run is measured (the paper's protocol: eager attention, no
+    checkpointing, batch 1, 1024 tokens)."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    attn_implementation: str = "eager"
+    gradient_checkpointing: bool = False
+    batch_size: int = 1
+    seq_len: int = 1024
+    steps: int = 3  # measured steps, after one warm-up step
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Shape":
+        return cls(row["device"], row["precision"], row.get("attn_implementation") or "eager",
+                   bool(row.get("gradient_checkpointing") or False), int(row["batch_size"]), int(row["seq_len"]),
+                   int(row["steps"]))
+
+    def columns(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -96,23 +122,27 @@ class MemoryCell:
 # ---------------------------------------------------------------------------------------------
 # one cell, in a child process
 # ---------------------------------------------------------------------------------------------
-def measure_cell(model_name: str, cell: MemoryCell, device: str, dtype_name: str, batch: int, seq: int,
-                 steps: int) -> dict:
+def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
     from transformers import AutoModelForCausalLM
 
     from ..methods import OptimConfig
-    from ..models import model_config, resolve_dtype
+    from ..models import model_config
+    from ..precision import resolve_precision
 
-    dtype = resolve_dtype(dtype_name)
-    dev = torch.device(device)
+    precision = resolve_precision(shape.precision)
+    batch, seq, steps = shape.batch_size, shape.seq_len, shape.steps
+    dev = torch.device(shape.device)
     cuda = dev.type == "cuda"
     config = model_config(model_name)
     method = cell.build()
     torch.manual_seed(0)
     baseline = torch.cuda.memory_allocated(dev) if cuda else rss_now()
     with dev:
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager")
+        model = AutoModelForCausalLM.from_config(config, dtype=precision.weights,
+                                                 attn_implementation=shape.attn_implementation)
     model = method.prepare_model(model).to(dev)
+    if shape.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     weights = (torch.cuda.memory_allocated(dev) - baseline) if cuda else sum(
         tensor_bytes(t) for t in list(model.parameters()) + list(model.buffers()))
@@ -135,7 +165,7 @@ def measure_cell(model_name: str, cell: MemoryCell, device: str, dtype_name: str
         t0 = time.perf_counter()
         before = torch.cuda.memory_allocated(dev) if cuda else 0
         counter = SavedTensorCounter(model.parameters())
-        with counter.hooks():
+        with counter.hooks(), precision.autocast(dev.type):
             loss = model(input_ids=ids, labels=ids).loss
         step_acts = (torch.cuda.memory_allocated(dev) - before) if cuda else counter.bytes
         loss.backward()
@@ -173,7 +203,7 @@ def measure_cell(model_name: str, cell: MemoryCell, device: str, dtype_name: str
 
 def _child_main(argv: list[str]) -> None:
     spec = json.loads(argv[0])
-    spec["cell"] = MemoryCell(**spec["cell"])
+    spec["cell"], spec["shape"] = MemoryCell(**spec["cell"]), Shape(**spec["shape"])
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     try:
         row = measure_cell(**spec)
@@ -194,18 +224,16 @@ def _available_bytes(device: str) -> int:
     return psutil.virtual_memory().available
 
 
-def run_cell(model: str, cell: MemoryCell, device: str, dtype: str, batch: int, seq: int, steps: int,
-             timeout: float | None = None) -> tuple[dict, list[dict]]:
+def run_cell(model: str, cell: MemoryCell, shape: Shape, timeout: float | None = None) -> tuple[dict, list[dict]]:
     """One table row and the cell's per-step trace (empty unless the cell ran)."""
-    row = {"model": model, **cell.columns(), "device": device, "dtype": dtype, "batch_size": batch,
-           "seq_len": seq, "steps": steps, "protocol": PROTOCOL}
-    row.update(predicted_columns(model, cell, device, dtype, batch, seq, steps))
-    available = _available_bytes(device)
+    row = {"model": model, **cell.columns(), **shape.columns(), "protocol": PROTOCOL}
+    row.update(predicted_columns(model, cell, shape))
+    available = _available_bytes(shape.device)
     if row["predicted_peak_bytes"] > 0.9 * available:
         row["status"] = (f"skipped: predicted {row['predicted_peak_bytes'] / 2**30:.1f} GiB exceeds the "
                          f"{available / 2**30:.1f} GiB available (analytic prediction only)")
         return row, []
-    spec = dict(model_name=model, cell=vars(cell), device=device, dtype_name=dtype, batch=batch, seq=seq, steps=steps)
+    spec = dict(model_name=model, cell=vars(cell), shape=vars(shape))
     # glibc: serve every allocation above 64 KiB by mmap, so that freed tensors leave the resident set
     # at once and the high-water mark follows live tensor memory
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -229,15 +257,15 @@ def run_cell(model: str, cell: MemoryCell, device: str, dtype: str, batch: int, 
     return compare(row), trace
 
 
-def predicted_columns(model: str, cell: MemoryCell, device: str, dtype: str, batch: int, seq: int,
-                      steps: int) -> dict:
+def predicted_columns(model: str, cell: MemoryCell, shape: Shape) -> dict:
     """The analytic model's parts and peak for one cell (``steps`` measured steps after one warm-up)."""
-    from ..models import model_config, resolve_dtype
+    from ..models import model_config
     from .model import predict
 
     cell.load()
-    pred = predict(model_config(model), cell.method, json.loads(cell.options), batch, seq, resolve_dtype(dtype),
-                   steps + 1, device_type=device)
+    pred = predict(model_config(model), cell.method, json.loads(cell.options), shape.batch_size, shape.seq_len,
+                   shape.precision, shape.steps + 1, device_type=shape.device, attention=shape.attn_implementation,
+                   checkpointing=shape.gradient_checkpointing)
     return dict(predicted_peak_bytes=pred.peak_bytes, predicted_weights_bytes=pred.weights_bytes,
                 predicted_grads_bytes=pred.grads_bytes, predicted_optimizer_bytes=pred.optimizer_bytes,
                 predicted_activations_bytes=pred.activations_bytes, predicted_transient_bytes=pred.transient_bytes,
@@ -272,7 +300,11 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--steps", type=int, default=3, help="measured steps per cell, after one warm-up step")
-    p.add_argument("--dtype", default=None, help="bf16 or fp32 (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--precision", "--dtype", dest="precision", default=None,
+                   help="fp32, bf16 (pure) or bf16-mixed (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--attn-implementation", default="eager",
+                   help="eager (the paper's protocol, default), sdpa, flash_attention_2")
+    p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--cell-timeout", type=float, default=None,
                    help="seconds one cell may run before it is recorded as an error (default: no limit)")
@@ -284,7 +316,7 @@ def finish_table(rows: list[dict], baseline: str = "full"):
     import pandas as pd
 
     table = pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
-    keys = ["model", "device", "dtype", "batch_size", "seq_len"]
+    keys = [c for c in CELL if c != "experiment"]
     ref = table[(table["experiment"] == baseline) & (table["status"] == "ok")].drop_duplicates(keys, keep="last")
     ref_speed = table[keys].merge(ref[keys + ["tokens_per_second"]], on=keys, how="left")["tokens_per_second"]
     table["speed_vs_full"] = table["tokens_per_second"] / ref_speed.to_numpy()
@@ -298,7 +330,8 @@ def render(table, trace, out: Path) -> None:
     from ..reporting.figures import memory_breakdown, memory_trace, speed_bars
     from ..reporting.tables import write_table
 
-    index = ["model", "experiment"] + [c for c in ("dtype", "seq_len") if table[c].nunique() > 1]
+    varying = [c for c in CELL[2:] if table[c].nunique() > 1]
+    index = ["model", "experiment"] + varying
     shown = table.set_index(index)[["status", "peak_bytes", "predicted_peak_bytes", "weights_bytes",
                                     "grads_bytes", "optimizer_bytes", "activations_bytes",
                                     "tokens_per_second", "speed_vs_full", "flag"]]
@@ -307,11 +340,18 @@ def render(table, trace, out: Path) -> None:
         shown[col] = shown[col] / 2**30
     measured = table.dropna(subset=["batch_size", "seq_len"])
     first = (measured if len(measured) else table).iloc[0]
-    write_table(shown, out / "memory_table", f"Peak memory ({first['device']}, {first['dtype']}, batch "
-                                             f"{first['batch_size']:g}, {first['seq_len']:g} tokens; {PROTOCOL})")
+    write_table(shown, out / "memory_table",
+                f"Peak memory ({first['device']}, {first['precision']}, {first['attn_implementation']} attention, "
+                f"{'gradient checkpointing' if _flag(first['gradient_checkpointing']) else 'no gradient checkpointing'}, "
+                f"batch {first['batch_size']:g}, {first['seq_len']:g} tokens; {PROTOCOL})")
     memory_breakdown(table, out / "memory_breakdown")
     speed_bars(table, out / "speed")
     memory_trace(pd.DataFrame(trace).reindex(columns=TRACE_COLUMNS), out / "memory_trace")
+
+
+def _flag(value) -> bool:
+    """A boolean column read back from CSV (True/False, or empty for a cell that never ran)."""
+    return str(value).strip().lower() in ("true", "1", "1.0")
 
 
 def _parse_overrides(text: str | None) -> dict:
@@ -334,18 +374,24 @@ def _cmd_memory(args) -> int:
     from tqdm.auto import tqdm
 
     from .. import atomic
+    from ..config import ATTENTION
     from ..devices import resolve_device
-    from ..models import model_config, resolve_dtype
+    from ..errors import check_choice
+    from ..models import check_attention, model_config
+    from ..precision import resolve_precision
     from ..provenance import provenance
 
     device = resolve_device(args.device).type
-    dtype = args.dtype or ("bf16" if device == "cuda" else "fp32")
-    resolve_dtype(dtype)
+    precision = args.precision or ("bf16" if device == "cuda" else "fp32")
+    resolve_precision(precision)
+    check_attention(check_choice("attn_implementation", args.attn_implementation, ATTENTION))
     for name, value in (("batch-size", args.batch_size), ("seq-len", args.seq_len), ("steps", args.steps)):
         if value < 1:
             raise BadInput(f"--{name} must be >= 1, got {value}")
     if args.cell_timeout is not None and args.cell_timeout <= 0:
         raise BadInput(f"--cell-timeout must be > 0 seconds, got {args.cell_timeout:g}")
+    shape = Shape(device, precision, args.attn_implementation, args.gradient_checkpointing, args.batch_size,
+                  args.seq_len, args.steps)
     models = [m for m in args.models.split(",") if m]
     for m in models:
         model_config(m)
@@ -353,19 +399,16 @@ def _cmd_memory(args) -> int:
     cells = [MemoryCell.from_experiment(e, args.experiments_dir, overrides.get(e))
              for e in args.methods.split(",") if e]
     out = Path(args.output_dir)
-    atomic.write_json(out / "memory_provenance.json", provenance(vars(args) | {"device": device, "dtype": dtype},
-                                                                 torch.device(device)))
+    atomic.write_json(out / "memory_provenance.json", provenance(vars(args) | shape.columns(), torch.device(device)))
     rows, trace = [], []
     for model in models:
         for cell in tqdm(cells, desc=f"memory {model}", dynamic_ncols=True):
             try:
-                row, points = run_cell(model, cell, device, dtype, args.batch_size, args.seq_len, args.steps,
-                                       timeout=args.cell_timeout)
+                row, points = run_cell(model, cell, shape, timeout=args.cell_timeout)
             except BadInput as exc:  # e.g. more LISA layers than this model has: this cell cannot exist
-                row, points = {"model": model, **cell.columns(), "device": device, "dtype": dtype,
-                               "status": f"skipped: {exc}"}, []
+                row, points = {"model": model, **cell.columns(), **shape.columns(), "status": f"skipped: {exc}"}, []
             except Exception as exc:  # one broken cell is recorded, the rest run on
-                row, points = {"model": model, **cell.columns(), "device": device, "dtype": dtype,
+                row, points = {"model": model, **cell.columns(), **shape.columns(),
                                "status": f"error: {type(exc).__name__}: {exc}"[:300]}, []
             rows.append(row)
             trace += points

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import BadInput
-from .bench import CELL, CSV_COLUMNS, TRACE_COLUMNS, MemoryCell, compare, finish_table, predicted_columns, render
+from .bench import (CELL, CSV_COLUMNS, TRACE_COLUMNS, MemoryCell, Shape, compare, finish_table, predicted_columns,
+                    render)
 
 
 def add_parser(sub) -> None:
@@ -24,9 +25,15 @@ def add_parser(sub) -> None:
 
 def _legacy(table):
     """Tables written before cells were experiments name the cell in ``method`` and record no options:
-    the name becomes the experiment; such rows keep their predictions (they cannot be repredicted)."""
+    the name becomes the experiment; such rows keep their predictions (they cannot be repredicted).
+    Tables from before precisions name the weights' ``dtype``, measured with eager attention and no
+    gradient checkpointing."""
     if "experiment" not in table.columns:
         table = table.rename(columns={"method": "experiment"})
+    if "dtype" in table.columns and "precision" not in table.columns:
+        table = table.rename(columns={"dtype": "precision"})
+        table["attn_implementation"] = "eager"
+        table["gradient_checkpointing"] = False
     return table
 
 
@@ -39,8 +46,7 @@ def repredict(table):
         cell = MemoryCell.from_row(row)
         shaped = all(pd.notna(row.get(k)) for k in ("batch_size", "seq_len", "steps"))
         if cell is not None and shaped:
-            row.update(predicted_columns(row["model"], cell, row["device"], row["dtype"], int(row["batch_size"]),
-                                         int(row["seq_len"]), int(row["steps"])))
+            row.update(predicted_columns(row["model"], cell, Shape.from_row(row)))
             row["peak_vs_predicted"] = row["flag"] = None
             compare(row)
         rows.append(row)

@@ -4,12 +4,9 @@ Parameter-dependent parts are counted exactly on a ``meta``-device copy of the m
 sets it up, builds its optimizer and runs its per-step switches there (``on_step_start``) exactly as
 in training, so LoRA adapters, tied weights, LISA's active set and which parameters hold optimizer
 state at every step are the real ones; the method itself says how many bytes of state each
-parameter costs (``Method.optimizer_state_bytes``). Activations of Llama-style models (Llama,
-Mistral) are a per-token, per-layer formula for eager attention (the paper's protocol: no flash
-attention, no gradient checkpointing): the tensors autograd saves for backward, given which weights
-train and which linears carry peft LoRA adapters. Other architectures (GPT-2, ...) are traced
-instead: one forward pass on the meta device, counting the storages autograd saves, which
-allocates nothing.
+parameter costs (``Method.optimizer_state_bytes``). Activations come from ``activations.py``: a
+closed form for Llama-style models at every precision, attention implementation and with gradient
+checkpointing, a meta-device trace for other architectures.
 """
 
 from __future__ import annotations
@@ -20,9 +17,9 @@ import torch
 from torch import nn
 
 from ..errors import BadInput
-from .accounting import SavedTensorCounter, tensor_bytes
-
-LLAMA_STYLE = ("llama", "mistral")  # model types the activation formula covers
+from .accounting import tensor_bytes
+from .activations import (LLAMA_STYLE, Compute, backward_transient_bytes, llama_activation_bytes, lora_adapters,
+                          traced_activation_bytes)
 
 
 @dataclass
@@ -57,89 +54,6 @@ def peak_from_parts(weights, grads, optimizer, activations, transient, step=0, o
 
 def _nbytes(params) -> int:
     return sum(tensor_bytes(p) for p in params)
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """A peft LoRA adapter on one linear layer, as the activation count needs it."""
-
-    name: str  # the adapted module's own name (q_proj, ...)
-    in_features: int
-    rank: int
-    dropout: float
-    dtype: torch.dtype
-
-
-def lora_adapters(block: nn.Module) -> list[Adapter]:
-    """The peft LoRA adapters in one decoder block (read from the model's structure)."""
-    from peft.tuners.lora import LoraLayer
-
-    found = []
-    for name, m in block.named_modules():
-        if isinstance(m, LoraLayer) and m.active_adapters and m.active_adapters[0] in m.lora_A:
-            key = m.active_adapters[0]
-            drop = m.lora_dropout[key]
-            found.append(Adapter(name.rsplit(".", 1)[-1], m.in_features, m.r[key],
-                                 drop.p if isinstance(drop, nn.Dropout) else 0.0, m.lora_A[key].weight.dtype))
-    return found
-
-
-# linears of a Llama block that read the same input tensor
-_SHARED_INPUT = {"q_proj": "attention", "k_proj": "attention", "v_proj": "attention", "gate_proj": "mlp",
-                 "up_proj": "mlp"}
-
-
-def adapter_activation_bytes(adapters: list[Adapter], tokens: int, dtype: torch.dtype, device_type: str) -> int:
-    """What peft's LoRA saves in a block whose own weights are frozen. Each adapter saves the input of
-    its ``lora_A`` and the output of ``lora_A`` (the input of ``lora_B``). That input is the layer's
-    input itself where dtypes agree and there is no dropout (then linears reading the same tensor
-    share it); a cast copy per adapter where the adapter's dtype differs (peft keeps adapters in
-    fp32 on a bf16 base); with dropout, the dropout's output and its mask, per adapter: a one-byte
-    mask from CUDA's fused dropout kernel, a mask in the adapter's dtype elsewhere (CPU, meta)."""
-    e = torch.finfo(dtype).bits // 8
-    total, shared = 0, {}
-    for ad in adapters:
-        a = torch.finfo(ad.dtype).bits // 8
-        if ad.dropout > 0:
-            total += tokens * ad.in_features * (a + (1 if device_type == "cuda" else a))
-        elif a != e:
-            total += tokens * ad.in_features * a
-        else:
-            shared[_SHARED_INPUT.get(ad.name, ad.name)] = tokens * ad.in_features * a
-        total += tokens * ad.rank * a
-    return total + sum(shared.values())
-
-
-def llama_activation_bytes(config, layout, batch: int, seq: int, dtype: torch.dtype, trains_block,
-                           adapters_of, device_type: str = "cpu") -> int:
-    """Bytes autograd saves in one forward pass of a Llama-style model (eager attention).
-
-    ``trains_block(i)`` says whether the linear weights of block i train (their inputs are then
-    saved); ``adapters_of(i)`` lists block i's LoRA adapters. Every activation requires grad because
-    something at or before block 0 trains.
-    """
-    e = torch.finfo(dtype).bits // 8
-    n = batch * seq
-    h = config.hidden_size
-    inter = config.intermediate_size
-    heads = config.num_attention_heads
-    d = getattr(config, "head_dim", None) or h // heads
-    vocab = config.vocab_size
-    probs = batch * heads * seq * seq * (4 + (e if e != 4 else 0))  # fp32 softmax out (+ cast copy)
-    norm = n * h * 4 + n * 4  # fp32 input copy + rsqrt
-    per_block_frozen = 2 * norm + 3 * n * heads * d * e + probs + 3 * n * inter * e
-    total = 0
-    for i in range(layout.num_blocks):
-        total += per_block_frozen
-        if trains_block(i):
-            # q/k/v input, o_proj input, gate/up input, down_proj input, and both norm weights' inputs
-            total += n * h * e + n * heads * d * e + n * h * e + n * inter * e + 2 * n * h * e
-        else:
-            total += adapter_activation_bytes(adapters_of(i), n, dtype, device_type)
-    total += norm + n * h * e  # final norm, lm_head input
-    total += n * vocab * 4  # log_softmax output of the fp32 loss
-    total += 2 * n * d * e + n * 8  # rotary cos/sin, token ids
-    return total
 
 
 @dataclass
@@ -177,16 +91,26 @@ def simulate_optimizer(method, model: nn.Module, optimizer, steps: int, device_t
     return t
 
 
-def predict(config, method: str, options: dict | None, batch: int, seq: int, dtype: torch.dtype, steps: int,
-            device_type: str = "cpu") -> Prediction:
+def predict(config, method: str, options: dict | None, batch: int, seq: int, precision: str, steps: int,
+            device_type: str = "cpu", attention: str = "eager", checkpointing: bool = False) -> Prediction:
     """The memory of ``steps`` training steps of a registered method (step 0 is a warm-up, the rest are
-    measured). Counts on a meta-device model; nothing is allocated."""
+    measured) at a precision (fp32, bf16, bf16-mixed), attention implementation and with or without
+    gradient checkpointing. Counts on a meta-device model; nothing is allocated."""
     from transformers import AutoModelForCausalLM
 
     from ..methods import OptimConfig, build_method
+    from ..precision import resolve_precision
 
+    prec = resolve_precision(precision)
+    compute = Compute.of(prec, attention, checkpointing, device_type)
+    llama = config.model_type in LLAMA_STYLE
+    if not llama and (compute.autocast or attention != "eager" or checkpointing):
+        raise BadInput(f"the memory model covers {precision}, {attention} attention"
+                       f"{' and gradient checkpointing' if checkpointing else ''} for model types "
+                       f"{', '.join(LLAMA_STYLE)}; {config.model_type} is traced in fp32/bf16 with eager attention "
+                       f"and no checkpointing only")
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager")
+        model = AutoModelForCausalLM.from_config(config, dtype=prec.weights, attn_implementation="eager")
     m = build_method(method, options, seed=0)
     model = m.prepare_model(model)
     layout = m.find_blocks(model)
@@ -197,36 +121,26 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, dty
     optimizer = max(t.after[s] for s in measured)
     step = max(t.step_peak[s] for s in measured) - optimizer - grads
     # activations: the trainable set of the last step (every step trains the same number of blocks)
-    own = lambda i: [p for n, p in model.named_parameters() if layout.block_of.get(n) == i  # noqa: E731
-                     and not m.is_adapter(n)]
-    trains = lambda i: any(p.requires_grad for p in own(i))  # noqa: E731
-    if config.model_type in LLAMA_STYLE:
-        activations = llama_activation_bytes(config, layout, batch, seq, dtype, trains,
-                                             lambda i: lora_adapters(layout.blocks[i]), device_type)
+    if llama:
+        own = lambda i: [p for n, p in model.named_parameters() if layout.block_of.get(n) == i  # noqa: E731
+                         and not m.is_adapter(n)]
+        trains = lambda i: any(p.requires_grad for p in own(i))  # noqa: E731
+        activations = llama_activation_bytes(config, layout.num_blocks, batch, seq, compute, trains,
+                                             lambda i: lora_adapters(layout.blocks[i]), outside_trains(model, layout))
     else:
         activations = traced_activation_bytes(model, batch, seq)
-    return Prediction(weights, grads, optimizer, activations, backward_transient_bytes(config, batch, seq), step,
-                      max(t.forward[s] for s in measured))
+    return Prediction(weights, grads, optimizer, activations, backward_transient_bytes(config, batch, seq, compute),
+                      step, max(t.forward[s] for s in measured))
 
 
-def traced_activation_bytes(model: nn.Module, batch: int, seq: int) -> int:
-    """Bytes autograd saves in one training-mode forward pass (with the loss) of a meta-device
-    model: the unique storages handed to the saved-tensor hooks, parameters excluded."""
-    counter = SavedTensorCounter(model.parameters())
-    model.train()
-    ids = torch.zeros(batch, seq, dtype=torch.long, device="meta")
-    try:
-        with counter.hooks():
-            model(input_ids=ids, labels=ids)
-    except Exception as exc:  # e.g. a data-dependent operation that the meta device cannot run
-        raise BadInput(f"no activation model for {type(model).__name__}: the meta-device trace failed "
-                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the formula "
-                       f"covers model types {', '.join(LLAMA_STYLE)}") from None
-    return counter.bytes
+def outside_trains(model: nn.Module, layout) -> dict[str, bool]:
+    """Whether the embedding, the final norm and the LM head train."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    emb_ids = {id(p) for p in emb.parameters()}
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    outside = [p for n, p in model.named_parameters() if n not in layout.block_of]
+    return {"embedding": any(p.requires_grad for p in emb.parameters()),
+            "head": any(p.requires_grad for p in head.parameters()) if head is not None else False,
+            "norm": any(p.requires_grad for p in outside if id(p) not in emb_ids | head_ids)}
 
 
-def backward_transient_bytes(config, batch: int, seq: int) -> int:
-    """Gradients alive next to all activations at the start of backward: of the fp32 log-softmax
-    and logits (2 x N x V x 4 B), or of one layer's attention scores and probabilities."""
-    heads = config.num_attention_heads
-    return max(2 * batch * seq * config.vocab_size * 4, 2 * batch * heads * seq * seq * 4)

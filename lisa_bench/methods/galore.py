@@ -38,8 +38,11 @@ class GaLore(Method):
 
     def build_optimizer(self, model, optim):
         from transformers import Trainer, TrainingArguments
+        from transformers.utils import logging as hf_logging
 
         o = self.options
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # one "matched but ignored" line per non-linear module otherwise
         with tempfile.TemporaryDirectory() as scratch:
             args = TrainingArguments(
                 output_dir=scratch, optim="galore_adamw", optim_target_modules=o.target_modules,
@@ -48,6 +51,7 @@ class GaLore(Method):
                 adam_beta2=optim.betas[1], adam_epsilon=optim.eps, report_to=[], use_cpu=True,
             )
             optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        hf_logging.set_verbosity(verbosity)
         params = kwargs.pop("params")
         self._rank_of = {id(p): group["rank"] for group in params if isinstance(group, dict) and "rank" in group
                          for p in group["params"]}

@@ -29,7 +29,7 @@ class LoadedModel:
 @dataclass(frozen=True)
 class ModelEntry:
     config: Callable[[], object]  # -> transformers.PretrainedConfig
-    load: Callable[[int, torch.dtype], LoadedModel] | None = None  # None: architecture only (random weights)
+    load: Callable[[int, torch.dtype, str], LoadedModel] | None = None  # None: architecture only (random weights)
 
 
 def _llama(layers, hidden, inter, heads, kv, vocab=32000, tied=False, max_pos=4096):
@@ -55,10 +55,10 @@ def _mistral_7b():
 
 
 def _tiny(tied: bool) -> ModelEntry:
-    def build(seed: int, dtype: torch.dtype) -> LoadedModel:
+    def build(seed: int, dtype: torch.dtype, attn: str) -> LoadedModel:
         from .tiny import tiny_llama
 
-        model, tok = tiny_llama(seed=seed, tied=tied)
+        model, tok = tiny_llama(seed=seed, tied=tied, attn_implementation=attn)
         name = "tiny-random-llama" + ("-tied" if tied else "")
         return LoadedModel(name, model.to(dtype), tok, "built in code (random init from the seed)")
 
@@ -70,11 +70,11 @@ def _tiny(tied: bool) -> ModelEntry:
     return ModelEntry(config, build)
 
 
-def _smollm2(seed: int, dtype: torch.dtype) -> LoadedModel:
+def _smollm2(seed: int, dtype: torch.dtype, attn: str) -> LoadedModel:
     from .smollm2 import WHEEL_SPEC, ensure_smollm2
 
     path = ensure_smollm2()
-    loaded = _from_pretrained(str(path), dtype)
+    loaded = _from_pretrained(str(path), dtype, attn)
     return LoadedModel("smollm2-135m", loaded.model, loaded.tokenizer, f"{WHEEL_SPEC} GGUF, cached at {path}")
 
 
@@ -89,6 +89,11 @@ MODELS: dict[str, ModelEntry] = {
     "llama-2-70b": ModelEntry(lambda: _llama(80, 8192, 28672, 64, 8)),
 }
 OTHER = "a local model directory or a Hugging Face hub id"
+# hub ids whose architecture is registered: their config is known without the hub
+HUB_IDS = {"HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m", "gpt2": "gpt2-small",
+           "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T": "tinyllama-1.1b",
+           "mistralai/Mistral-7B-v0.1": "mistral-7b", "meta-llama/Llama-2-7b-hf": "llama-2-7b",
+           "meta-llama/Llama-2-70b-hf": "llama-2-70b"}
 
 
 def is_known_model(name: str) -> bool:
@@ -97,7 +102,9 @@ def is_known_model(name: str) -> bool:
 
 
 def model_config(name: str):
-    """The architecture of a model: a registered config, or a local/hub config (no weights loaded)."""
+    """The architecture of a model: a registered config (also for the hub ids of registered
+    architectures), or a local/hub config (no weights loaded)."""
+    name = HUB_IDS.get(name, name)
     if name in MODELS:
         return MODELS[name].config()
     from transformers import AutoConfig
@@ -108,12 +115,15 @@ def model_config(name: str):
         raise choices_error("model", name, list(MODELS) + [OTHER]) from None
 
 
-def _from_pretrained(name: str, dtype: torch.dtype) -> LoadedModel:
+def _from_pretrained(name: str, dtype: torch.dtype, attn: str = "sdpa") -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation=attn)
+    except ImportError as exc:  # e.g. flash_attention_2 without the flash-attn package
+        raise BadInput(f"attn_implementation {attn!r} cannot be used here ({str(exc).splitlines()[0]}); valid "
+                       f"choices: sdpa, eager") from None
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise choices_error("model", name, [n for n, e in MODELS.items() if e.load] + [OTHER],
@@ -125,6 +135,15 @@ def _from_pretrained(name: str, dtype: torch.dtype) -> LoadedModel:
     return LoadedModel(name, model, tokenizer, "local directory" if Path(name).is_dir() else "hub")
 
 
+def check_attention(attn: str) -> None:
+    """flash_attention_2 needs the flash-attn package (and a CUDA GPU); sdpa and eager are always there."""
+    import importlib.util
+
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise BadInput("attn_implementation 'flash_attention_2' needs the flash-attn package and a CUDA GPU "
+                       "(pip install flash-attn); valid choices here: sdpa, eager")
+
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -134,13 +153,15 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_model(name: str, seed: int = 0, dtype: str = "fp32") -> LoadedModel:
+def load_model(name: str, seed: int = 0, dtype: str = "fp32", attn_implementation: str = "sdpa") -> LoadedModel:
+    """Weights stored in ``dtype`` (fp32, bf16, fp16), attention by ``attn_implementation``."""
     torch_dtype = resolve_dtype(dtype)
+    check_attention(attn_implementation)
     entry = MODELS.get(name)
     if entry is None:
-        return _from_pretrained(name, torch_dtype)
+        return _from_pretrained(name, torch_dtype, attn_implementation)
     if entry.load is None:
         raise BadInput(f"model {name!r} is an architecture only (random weights for lisa-bench memory and plan); "
                        f"to train or evaluate, give a model with weights: "
                        f"{', '.join(n for n, e in MODELS.items() if e.load)}, or {OTHER}")
-    return entry.load(seed, torch_dtype)
+    return entry.load(seed, torch_dtype, attn_implementation)

@@ -31,7 +31,8 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_llama(seed: int = 0, num_layers: int = 8, hidden: int = 64, tied: bool = False):
+def tiny_llama(seed: int = 0, num_layers: int = 8, hidden: int = 64, tied: bool = False,
+               attn_implementation: str = "sdpa"):
     tokenizer = byte_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -46,6 +47,7 @@ def tiny_llama(seed: int = 0, num_layers: int = 8, hidden: int = 64, tied: bool 
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    config._attn_implementation = attn_implementation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)

@@ -47,7 +47,7 @@ def memory_breakdown(table: pd.DataFrame, path: Path) -> list[Path]:
                    zorder=3)
         ax.set_xticks(list(x), sub["experiment"], rotation=35, ha="right")
         ax.set_ylabel("GiB")
-        ax.set_title(f"{model} ({sub['device'].iloc[0]}, {sub['dtype'].iloc[0]}, seq {int(sub['seq_len'].iloc[0])})")
+        ax.set_title(f"{model} ({sub['device'].iloc[0]}, {sub['precision'].iloc[0]}, seq {int(sub['seq_len'].iloc[0])})")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save(fig, path)
 
@@ -101,8 +101,8 @@ def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
     cuda = "step_peak_bytes" in trace and trace["step_peak_bytes"].notna().any()
     memory_col, memory_name = ("step_peak_bytes", "peak allocated per step") if cuda else ("rss_bytes", "resident set")
     trace = trace.copy()
-    # one line per cell: the experiment, with its dtype and length where the trace holds several
-    varying = [c for c in ("dtype", "seq_len") if c in trace and trace[c].nunique() > 1]
+    # one line per cell: the experiment, with its precision and length where the trace holds several
+    varying = [c for c in ("precision", "attn_implementation", "seq_len") if c in trace and trace[c].nunique() > 1]
     trace["line"] = trace["experiment"]
     for c in varying:
         trace["line"] = trace["line"] + f" {c}=" + trace[c].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
@@ -129,14 +129,19 @@ def _runs_label(exp: str, model: str, seed: int) -> str:
 
 
 def loss_curves(runs, path: Path) -> list[Path]:
-    """Training loss per step of every run; ``runs`` yields (model, experiment, seed, train_log path)."""
+    """Training loss per step of every run (lines) and its held-out loss where measured (markers, same
+    colour); ``runs`` yields (model, experiment, seed, train_log path)."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for model, exp, seed, log_path in runs:
         log = pd.read_json(log_path, lines=True)
-        if len(log):
-            ax.plot(log["step"], log["loss"], label=_runs_label(exp, model, seed))
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+        if not len(log):
+            continue
+        line, = ax.plot(log["step"], log["loss"], label=_runs_label(exp, model, seed))
+        if "eval_loss" in log and log["eval_loss"].notna().any():
+            held = log[log["eval_loss"].notna()]
+            ax.plot(held["step"], held["eval_loss"], marker="o", ls="--", color=line.get_color(), ms=4)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (line: training; dashed with dots: held-out)")
     ax.legend(fontsize=6)
     return save(fig, path)
 

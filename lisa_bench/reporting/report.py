@@ -38,8 +38,9 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str) -> dict[str, p
     train = training_table(root)
     if len(train):
         t = mean_std(train, ["model", "experiment", "method"],
-                     ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "loss_last"])
-        write_table(t, out / "tables" / "training", f"Training ({name}): memory, speed and final loss per method")
+                     ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "loss_last", "eval_loss"])
+        write_table(t, out / "tables" / "training",
+                    f"Training ({name}): memory, speed, final training loss and held-out loss per method")
         tables["training"] = t
         logs = list(runs(root, "train", "train_log.jsonl"))
         figures.loss_curves(logs, out / "figures" / "loss_curves")

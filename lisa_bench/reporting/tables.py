@@ -50,7 +50,8 @@ def training_table(root: Path) -> pd.DataFrame:
                      "optimizer_state_MiB": m["optimizer_state_bytes_peak"] / 2**20,
                      "peak_memory_MiB": m["peak_memory_bytes"] / 2**20, "memory_kind": m["memory_kind"],
                      "tokens_per_second": m["tokens_per_second"], "loss_first": m["train_loss_first"],
-                     "loss_last": m["train_loss_last"]})
+                     "loss_last": m["train_loss_last"], "eval_loss": m.get("eval_loss"),
+                     "precision": m.get("precision"), "padding_fraction": m.get("padding_fraction")})
     return pd.DataFrame(rows)
 
 
@@ -58,8 +59,11 @@ def lm_eval_table(root: Path) -> pd.DataFrame:
     rows = []
     for model, exp, seed, path in runs(root, "eval", "scores.json"):
         for s in json.loads(path.read_text()):
-            rows.append({"model": model, "experiment": exp, "seed": seed, "task_metric": f"{s['task']}/{s['metric']}",
-                         "value": s["value"]})
+            shots = s.get("num_fewshot")
+            setting = f"{shots}-shot" if shots is not None else "default shots"
+            setting += ", chat" if s.get("apply_chat_template") else ""
+            rows.append({"model": model, "experiment": exp, "seed": seed,
+                         "task_metric": f"{s['task']}/{s['metric']} ({setting})", "value": s["value"]})
     return pd.DataFrame(rows)
 
 

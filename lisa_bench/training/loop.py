@@ -1,7 +1,10 @@
 """The training loop every method shares: set-up, resume, then one optimizer step after another.
 
-Writes, into the output directory (staged in a hidden sibling and renamed at the end):
-``metrics.json``, ``train_log.jsonl`` (one line per step), ``weight_norms.jsonl`` and ``model/``
+A step is ``grad_accum_steps`` micro-batches whose loss is the mean over all their response tokens
+(token-weighted, as transformers computes it since 4.46); ``max_steps``, the learning-rate schedule,
+LISA's interval, logging and checkpoints all count optimizer steps. Writes, into the output directory
+(staged in a hidden sibling and renamed at the end): ``metrics.json``, ``train_log.jsonl`` (one line per
+step, with ``eval_loss`` where the held-out loss was measured), ``weight_norms.jsonl`` and ``model/``
 (full weights, or the peft adapter for LoRA).
 """
 
@@ -19,20 +22,23 @@ from tqdm.auto import tqdm
 
 from .. import atomic
 from ..config import TrainConfig
+from ..data.batching import StepPlan
 from ..data.registry import load_conversations
-from ..data.tokenize import PadCollator, encode_all
+from ..data.tokenize import IGNORE_INDEX, PadCollator, encode_all
 from ..devices import resolve_device
 from ..errors import BadInput
 from ..memory.accounting import optimizer_state_bytes, trainable_param_count
 from ..memory.meter import MemoryMeter
 from ..methods import OptimConfig
 from ..models import load_model
+from ..precision import Precision, resolve_precision
 from ..provenance import provenance
 from .checkpoint import Checkpoint
 from .distributed import replicas_in_sync, sync_gradients
 from .logs import JsonLines
 from .norms import weight_norms
-from .schedule import lr_at
+from .schedule import Schedule
+from .trackers import Trackers
 
 
 @dataclass
@@ -45,11 +51,16 @@ class Run:
     raw_model: torch.nn.Module  # norms, counts and the method's switches work on the unwrapped module
     optimizer: torch.optim.Optimizer | None
     accelerator: object
-    loader: object
+    precision: Precision
+    examples: list[dict]
+    validation: list[dict]
+    plan: StepPlan
+    steps: int  # optimizer steps of the whole run
+    schedule: Schedule
+    collate: PadCollator
     layout: object
     tokenizer: object
     loaded: object
-    num_examples: int
     meter: MemoryMeter
     manual_sync: bool  # average gradients ourselves (methods DDP cannot wrap)
 
@@ -59,7 +70,9 @@ class Record:
     """What the run has done so far; part of every checkpoint."""
 
     losses: list = field(default_factory=list)
+    eval_losses: dict = field(default_factory=dict)  # step -> held-out loss
     tokens: int = 0
+    padded_tokens: int = 0  # token slots of the micro-batches, padding included
     seconds: float = 0.0
     trainable_peak: int = 0
     opt_peak: int = 0
@@ -67,19 +80,23 @@ class Record:
 
 def setup(cfg: TrainConfig) -> Run:
     """Resolve every input (nothing is written before this succeeds), then build model, method,
-    optimizer, accelerator and data loader."""
+    optimizer, accelerator and the plan of which examples each step trains on."""
     from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedType
 
     cfg.validate()
     method = cfg.build_method()
+    precision = resolve_precision(cfg.precision)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     convs = load_conversations(cfg.dataset, "train", seed=cfg.seed, size=cfg.train_size)
-    loaded = load_model(cfg.model, seed=cfg.seed, dtype=cfg.dtype)
+    loaded = load_model(cfg.model, seed=cfg.seed, dtype=precision.weights_name,
+                        attn_implementation=cfg.attn_implementation)
     examples = encode_all(convs, loaded.tokenizer, cfg.max_length)
     if not examples:
         raise BadInput(f"dataset {cfg.dataset!r} has no example with response tokens within max_length={cfg.max_length}")
+    held_out = load_conversations(cfg.dataset, "validation", seed=cfg.seed, size=cfg.eval_size, allow_empty=True)
+    validation = encode_all(held_out, loaded.tokenizer, cfg.max_length)
     model = method.prepare_model(loaded.model)
     layout = method.find_blocks(model)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by accelerate/torchrun: one device per process
@@ -94,7 +111,9 @@ def setup(cfg: TrainConfig) -> Run:
     # TrainingArguments, which resets accelerate's global state.
     optimizer = method.build_optimizer(model, OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay)) \
         if method.trains else None
-    accelerator = Accelerator(cpu=device.type == "cpu")
+    # trackers log into the run's directory, set once it exists (accelerate wants one up front)
+    accelerator = Accelerator(cpu=device.type == "cpu", log_with=Trackers.accelerate_name(cfg.report_to),
+                              project_dir=tempfile.gettempdir())
     dist = accelerator.distributed_type
     if dist in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         why = ("it changes the trainable parameter set during the run, which sharded (flattened) "
@@ -102,50 +121,91 @@ def setup(cfg: TrainConfig) -> Run:
                "the shared training loop builds the optimizer on unsharded parameters")
         raise BadInput(f"method {cfg.method!r} is unsupported under {dist.value}: {why}; launch with "
                        f"DDP (accelerate's MULTI_GPU) or a single process")
-    loader = torch.utils.data.DataLoader(examples, batch_size=cfg.batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(cfg.seed),
-                                         collate_fn=PadCollator(loaded.tokenizer.pad_token_id))
+    plan = StepPlan([len(e["input_ids"]) for e in examples], cfg.batch_size, cfg.grad_accum_steps, cfg.seed,
+                    accelerator.num_processes, accelerator.process_index, cfg.group_by_length)
+    if not plan.steps_per_epoch:
+        raise BadInput(f"batch_size={cfg.batch_size} x {accelerator.num_processes} processes is more than the "
+                       f"{len(examples)} training examples")
+    steps = (cfg.max_steps if cfg.max_steps is not None else plan.steps_for_epochs(cfg.num_epochs)) \
+        if method.trains else 0
     raw_model = model
     if method.ddp_wrappable:
         model = accelerator.prepare_model(model)
-    loader = accelerator.prepare_data_loader(loader)
     if cfg.memory_snapshot and accelerator.device.type != "cuda":
         raise BadInput("memory_snapshot needs a CUDA device (torch.cuda.memory._record_memory_history)")
-    return Run(cfg, method, model, raw_model, optimizer, accelerator, loader, layout, loaded.tokenizer, loaded,
-               len(examples), MemoryMeter(accelerator.device),
-               manual_sync=accelerator.num_processes > 1 and not method.ddp_wrappable)
+    return Run(cfg, method, model, raw_model, optimizer, accelerator, precision, examples, validation, plan, steps,
+               Schedule.of(cfg, steps), PadCollator(loaded.tokenizer.pad_token_id), layout, loaded.tokenizer, loaded,
+               MemoryMeter(accelerator.device), manual_sync=accelerator.num_processes > 1 and not method.ddp_wrappable)
 
 
-def train_step(run: Run, batch: dict) -> tuple[float, dict]:
-    """One optimizer step on one batch: forward, backward, gradient sync and clipping, update."""
-    cuda = run.accelerator.device.type == "cuda"
-    if cuda:
+def _targets(batch: dict) -> int:
+    """Tokens that carry loss: labels after the shift, padding and prompts excluded."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
+    """One optimizer step: forward and backward over the micro-batches (the loss of each divided by the
+    response tokens of all of them, on all processes), gradient sync and clipping, update."""
+    acc, device = run.accelerator, run.accelerator.device
+    if device.type == "cuda":
         torch.cuda.synchronize()
     run.meter.start_step()
     t0 = time.perf_counter()
-    loss = run.model(**batch).loss
-    run.accelerator.backward(loss)
+    targets = torch.tensor(sum(_targets(b) for b in micro_batches), device=device)
+    if acc.num_processes > 1:  # token-weighted over every process; DDP then averages, hence x processes
+        targets = acc.reduce(targets, reduction="sum")
+    loss = torch.zeros((), device=device)
+    for i, batch in enumerate(micro_batches):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with acc.no_sync(run.model) if i < len(micro_batches) - 1 else _nothing(), run.precision.autocast(device.type):
+            part = run.model(**batch, num_items_in_batch=targets).loss
+        acc.backward(part * acc.num_processes)
+        loss += part.detach()
     trainable = [p for p in run.model.parameters() if p.requires_grad]
     if run.manual_sync:
-        sync_gradients(trainable, run.accelerator)
+        sync_gradients(trainable, acc)
     if run.cfg.max_grad_norm:
-        run.accelerator.clip_grad_norm_(trainable, run.cfg.max_grad_norm)
+        acc.clip_grad_norm_(trainable, run.cfg.max_grad_norm)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    if cuda:
+    if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return float(loss.detach()), {"seconds": dt, **run.meter.end_step()}
+    if acc.num_processes > 1:
+        loss = acc.reduce(loss, reduction="sum")  # each process holds its share of the global mean
+    return float(loss), {"seconds": dt, **run.meter.end_step()}
 
 
-def _batches(loader):
-    while True:
-        yield from loader
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
-def _norm_steps(cfg: TrainConfig) -> set[int]:
-    every = cfg.norm_every or max(1, cfg.max_steps // 10)
-    return set(range(0, cfg.max_steps + 1, every)) | {cfg.max_steps}
+@torch.no_grad()
+def validation_loss(run: Run) -> float | None:
+    """Mean loss over every response token of the held-out split (each process takes its share)."""
+    if not run.validation:
+        return None
+    acc, device = run.accelerator, run.accelerator.device
+    size = run.cfg.eval_batch_size or run.cfg.batch_size
+    mine = run.validation[acc.process_index::acc.num_processes]
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, tokens
+    run.raw_model.eval()
+    for i in range(0, len(mine), size):
+        batch = {k: v.to(device) for k, v in run.collate(mine[i:i + size]).items()}
+        with run.precision.autocast(device.type):
+            summed = run.raw_model(**batch, num_items_in_batch=1).loss  # reduction to a sum
+        total += torch.tensor([float(summed), _targets(batch)], dtype=torch.float64, device=device)
+    run.raw_model.train()
+    if acc.num_processes > 1:
+        total = acc.reduce(total, reduction="sum")
+    return float(total[0] / total[1])
+
+
+def _norm_steps(cfg: TrainConfig, steps: int) -> set[int]:
+    every = cfg.norm_every or max(1, steps // 10)
+    return set(range(0, steps + 1, every)) | {steps}
 
 
 def _resume(run: Run, ckpt: Checkpoint, record: Record) -> int:
@@ -158,17 +218,16 @@ def _resume(run: Run, ckpt: Checkpoint, record: Record) -> int:
     run.optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
     record.__dict__.update(state["record"])
+    record.eval_losses = {int(k): v for k, v in record.eval_losses.items()}
     run.meter.peak = state["memory_peak"]
     return state["step"]
 
 
 def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> dict:
     run = setup(cfg)
-    method, model, optimizer = run.method, run.raw_model, run.optimizer
-    steps = cfg.max_steps if method.trains else 0
+    method, model, optimizer, steps = run.method, run.raw_model, run.optimizer, run.steps
     is_main = run.accelerator.is_main_process
-    snapshot = cfg.memory_snapshot
-    if snapshot:
+    if cfg.memory_snapshot:
         torch.cuda.memory._record_memory_history(max_entries=200_000)
     # Only the main process writes results, into a hidden sibling of output_dir that survives a
     # crash with its checkpoint; the others write into a scratch directory.
@@ -179,35 +238,38 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
         record = Record()
         ckpt = Checkpoint(out / "checkpoint", dataclasses.asdict(cfg))
         start = _resume(run, ckpt, record) if checkpointing else 0
+        trackers = Trackers(run.accelerator, cfg, out)
         log = JsonLines(out / "train_log.jsonl", keep_before=start)
         norms_log = JsonLines(out / "weight_norms.jsonl", keep_before=start)
-        norm_steps = _norm_steps(cfg)
-        bar = tqdm(total=cfg.max_steps, initial=start, desc=f"{cfg.method} on {run.loaded.name}",
+        norm_steps = _norm_steps(cfg, steps)
+        bar = tqdm(total=steps, initial=start, desc=f"{cfg.method} on {run.loaded.name}",
                    disable=not (progress and is_main), dynamic_ncols=True)
-        batches = _batches(run.loader)
-        for _ in range(start):  # the same data order as an uninterrupted run
-            next(batches)
 
         for step in range(start, steps):
             method.on_step_start(step, model, optimizer)
             if step in norm_steps:
                 norms_log.write({"step": step, **weight_norms(model, run.layout, method)})
-            lr = lr_at(step, cfg)
+            lr = run.schedule.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = next(batches)
-            n_tokens = int(batch["attention_mask"].sum())
-            loss, stats = train_step(run, batch)
+            micro = [run.collate([run.examples[i] for i in idx]) for idx in run.plan.step(step)]
+            loss, stats = train_step(run, micro)
             dt = stats.pop("seconds")
+            n_tokens = sum(int(b["attention_mask"].sum()) for b in micro)
+            record.padded_tokens += sum(b["attention_mask"].numel() for b in micro)
             opt_bytes, n_trainable = optimizer_state_bytes(optimizer), trainable_param_count(model)
             record.losses.append(loss)
             record.tokens += n_tokens
             record.seconds += dt
             record.trainable_peak = max(record.trainable_peak, n_trainable)
             record.opt_peak = max(record.opt_peak, opt_bytes)
-            log.write({"step": step, "loss": loss, "lr": lr, "active_layers": method.active_blocks(),
-                       "trainable_params": n_trainable, "optimizer_state_bytes": opt_bytes, **stats,
-                       "tokens": n_tokens, "step_seconds": dt, "tokens_per_second": n_tokens / dt if dt > 0 else None})
+            row = {"step": step, "loss": loss, "lr": lr, "active_layers": method.active_blocks(),
+                   "trainable_params": n_trainable, "optimizer_state_bytes": opt_bytes, **stats,
+                   "tokens": n_tokens, "step_seconds": dt, "tokens_per_second": n_tokens / dt if dt > 0 else None}
+            if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == steps:
+                row["eval_loss"] = record.eval_losses[step] = validation_loss(run)
+            log.write(row)
+            trackers.log(row, step)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{n_tokens / dt:.0f}" if dt > 0 else "-")
             if checkpointing and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
@@ -217,39 +279,50 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
 
         bar.close()
         ckpt.remove()
+        trackers.finish()
+        if not method.trains:  # the untrained model's held-out loss, for the tables
+            record.eval_losses[0] = validation_loss(run)
         if steps in norm_steps or not method.trains:
             norms_log.write({"step": steps, **weight_norms(model, run.layout, method)})
         log.close()
         norms_log.close()
-        if snapshot:  # open at https://pytorch.org/memory_viz
+        if cfg.memory_snapshot:  # open at https://pytorch.org/memory_viz
             torch.cuda.memory._dump_snapshot(str(out / "memory_snapshot.pickle"))
             torch.cuda.memory._record_memory_history(enabled=None)
         in_sync = replicas_in_sync(run.model, run.accelerator) if run.accelerator.num_processes > 1 else None
         if is_main:
             method.save(model, run.tokenizer, out / "model")
-        metrics = _metrics(run, record, steps, start, in_sync)
+        metrics = _metrics(run, record, start, in_sync)
         atomic.write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _metrics(run: Run, record: Record, steps: int, start: int, in_sync: bool | None) -> dict:
+def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict:
     cfg, losses = run.cfg, record.losses
+    evals = [record.eval_losses[s] for s in sorted(record.eval_losses)]
     return {
         "method": cfg.method,
         "model": cfg.model,
         "dataset": cfg.dataset,
-        "steps": steps,
+        "steps": run.steps,
+        "epochs": run.steps / run.plan.steps_per_epoch if run.method.trains else 0.0,
         "seed": cfg.seed,
+        "precision": cfg.precision,
+        "attn_implementation": cfg.attn_implementation,
+        "effective_batch_size": cfg.batch_size * cfg.grad_accum_steps * run.accelerator.num_processes,
         "total_params": sum(p.numel() for p in run.model.parameters()),
         "trainable_params_peak": record.trainable_peak,
         "optimizer_state_bytes_peak": record.opt_peak,
         "peak_memory_bytes": run.meter.peak_bytes(),
         "memory_kind": run.meter.kind,
         "tokens_per_second": record.tokens / record.seconds if record.seconds else None,
+        "padding_fraction": 1 - record.tokens / record.padded_tokens if record.padded_tokens else None,
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
+        "eval_loss": evals[-1] if evals else None,
         "train_seconds": record.seconds,
-        "train_examples": run.num_examples,
+        "train_examples": len(run.examples),
+        "validation_examples": len(run.validation),
         "decoder_blocks": run.layout.num_blocks,
         "num_processes": run.accelerator.num_processes,
         "replicas_in_sync": in_sync,

@@ -1,17 +1,30 @@
-"""The global learning-rate schedule: linear warm-up, then constant, linear or cosine decay to 0."""
+"""The global learning-rate schedule over optimizer steps: linear warm-up, then constant, linear or
+cosine decay to 0."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
-def lr_at(step: int, cfg) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.scheduler == "constant":
-        return cfg.lr
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    if cfg.scheduler == "linear":
-        return cfg.lr * (1.0 - progress)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+@dataclass(frozen=True)
+class Schedule:
+    lr: float
+    scheduler: str  # constant | linear | cosine
+    warmup: int  # warm-up steps
+    total: int  # optimizer steps of the run
+
+    @classmethod
+    def of(cls, cfg, total: int) -> "Schedule":
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round((cfg.warmup_ratio or 0.0) * total)
+        return cls(cfg.lr, cfg.scheduler, warmup, total)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        if self.scheduler == "constant":
+            return self.lr
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        if self.scheduler == "linear":
+            return self.lr * (1.0 - progress)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -59,3 +59,37 @@ def test_eval_bad_input(args, needle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("template", [False, True])
+def test_eval_equals_lm_eval_itself(template, runs, tmp_path):
+    """`lisa-bench eval` gives what lm-eval's own entry point gives on the same saved model and settings,
+    with the chat template and without (lm-eval's default, and ours)."""
+    from lm_eval import simple_evaluate
+
+    from lisa_bench.evaluation.lm_eval_runner import TaskSpec, run_eval
+
+    ours = run_eval(str(runs / "lisa"), None, [TaskSpec("synthetic_mc", 0, template)], tmp_path / "ours", 24, 8, "cpu")
+    theirs = simple_evaluate(model="hf", model_args=f"pretrained={runs / 'lisa' / 'model'},dtype=float32",
+                             tasks=["synthetic_mc"], num_fewshot=0, limit=24, batch_size=8, device="cpu",
+                             apply_chat_template=template, task_manager=task_manager(), log_samples=False)
+    got = {s["metric"]: s["value"] for s in ours}
+    assert got["acc"] == theirs["results"]["synthetic_mc"]["acc,none"]
+    assert got["acc_norm"] == theirs["results"]["synthetic_mc"]["acc_norm,none"]
+    assert all(s["apply_chat_template"] is template and s["num_fewshot"] == 0 for s in ours)
+
+
+def test_task_specs_are_checked(tmp_path, capsys):
+    from lisa_bench.evaluation.lm_eval_runner import parse_task_specs
+
+    specs = parse_task_specs(["synthetic_qa", {"name": "mmlu", "num_fewshot": 5, "apply_chat_template": True}])
+    assert [s.label() for s in specs] == ["default shots", "5-shot, chat template"]
+    for args, needle in (("[{name: mmlu, shots: 5}]", "unknown key 'shots'; valid choices: name, num_fewshot"),
+                         ("[{name: mmlu, num_fewshot: -1}]", "num_fewshot must be an integer >= 0"),
+                         ("[{num_fewshot: 2}]", "neither a task name nor a mapping with a 'name'"),
+                         ("[mmlu, mmlu]", "task 'mmlu' is listed twice")):
+        assert main(["eval", "--model", "tiny-random-llama", "--task-specs", args, "--output-dir",
+                     str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()

@@ -8,7 +8,7 @@ import torch
 
 from lisa_bench.cli import main
 from lisa_bench.memory import bench
-from lisa_bench.memory.bench import MemoryCell
+from lisa_bench.memory.bench import MemoryCell, Shape
 from lisa_bench.memory.model import peak_from_parts
 from lisa_bench.models import load_model
 
@@ -138,7 +138,7 @@ def test_crashing_cell_is_recorded_and_the_rest_run_on(monkeypatch, tmp_path, ce
 
 
 def test_cell_too_big_for_the_machine_keeps_its_prediction(cells_dir):
-    row, trace = bench.run_cell("llama-2-70b", cell("lisa-e-h-2l", cells_dir), "cpu", "bf16", 1, 1024, 1)
+    row, trace = bench.run_cell("llama-2-70b", cell("lisa-e-h-2l", cells_dir), Shape("cpu", "bf16", steps=1))
     assert trace == []
     assert row["status"].startswith("skipped: predicted") and "analytic prediction only" in row["status"]
     assert row["predicted_weights_bytes"] == 2 * 68_976_648_192
@@ -146,7 +146,7 @@ def test_cell_too_big_for_the_machine_keeps_its_prediction(cells_dir):
 
 
 def test_cell_timeout_is_recorded(cells_dir):
-    row, trace = bench.run_cell("tiny-random-llama", cell("full", cells_dir), "cpu", "fp32", 1, 64, 1, timeout=0.01)
+    row, trace = bench.run_cell("tiny-random-llama", cell("full", cells_dir), Shape(seq_len=64, steps=1), timeout=0.01)
     assert row["status"] == "error: timed out after 0.01 s (--cell-timeout)" and trace == []
     assert row["predicted_peak_bytes"] > 0
 
@@ -156,7 +156,7 @@ def test_bf16_lora_activations_follow_peft_fp32_adapters(name, cells_dir):
     """peft keeps LoRA adapters in fp32 on a bf16 base; each adapted linear saves its own fp32 copy of
     its input (with dropout: the dropout's output and mask). Measured on the CPU in bf16, the
     activations match that count."""
-    row, _ = bench.run_cell("tiny-random-llama", cell(name, cells_dir), "cpu", "bf16", 1, 128, 1)
+    row, _ = bench.run_cell("tiny-random-llama", cell(name, cells_dir), Shape("cpu", "bf16", seq_len=128, steps=1))
     assert row["status"] == "ok"
     assert row["activations_bytes"] == pytest.approx(row["predicted_activations_bytes"], rel=0.025)
 
@@ -165,7 +165,7 @@ def test_gpt2_small_is_predicted_by_trace_and_measured_on_cpu(cells_dir):
     """GPT-2 (Conv1D, learned positions, dropout, tied head) has no closed-form model here: its
     activations come from the meta-device trace and equal what the CPU measures."""
     for name in ("full", "lisa-e-h-2l", "lora-r8"):
-        row, _ = bench.run_cell("gpt2-small", cell(name, cells_dir), "cpu", "fp32", 1, 48, 1)
+        row, _ = bench.run_cell("gpt2-small", cell(name, cells_dir), Shape(seq_len=48, steps=1))
         assert row["status"] == "ok", row["status"]
         assert row["activations_bytes"] == row["predicted_activations_bytes"], name
         assert row["grads_bytes"] == row["predicted_grads_bytes"]

@@ -22,7 +22,7 @@ def test_memory_collect_merges_dedupes_and_repredicts(tmp_path, cells_dir):
     stale["predicted_peak_bytes"] = 1
     stale.to_csv(second / "memory.csv", index=False)
     # a trace from before traces named their cell gets it from its run's table
-    old_trace = pd.read_csv(second / "memory_trace.csv").drop(columns=["device", "dtype", "batch_size", "seq_len"])
+    old_trace = pd.read_csv(second / "memory_trace.csv").drop(columns=["device", "precision", "batch_size", "seq_len"])
     old_trace.to_csv(second / "memory_trace.csv", index=False)
     merged = tmp_path / "merged"
     assert main(["memory-collect", str(first), str(second), "--output-dir", str(merged), "--repredict"]) == 0
@@ -52,8 +52,9 @@ def test_tables_from_before_cells_were_experiments_still_merge(tmp_path, cells_d
     and such rows keep their predictions under --repredict."""
     run = tmp_path / "run"
     _run(run, cells_dir, "full", 64)
-    old = pd.read_csv(run / "memory.csv").drop(columns=["method", "method_options", "method_module"])
-    old = old.rename(columns={"experiment": "method"})
+    old = pd.read_csv(run / "memory.csv").drop(columns=["method", "method_options", "method_module",
+                                                        "attn_implementation", "gradient_checkpointing"])
+    old = old.rename(columns={"experiment": "method", "precision": "dtype"})
     old.to_csv(run / "memory.csv", index=False)
     out = tmp_path / "out"
     assert main(["memory-collect", str(run), "--output-dir", str(out), "--repredict", "--no-figures"]) == 0

@@ -1,0 +1,57 @@
+"""Will it fit? The analytic memory model applied to a training configuration, and byte sizes as people
+write them (``80GiB``, ``24GB``, ``24e9``)."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import BadInput
+
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+         "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text, what: str = "memory") -> int:
+    """``80GiB`` (binary), ``24GB`` (decimal), ``24e9`` or a number of bytes."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        if not m or m[2].lower() not in UNITS:
+            raise BadInput(f"{what} {text!r} is not a size; write it like 80GiB, 24GB or 24e9 (units: "
+                           f"{', '.join(u for u in ('B', 'KB', 'MB', 'GB', 'TB', 'KiB', 'MiB', 'GiB', 'TiB'))})")
+        value, unit = float(m[1]), m[2].lower()
+    if value <= 0:
+        raise BadInput(f"{what} {text!r} must be positive")
+    return int(value * UNITS[unit])
+
+
+def training_prediction(cfg, model: str, device_type: str = "cuda"):
+    """The memory model's prediction for a training configuration on one device: micro-batch of
+    ``batch_size`` full ``max_length`` sequences (the worst case), its precision, attention
+    implementation and gradient checkpointing, over enough steps to reach the steady state."""
+    from ..models import model_config
+    from .model import predict
+
+    cfg.build_method()  # loads a plugin method module, checks the options
+    return predict(model_config(model), cfg.method, cfg.method_options, cfg.batch_size, cfg.max_length,
+                   cfg.precision, 3, device_type=device_type, attention=cfg.attn_implementation,
+                   checkpointing=cfg.gradient_checkpointing)
+
+
+def check_fit(cfg, model: str, gpu_memory: int, where: str) -> int | None:
+    """Refuse a training job whose predicted peak exceeds one GPU's memory; the prediction in bytes, or
+    None where the model's config cannot be read offline."""
+    try:
+        peak = training_prediction(cfg, model).peak_bytes
+    except BadInput as exc:
+        if "unknown model" in str(exc):
+            return None
+        raise
+    if peak > gpu_memory:
+        raise BadInput(f"{where} on {model}: the memory model predicts {peak / 2**30:.1f} GiB per GPU, more than "
+                       f"gpu_memory {gpu_memory / 2**30:.1f} GiB (batch_size {cfg.batch_size} x {cfg.max_length} "
+                       f"tokens, {cfg.precision}, {cfg.attn_implementation}, gradient checkpointing "
+                       f"{'on' if cfg.gradient_checkpointing else 'off'}); lower batch_size or max_length, or turn "
+                       f"on gradient_checkpointing")
+    return peak
