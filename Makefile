@@ -23,8 +23,11 @@ endif
 reproduce: setup
 	$(VENV)/bin/lisa-bench reproduce --cores all
 
+# one pytest worker per core (pytest-xdist); a test module stays on one worker, so its fixtures run once
+TEST_WORKERS ?= auto
+
 test: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,10 +20,12 @@ rule lm_eval:
         specs=shlex.quote(json.dumps(LM["tasks"])),
         limit=f"--limit {LM['limit']}" if LM.get("limit") else "",
         batch=LM.get("batch_size", 8),
+        engine=LM.get("engine", "hf"),
         device=config["device"],
     shell:
         "OMP_NUM_THREADS={threads} lisa-bench eval --run {input} --task-specs {params.specs} {params.limit} "
-        "--batch-size {params.batch} --device {params.device} --output-dir $(dirname {output}) > {log} 2>&1"
+        "--batch-size {params.batch} --engine {params.engine} --device {params.device} "
+        "--output-dir $(dirname {output}) > {log} 2>&1"
 
 
 rule mt_bench_answer:
@@ -42,10 +44,13 @@ rule mt_bench_answer:
         questions=MT["questions"],
         tokens=MT.get("max_new_tokens", 1024),
         limit=f"--limit {MT['limit']}" if MT.get("limit") else "",
+        batch=MT.get("batch_size", 8),
+        engine=MT.get("engine", "hf"),
         device=config["device"],
     shell:
         "OMP_NUM_THREADS={threads} lisa-bench mt-bench answer --run {input} --questions {params.questions} "
         "--max-new-tokens {params.tokens} {params.limit} --seed {wildcards.seed} --device {params.device} "
+        "--batch-size {params.batch} --engine {params.engine} "
         "--model-id {wildcards.model}/{wildcards.exp}/seed{wildcards.seed} --no-progress "
         "--output-dir $(dirname {output}) > {log} 2>&1"
 

@@ -48,7 +48,7 @@ def test_method_module_relative_to_the_experiment(tmp_path):
     (tmp_path / "plugins" / "plugin_sgd.py").write_text(PLUGIN)
     exp = tmp_path / "exps" / "sgd.yaml"
     exp.parent.mkdir()
-    exp.write_text("method: test-plugin-sgd\nmethod_module: ../plugins/plugin_sgd.py\n")
+    exp.write_text("method: test-plugin-sgd\nmethod_module: ../plugins/plugin_sgd.py\nmax_steps: 1\n")
     cfg = build_config(exp, {}, {})
     assert cfg.method_module == str((tmp_path / "plugins" / "plugin_sgd.py").resolve())
     try:
@@ -61,13 +61,13 @@ def test_method_module_relative_to_the_experiment(tmp_path):
 
 def test_missing_or_broken_method_module(tmp_path):
     exp = tmp_path / "e.yaml"
-    exp.write_text("method: x\nmethod_module: nowhere.py\n")
+    exp.write_text("method: x\nmethod_module: nowhere.py\nmax_steps: 1\n")
     with pytest.raises(BadInput, match="nowhere.py' does not exist"):
         build_config(exp, {}, {}).build_method()
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
-    exp.write_text("method: x\nmethod_module: broken.py\n")
+    exp.write_text("method: x\nmethod_module: broken.py\nmax_steps: 1\n")
     with pytest.raises(BadInput, match="failed to import .RuntimeError: boom"):
         build_config(exp, {}, {}).build_method()
-    exp.write_text("method: x\nmethod_module: no_such_module_anywhere\n")
+    exp.write_text("method: x\nmethod_module: no_such_module_anywhere\nmax_steps: 1\n")
     with pytest.raises(BadInput, match="cannot be imported"):
         build_config(exp, {}, {}).build_method()

@@ -137,16 +137,30 @@ def scores_from_results(results: dict, specs: dict[str, TaskSpec] | None = None)
 
 
 def run_eval(run: str | None, model: str | None, specs: list[TaskSpec], output_dir: str | Path, limit: int | None,
-             batch_size: int | str, device: str, seed: int = 0) -> list[dict]:
+             batch_size: int | str, device: str, seed: int = 0, engine: str = "hf") -> list[dict]:
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
 
     from ..provenance import provenance
+    from .engines import check_engine
 
+    check_engine(engine, device)
     check_tasks([s.name for s in specs])
     manager = task_manager()
-    model_obj, tokenizer, info = load_target(run, model, device)
-    lm = HFLM(pretrained=model_obj, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    if engine == "vllm":  # lm-eval's vllm model type loads the weights itself
+        from lm_eval.api.registry import get_model
+
+        from .engines import lm_eval_model_args, vllm_target
+
+        if run and not Path(run, "metrics.json").is_file():
+            raise BadInput(f"run directory {run!r} has no metrics.json (not a lisa-bench train output)")
+        info = {"run": run, "model": model, "engine": "vllm"}
+        lm = get_model("vllm").create_from_arg_string(lm_eval_model_args(vllm_target(run, model)),
+                                                       {"batch_size": batch_size, "device": device})
+    else:
+        from lm_eval.models.huggingface import HFLM
+
+        model_obj, tokenizer, info = load_target(run, model, device)
+        lm = HFLM(pretrained=model_obj, tokenizer=tokenizer, batch_size=batch_size, device=device)
     groups: dict[tuple, list[str]] = {}  # tasks that share shots and prompt format run together
     for spec in specs:
         groups.setdefault((spec.num_fewshot, spec.apply_chat_template), []).append(spec.name)
@@ -161,7 +175,7 @@ def run_eval(run: str | None, model: str | None, specs: list[TaskSpec], output_d
     by_name = {s.name: s for s in specs}
     scores = scores_from_results(merged, by_name)
     config = {"run": run, "model": model, "tasks": [asdict(s) for s in specs], "limit": limit,
-              "batch_size": batch_size, "device": device, "seed": seed}
+              "batch_size": batch_size, "device": device, "seed": seed, "engine": engine}
     out = Path(output_dir)
     atomic.write_json(out / "lm_eval.json", {"target": info, "tasks": [asdict(s) for s in specs], **merged,
                                              "provenance": provenance(config, torch.device(device))})
@@ -187,6 +201,7 @@ def add_parser(sub) -> None:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--limit", type=int, help="evaluate the first N examples of each task")
     p.add_argument("--batch-size", default="8", help="an integer, or auto (lm-eval finds the largest that fits)")
+    p.add_argument("--engine", default="hf", help="hf (transformers, default) or vllm (optional extra, CUDA)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available); always passed to lm-eval")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_eval)
@@ -209,7 +224,7 @@ def _cmd_eval(args) -> int:
         if args.num_fewshot is not None and args.num_fewshot < 0:
             raise BadInput(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
         specs = [TaskSpec(t, args.num_fewshot, args.apply_chat_template) for t in args.tasks.split(",") if t]
-    scores = run_eval(args.run, args.model, specs, args.output_dir, args.limit, batch, device, args.seed)
+    scores = run_eval(args.run, args.model, specs, args.output_dir, args.limit, batch, device, args.seed, args.engine)
     for s in scores:
         err = f" ± {s['stderr']:.4f}" if s["stderr"] is not None else ""
         shots = f"{s['num_fewshot']}-shot" + (", chat" if s["apply_chat_template"] else "")

@@ -85,14 +85,20 @@ class MemoryCell:
     @classmethod
     def from_experiment(cls, name: str, experiments_dir: str | Path = "experiments",
                         overrides: dict | None = None) -> "MemoryCell":
-        from ..config import build_config, resolve_experiment
+        """An experiment's method, options and plugin module (its other settings do not make the cell:
+        the memory protocol fixes batch, length and precision), with a study's overrides of them."""
+        from ..config import TrainConfig, read_experiment, resolve_experiment
+        from ..methods import build_method, load_method_module
 
         path = resolve_experiment(name, experiments_dir)
-        extra = dict(overrides or {})
-        options = extra.pop("method_options", None) or {}
-        cfg = build_config(path, {k: v for k, v in extra.items() if k in ("method", "method_module")}, options)
-        cfg.build_method()  # checks the method and its options, loads its plugin
-        return cls(path.stem, cfg.method, json.dumps(cfg.method_options, sort_keys=True), cfg.method_module)
+        values, extra = read_experiment(path), dict(overrides or {})
+        options = {**(values.get("method_options") or {}), **(extra.get("method_options") or {})}
+        method = extra.get("method", values.get("method", TrainConfig.method))
+        module = extra.get("method_module", values.get("method_module"))
+        if module:
+            load_method_module(module)
+        build_method(method, options)  # checks the method and its options
+        return cls(path.stem, method, json.dumps(options, sort_keys=True), module)
 
     @classmethod
     def from_row(cls, row: dict) -> "MemoryCell | None":
@@ -204,7 +210,7 @@ def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
 def _child_main(argv: list[str]) -> None:
     spec = json.loads(argv[0])
     spec["cell"], spec["shape"] = MemoryCell(**spec["cell"]), Shape(**spec["shape"])
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     try:
         row = measure_cell(**spec)
     except (torch.cuda.OutOfMemoryError, MemoryError):

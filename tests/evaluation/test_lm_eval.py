@@ -93,3 +93,16 @@ def test_task_specs_are_checked(tmp_path, capsys):
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is not None and __import__("torch").cuda.is_available(),
+                    reason="checks the messages on a machine without vllm or without a GPU")
+@pytest.mark.parametrize("command", [["eval", "--model", "smollm2-135m"],
+                                     ["mt-bench", "answer", "--model", "smollm2-135m"]])
+def test_vllm_engine_needs_vllm_and_a_gpu(command, tmp_path, capsys):
+    assert main([*command, "--engine", "vllm", "--device", "cpu", "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "engine 'vllm' needs" in err and "valid choices here: hf" in err and len(err.strip().splitlines()) == 1
+    assert main([*command, "--engine", "tgi", "--output-dir", str(tmp_path / "o")]) == 2
+    assert "unknown engine 'tgi'; valid choices: hf, vllm" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

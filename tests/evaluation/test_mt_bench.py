@@ -205,3 +205,24 @@ def test_category_temperatures():
     assert TEMPERATURE["writing"] == TEMPERATURE["roleplay"] == 0.7
     assert TEMPERATURE["math"] == TEMPERATURE["coding"] == TEMPERATURE["reasoning"] == TEMPERATURE["extraction"] == 0
     assert TEMPERATURE["stem"] == TEMPERATURE["humanities"] == 0.1
+
+
+def _greedy_questions(n):
+    bench = load_bench("offline")
+    return [q for q in bench.questions if TEMPERATURE[q["category"]] == 0.0][:n]
+
+
+@pytest.mark.parametrize("model_name", ["tiny-random-llama", pytest.param("smollm2-135m", marks=pytest.mark.slow)])
+def test_batched_greedy_answers_equal_one_at_a_time(model_name):
+    """Left-padded batches with per-row stopping give the greedy answers one question at a time gives."""
+    from lisa_bench.evaluation.mt_bench.answer import generate_answers
+    from lisa_bench.models import load_model
+
+    loaded = load_model(model_name)
+    model = loaded.model.eval()
+    questions = _greedy_questions(8 if model_name == "tiny-random-llama" else 4)
+    one = generate_answers(model, loaded.tokenizer, questions, "m", 24, progress=False, batch_size=1)
+    batched = generate_answers(model, loaded.tokenizer, questions, "m", 24, progress=False, batch_size=4)
+    assert [r["choices"][0]["turns"] for r in batched] == [r["choices"][0]["turns"] for r in one]
+    assert [r["question_id"] for r in batched] == [q["question_id"] for q in questions]
+    assert all(len(r["choices"][0]["turns"]) == 2 for r in batched)

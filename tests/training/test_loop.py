@@ -11,16 +11,17 @@ from lisa_bench.methods import build_method
 from lisa_bench.models import load_model
 from lisa_bench.training import train
 from lisa_bench.training.norms import weight_norms
-from lisa_bench.training.schedule import lr_at
+from lisa_bench.training.schedule import Schedule
 
 
 def test_lr_schedule_warmup_then_decay():
-    cfg = TrainConfig(lr=1.0, warmup_steps=4, max_steps=14, scheduler="cosine")
-    assert [lr_at(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert lr_at(4, cfg) == 1.0 and lr_at(9, cfg) == pytest.approx(0.5) and lr_at(14, cfg) == pytest.approx(0.0)
-    linear = TrainConfig(lr=1.0, warmup_steps=0, max_steps=10, scheduler="linear")
-    assert lr_at(5, linear) == pytest.approx(0.5)
-    assert lr_at(7, TrainConfig(lr=3.0, scheduler="constant")) == 3.0
+    cosine = Schedule.of(TrainConfig(lr=1.0, warmup_steps=4, max_steps=14, scheduler="cosine"), 14)
+    assert [cosine.lr_at(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert cosine.lr_at(4) == 1.0 and cosine.lr_at(9) == pytest.approx(0.5) and cosine.lr_at(14) == pytest.approx(0.0)
+    assert Schedule.of(TrainConfig(lr=1.0, scheduler="linear"), 10).lr_at(5) == pytest.approx(0.5)
+    assert Schedule.of(TrainConfig(lr=3.0, scheduler="constant"), 10).lr_at(7) == 3.0
+    ratio = Schedule.of(TrainConfig(lr=1.0, warmup_ratio=0.1), 50)
+    assert ratio.warmup == 5 and ratio.lr_at(4) == 1.0 and ratio.lr_at(3) == 0.8
 
 
 def test_norm_log_has_weights_and_what_the_method_trains():

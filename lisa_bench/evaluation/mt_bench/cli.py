@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     a.add_argument("--model-id", help="name recorded in the answers (default: the run or model name)")
     a.add_argument("--max-new-tokens", type=int, default=1024)
     a.add_argument("--limit", type=int, help="answer N questions, taken in turn from each category")
+    a.add_argument("--batch-size", type=int, default=8,
+                   help="questions of one temperature answered together (default 8; 1: one at a time)")
+    a.add_argument("--engine", default="hf", help="hf (transformers, default) or vllm (optional extra, CUDA)")
     a.add_argument("--device", default=None)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-progress", action="store_true")
@@ -57,19 +60,30 @@ def add_parser(sub) -> None:
 
 
 def _cmd_answer(args) -> int:
+    from ..engines import check_engine
     from ..lm_eval_runner import load_target
     from .answer import generate_answers
     from .data import load_bench
 
-    if args.max_new_tokens < 1:
-        raise BadInput(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise BadInput(f"{flag} must be >= 1, got {value}")
     device = str(resolve_device(args.device))
+    check_engine(args.engine, device)
     bench = load_bench(args.questions)
     questions = spread_over_categories(bench.questions, args.limit) if args.limit else bench.questions
-    model, tokenizer, info = load_target(args.run, args.model, device)
     model_id = args.model_id or (Path(args.run).name if args.run else args.model)
-    rows = generate_answers(model, tokenizer, questions, model_id, args.max_new_tokens, args.seed,
-                            progress=not args.no_progress)
+    if args.engine == "vllm":
+        from ..engines import vllm_answers, vllm_target
+        from .answer import answer_rows, temperature, temperature_batches
+
+        turns = vllm_answers(vllm_target(args.run, args.model), temperature_batches(questions, None), temperature,
+                             args.max_new_tokens, args.seed)
+        rows = answer_rows(questions, turns, model_id, args.seed)
+    else:
+        model, tokenizer, info = load_target(args.run, args.model, device)
+        rows = generate_answers(model, tokenizer, questions, model_id, args.max_new_tokens, args.seed,
+                                progress=not args.no_progress, batch_size=args.batch_size)
     atomic.write_text(Path(args.output_dir) / "answers.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     print(f"{len(rows)} answers by {model_id} -> {Path(args.output_dir) / 'answers.jsonl'}")
     return 0

@@ -1,0 +1,120 @@
+"""The shared training loop against transformers' Trainer, side by side in one process.
+
+1. Equivalence on tiny-random-llama (the test suite's check, with the numbers printed): per-step losses and
+   final weights of full fine-tuning and LoRA, with and without gradient accumulation.
+2. Speed on the embedded SmolLM2-135M (CPU): tokens/s of the loop and of the Trainer on the same data order
+   and settings, alternating A B A B so that a shared machine's drift hits both.
+
+    python scripts/trainer_vs_loop.py --out results/cpu-recipe/trainer_vs_loop.json [--steps 8] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def equivalence(tmp: Path) -> list[dict]:
+    from training.test_trainer_equivalence import OPTIONS, SEED, STEPS, LR, _our_model, _trainer_run
+
+    from lisa_bench.config import TrainConfig
+    from lisa_bench.training import train
+
+    rows = []
+    for method, batch, accum in (("full", 4, 1), ("lora", 4, 1), ("full", 2, 2), ("lora", 2, 2)):
+        out = tmp / f"{method}-{batch}x{accum}"
+        cfg = TrainConfig(method=method, model="tiny-random-llama", max_steps=STEPS, seed=SEED, lr=LR, warmup_steps=0,
+                          batch_size=batch, grad_accum_steps=accum, max_length=96, train_size=64, device="cpu",
+                          checkpoint_every=0, method_options=OPTIONS[method])
+        train(cfg, out / "ours", progress=False)
+        ours = [json.loads(x)["loss"] for x in (out / "ours" / "train_log.jsonl").read_text().splitlines()]
+        theirs, model = _trainer_run(method, batch, accum, out)
+        mine = dict(_our_model(method, out / "ours").named_parameters())
+        weight = max(float((p.detach() - mine[n].detach()).abs().max()) for n, p in model.named_parameters())
+        rows.append({"method": method, "batch": batch, "grad_accum_steps": accum, "steps": STEPS,
+                     "max_loss_diff": max(abs(a - b) for a, b in zip(ours, theirs)), "max_weight_diff": weight})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def speed(tmp: Path, steps: int, rounds: int) -> dict:
+    """Tokens/s of both on SmolLM2-135M, full fine-tuning, batch 4 x 256 tokens, fp32."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from lisa_bench.config import TrainConfig
+    from lisa_bench.data.batching import StepPlan
+    from lisa_bench.data.registry import load_conversations
+    from lisa_bench.data.tokenize import PadCollator, encode_all
+    from lisa_bench.models import load_model
+    from lisa_bench.training import train
+
+    loop_rates, trainer_rates = [], []
+    for r in range(rounds):
+        cfg = TrainConfig(method="full", model="smollm2-135m", max_steps=steps + 1, lr=2e-5, warmup_steps=0,
+                          batch_size=4, max_length=256, device="cpu", checkpoint_every=0)
+        metrics = train(cfg, tmp / f"loop{r}", progress=False)
+        log = [json.loads(x) for x in (tmp / f"loop{r}" / "train_log.jsonl").read_text().splitlines()][1:]  # warm-up
+        loop_rates.append(sum(x["tokens"] for x in log) / sum(x["step_seconds"] for x in log))
+
+        loaded = load_model("smollm2-135m")
+        examples = encode_all(load_conversations("synthetic-instruct", "train"), loaded.tokenizer, 256)
+        plan = StepPlan([len(e["input_ids"]) for e in examples], 4, 1, 0)
+        ordered = [examples[i] for s in range(steps + 1) for micro in plan.step(s) for i in micro]
+        stamps = []
+
+        class Timed(Trainer):
+            def training_step(self, model, inputs, *args, **kwargs):
+                t0 = time.perf_counter()
+                loss = super().training_step(model, inputs, *args, **kwargs)
+                stamps.append((int(inputs["attention_mask"].sum()), t0))
+                return loss
+
+        ends = []
+
+        class End(TrainerCallback):  # the step's end: after the optimizer and scheduler stepped
+            def on_step_end(self, args, state, control, **kw):
+                ends.append(time.perf_counter())
+
+        args = TrainingArguments(output_dir=str(tmp / f"trainer{r}"), per_device_train_batch_size=4, max_steps=steps + 1,
+                                 learning_rate=2e-5, lr_scheduler_type="cosine", warmup_steps=0, optim="adamw_torch",
+                                 train_sampling_strategy="sequential", save_strategy="no", report_to=[], use_cpu=True,
+                                 logging_steps=1000, remove_unused_columns=False, dataloader_num_workers=0,
+                                 disable_tqdm=True)
+        Timed(model=loaded.model, args=args, train_dataset=ordered, data_collator=PadCollator(loaded.tokenizer.pad_token_id),
+              callbacks=[End()]).train()
+        tokens = sum(n for n, _ in stamps[1:])
+        seconds = sum(end - start for (_, start), end in zip(stamps[1:], ends[1:]))
+        trainer_rates.append(tokens / seconds)
+        print({"round": r, "loop_tok_s": loop_rates[-1], "trainer_tok_s": trainer_rates[-1],
+               "loop_metrics_tok_s": metrics["tokens_per_second"]}, flush=True)
+    return {"model": "smollm2-135m", "method": "full", "batch": 4, "max_length": 256, "steps_timed": steps,
+            "rounds": rounds, "loop_tokens_per_second": loop_rates, "trainer_tokens_per_second": trainer_rates,
+            "loop_over_trainer": sum(loop_rates) / sum(trainer_rates)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {"equivalence": equivalence(Path(tmp)), "speed": speed(Path(tmp), args.steps, args.rounds)}
+    from lisa_bench.provenance import provenance
+
+    result["provenance"] = provenance(vars(args), "cpu")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["speed"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
