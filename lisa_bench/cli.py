@@ -11,7 +11,8 @@ from .errors import BadInput
 TRAIN_FIELDS = ("method", "model", "dataset", "max_steps", "num_epochs", "seed", "batch_size", "grad_accum_steps",
                 "max_length", "lr", "scheduler", "warmup_steps", "warmup_ratio", "precision", "attn_implementation",
                 "device", "train_size", "gradient_checkpointing", "group_by_length", "eval_every", "eval_batch_size",
-                "eval_size", "memory_snapshot", "checkpoint_every", "report_to", "method_module")
+                "eval_size", "memory_snapshot", "checkpoint_every", "report_to", "method_module", "sharding",
+                "global_batch_size")
 
 
 def _method_flags() -> dict[str, list]:
@@ -55,6 +56,9 @@ def _add_train(sub) -> None:
                    help="set any training setting (value parsed as YAML), e.g. --set precision=bf16-mixed; "
                         "repeatable, later ones win; the named flags below win over --set")
     p.add_argument("--batch-size", type=int, help="examples per micro-batch and process")
+    p.add_argument("--global-batch-size", type=int,
+                   help="instead of --batch-size: examples per optimizer step over all processes (must divide evenly)")
+    p.add_argument("--sharding", help="none (default) or fsdp: FSDP2 under torchrun/accelerate launch (2+ processes)")
     p.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step (default 1)")
     p.add_argument("--max-length", type=int)
     p.add_argument("--lr", type=float)

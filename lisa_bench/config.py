@@ -20,6 +20,7 @@ from .precision import PRECISIONS
 SCHEDULERS = ("constant", "linear", "cosine")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 TRACKERS = ("none", "tensorboard", "wandb")
+SHARDING = ("none", "fsdp")
 # keys that stand for one setting: a layer (defaults, experiment file, study, flags) that sets one of a
 # pair replaces the other, so each configuration ends with exactly one of them
 ALTERNATIVES = (("max_steps", "num_epochs"), ("warmup_steps", "warmup_ratio"))
@@ -43,6 +44,8 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     batch_size: int = 4  # examples per micro-batch and process
     grad_accum_steps: int = 1  # micro-batches per optimizer step (effective batch: batch x accum x processes)
+    global_batch_size: int | None = None  # instead of batch_size: examples per optimizer step over all processes
+    sharding: str = "none"  # none | fsdp (FSDP2: each decoder block and the root fully_shard-ed)
     max_length: int = 512
     train_size: int | None = None  # first N training conversations (None: all)
     precision: str = "fp32"  # fp32 | bf16 (pure) | bf16-mixed (fp32 master weights, bf16 autocast)
@@ -85,6 +88,21 @@ class TrainConfig:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("attn_implementation", self.attn_implementation, ATTENTION)
         check_choice("report_to", self.report_to, TRACKERS)
+        check_choice("sharding", self.sharding, SHARDING)
+        if self.global_batch_size is not None and (not isinstance(self.global_batch_size, int) or self.global_batch_size < 1):
+            raise BadInput(f"global_batch_size must be an integer >= 1, got {self.global_batch_size!r}")
+
+    def process_batch_size(self, world: int) -> int:
+        """Examples per micro-batch on each process: batch_size, or global_batch_size split evenly over the
+        processes and accumulation steps."""
+        if self.global_batch_size is None:
+            return self.batch_size
+        share, rest = divmod(self.global_batch_size, world * self.grad_accum_steps)
+        if rest or not share:
+            raise BadInput(f"global_batch_size {self.global_batch_size} does not divide into {world} processes x "
+                           f"{self.grad_accum_steps} accumulation steps; valid choices: multiples of "
+                           f"{world * self.grad_accum_steps}")
+        return share
 
     def build_method(self):
         """The configured method, its plugin module loaded first if one is named."""

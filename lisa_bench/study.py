@@ -48,11 +48,16 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
 
     for model in config["models"]:
         _check_model(model, "models")
-    launcher = config["launcher"]["type"]
-    if launcher in ("fsdp", "deepspeed"):
-        raise BadInput(f"config launcher.type: {launcher!r} is not supported by lisa-bench's training loop (LISA "
-                       f"changes the trainable set, which sharded parameters fix at wrap time); valid choices: "
-                       f"single, ddp")
+    launcher, processes = config["launcher"]["type"], config["launcher"].get("num_processes", 1)
+    if launcher == "deepspeed":
+        from .training.distributed import DEEPSPEED_REFUSED
+
+        raise BadInput(f"config launcher.type: 'deepspeed' is refused: {DEEPSPEED_REFUSED}; valid choices: single, "
+                       f"ddp, fsdp (FSDP2, which shards LISA correctly)")
+    if launcher == "fsdp":
+        from .training.distributed import check_fsdp
+
+        check_fsdp(processes, config["device"])
     overrides = config.get("experiment_overrides") or {}
     gpu_memory = parse_bytes(config["gpu_memory"], "config gpu_memory") if config.get("gpu_memory") else None
     known = experiment_names(experiments_dir)
@@ -62,14 +67,19 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
         where = f"config experiments[{exp}]"
         try:  # the settings each training job gets: the file, the study's training:, its overrides
             cfg = build_config(Path(experiments_dir) / f"{exp}.yaml", {}, {},
-                               layers=[config.get("training") or {}, overrides.get(exp) or {}])
-            cfg.build_method()
+                               layers=[config.get("training") or {}, overrides.get(exp) or {},
+                                       {"sharding": "fsdp"} if launcher == "fsdp" else {}])
+            method = cfg.build_method()
+            if launcher == "fsdp" and method.not_shardable:
+                raise BadInput(f"method {cfg.method!r} cannot train on FSDP2-sharded parameters: "
+                               f"{method.not_shardable}; valid launchers for it: single, ddp")
+            cfg.process_batch_size(processes if launcher != "single" else 1)
         except BadInput as exc:
             raise BadInput(f"{where}: {exc}") from None
         for model in config["models"]:
             _check_on_model(cfg, model, where)
-            if gpu_memory and cfg.build_method().trains:
-                if check_fit(cfg, model, gpu_memory, where) is None:
+            if gpu_memory and method.trains:
+                if check_fit(cfg, model, gpu_memory, where, launcher, processes) is None:
                     print(f"lisa-bench: note: {where} on {model}: its config cannot be read offline, so its fit in "
                           f"gpu_memory is not checked", file=sys.stderr)
     memory = config.get("memory") or {}

@@ -21,9 +21,11 @@ MEMORY = config.get("memory", {})
 OVERRIDES = config.get("experiment_overrides") or {}
 GPU_DEFAULT = 0 if config["device"] == "cpu" else 1
 
-LAUNCH = {
+PROCESSES = config["launcher"].get("num_processes", 1)
+LAUNCH = {  # torchrun starts one process per GPU; fsdp adds --set sharding=fsdp (training_flags)
     "single": "lisa-bench",
-    "ddp": f"accelerate launch --multi_gpu --num_processes {config['launcher'].get('num_processes', 1)} -m lisa_bench.cli",
+    "ddp": f"torchrun --standalone --nproc_per_node {PROCESSES} -m lisa_bench.cli",
+    "fsdp": f"torchrun --standalone --nproc_per_node {PROCESSES} -m lisa_bench.cli",
 }[config["launcher"]["type"]]
 
 
@@ -42,7 +44,7 @@ def _yaml(value):
 def training_flags(wildcards):
     """The study's settings over the experiment file: its `training:` for every experiment, then its
     experiment_overrides for this one (each `--set KEY=VALUE`, method options `--option KEY=VALUE`)."""
-    flags = []
+    flags = ["--set sharding=fsdp"] if config["launcher"]["type"] == "fsdp" else []
     for layer in (config.get("training") or {}, OVERRIDES.get(wildcards.exp) or {}):
         layer = dict(layer)
         flags += [f"--option {shlex.quote(f'{k}={_yaml(v)}')}" for k, v in (layer.pop("method_options", None) or {}).items()]

@@ -130,7 +130,12 @@ def test_tiny_pipeline_end_to_end(workdir):
 
 BAD_STUDIES = [
     ("experiments: [base, lisa-e-h-99l]", "unknown experiment 'lisa-e-h-99l'"),
-    ("launcher: {type: fsdp}", "launcher.type: 'fsdp' is not supported"),
+    ("launcher: {type: fsdp}", "sharding 'fsdp' on the CPU needs at least 2 processes"),
+    ("launcher: {type: deepspeed}", "launcher.type: 'deepspeed' is refused: ZeRO-3 partitions"),
+    ("launcher: {type: fsdp, num_processes: 2}\nexperiments: [base, galore-r128]",
+     "config experiments[galore-r128]: method 'galore' cannot train on FSDP2-sharded parameters"),
+    ("launcher: {type: ddp, num_processes: 3}\ntraining: {max_steps: 3, global_batch_size: 8}",
+     "global_batch_size 8 does not divide into 3 processes x 1 accumulation steps"),
     ("memory: {models: [tiny-random-llama], methods: [lora-r9]}", "config memory.methods: unknown experiment 'lora-r9'"),
     ("experiments: [base, lisa-e-h-2l]\nexperiment_overrides: {lisa-e-h-2l: {method_options: {gamma: 12}}}",
      "config experiments[lisa-e-h-2l] on tiny-random-llama: lisa gamma (--lisa-layers) 12 is larger than the 8 "

@@ -30,8 +30,9 @@ class StepPlan:
         self.world, self.rank = world_size, rank
         self.global_batch = batch_size * world_size
         self.group_by_length = group_by_length
-        # several processes must each get a full share of every batch: the last partial batch is dropped
-        self.batches_per_epoch = self.n // self.global_batch if world_size > 1 else math.ceil(self.n / self.global_batch)
+        # the last batch of an epoch may be partial; a process whose share of it is empty gets an empty list
+        # (the loop then runs a masked row, so that every process takes part in each step's collectives)
+        self.batches_per_epoch = math.ceil(self.n / self.global_batch)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / self.accum) if self.batches_per_epoch else 0
         self._generator = torch.Generator().manual_seed(seed)
         self._index_loader = torch.utils.data.DataLoader(range(self.n), batch_size=self.n or 1, shuffle=True,
@@ -59,7 +60,8 @@ class StepPlan:
         return [i for mega in megas for i in mega]
 
     def step(self, step: int) -> list[list[int]]:
-        """This process's micro-batches (example indices) of optimizer step ``step``."""
+        """This process's micro-batches (example indices) of optimizer step ``step``; with several processes
+        a share of the epoch's last, partial batch may be empty."""
         if not self.steps_per_epoch:
             raise ValueError("the dataset has fewer examples than one batch of all processes")
         epoch, k = divmod(step, self.steps_per_epoch)

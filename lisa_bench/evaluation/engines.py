@@ -1,7 +1,8 @@
 """Inference engines for evaluation: ``hf`` (transformers, the default, any device) and ``vllm`` (an optional
 extra, ``pip install -e '.[vllm]'``, CUDA only), for both lm-eval (its ``vllm`` model type) and MT-Bench
 answers. vLLM loads a run's weights from its ``model/`` directory, or the base model plus the run's LoRA
-adapter (``enable_lora`` with a ``LoRARequest``)."""
+adapter (``enable_lora`` with a ``LoRARequest``), split over every visible GPU (tensor parallelism): the
+way to evaluate a 70B model that one GPU cannot hold."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def vllm_target(run: str | None, model: str | None) -> VllmTarget:
 
 def lm_eval_model_args(target: VllmTarget) -> str:
     """lm-eval's ``vllm`` model arguments for a target."""
-    args = [f"pretrained={target.model}", "dtype=auto", "gpu_memory_utilization=0.85"]
+    args = [f"pretrained={target.model}", "dtype=auto", "gpu_memory_utilization=0.85",
+            f"tensor_parallel_size={max(1, torch.cuda.device_count())}"]
     if target.adapter:
         args += ["enable_lora=True", f"lora_local_path={target.adapter}", f"max_lora_rank={target.rank}"]
     return ",".join(args)
@@ -78,7 +80,7 @@ def vllm_answers(target: VllmTarget, batches: list[list[dict]], temperature_of, 
     from vllm.lora.request import LoRARequest
 
     llm = LLM(model=target.model, seed=seed, dtype="auto", enable_lora=target.adapter is not None,
-              max_lora_rank=target.rank or 16)
+              max_lora_rank=target.rank or 16, tensor_parallel_size=max(1, torch.cuda.device_count()))
     lora = LoRARequest("run", 1, target.adapter) if target.adapter else None
     answers: dict[int, list[str]] = {}
     for batch in batches:

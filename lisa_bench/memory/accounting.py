@@ -7,6 +7,9 @@ import torch
 
 
 def tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes this process holds of a tensor: all of it, or its local shard of a sharded (DTensor) one."""
+    if hasattr(t, "to_local") and hasattr(t, "placements"):
+        t = t.to_local()
     return t.numel() * t.element_size()
 
 

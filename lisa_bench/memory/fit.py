@@ -26,24 +26,25 @@ def parse_bytes(text, what: str = "memory") -> int:
     return int(value * UNITS[unit])
 
 
-def training_prediction(cfg, model: str, device_type: str = "cuda"):
-    """The memory model's prediction for a training configuration on one device: micro-batch of
-    ``batch_size`` full ``max_length`` sequences (the worst case), its precision, attention
-    implementation and gradient checkpointing, over enough steps to reach the steady state."""
+def training_prediction(cfg, model: str, launcher: str = "single", processes: int = 1, device_type: str = "cuda"):
+    """The memory model's prediction per GPU for a training configuration: a micro-batch of full
+    ``max_length`` sequences on each process (the worst case), its precision, attention implementation
+    and gradient checkpointing, under its launcher, over enough steps to reach the steady state."""
     from ..models import model_config
     from .model import predict
 
     cfg.build_method()  # loads a plugin method module, checks the options
-    return predict(model_config(model), cfg.method, cfg.method_options, cfg.batch_size, cfg.max_length,
+    world = processes if launcher != "single" else 1
+    return predict(model_config(model), cfg.method, cfg.method_options, cfg.process_batch_size(world), cfg.max_length,
                    cfg.precision, 3, device_type=device_type, attention=cfg.attn_implementation,
-                   checkpointing=cfg.gradient_checkpointing)
+                   checkpointing=cfg.gradient_checkpointing, launcher=launcher, processes=world)
 
 
-def check_fit(cfg, model: str, gpu_memory: int, where: str) -> int | None:
+def check_fit(cfg, model: str, gpu_memory: int, where: str, launcher: str = "single", processes: int = 1) -> int | None:
     """Refuse a training job whose predicted peak exceeds one GPU's memory; the prediction in bytes, or
     None where the model's config cannot be read offline."""
     try:
-        peak = training_prediction(cfg, model).peak_bytes
+        peak = training_prediction(cfg, model, launcher, processes).peak_bytes
     except BadInput as exc:
         if "unknown model" in str(exc):
             return None

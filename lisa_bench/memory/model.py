@@ -31,14 +31,18 @@ class Prediction:
     transient_bytes: int  # short-lived buffers at the peak (see ``peak_from_parts``)
     step_bytes: int  # temporaries of the optimizer step
     optimizer_forward_bytes: int  # optimizer state alive during forward and backward
+    gathered_bytes: int = 0  # FSDP2: unsharded parameters (and a block's gradients) in flight, per GPU
+    buckets_bytes: int = 0  # DDP: the reducer's gradient buckets, per GPU
 
     @property
     def peak_bytes(self) -> int:
         return peak_from_parts(self.weights_bytes, self.grads_bytes, self.optimizer_bytes, self.activations_bytes,
-                               self.transient_bytes, self.step_bytes, self.optimizer_forward_bytes)
+                               self.transient_bytes, self.step_bytes, self.optimizer_forward_bytes,
+                               self.gathered_bytes, self.buckets_bytes)
 
 
-def peak_from_parts(weights, grads, optimizer, activations, transient, step=0, optimizer_forward=None) -> int:
+def peak_from_parts(weights, grads, optimizer, activations, transient, step=0, optimizer_forward=None, gathered=0,
+                    buckets=0) -> int:
     """Weights live throughout; activations and gradients take turns.
 
     The peak comes either at the start of backward (every saved activation plus the gradients
@@ -49,7 +53,7 @@ def peak_from_parts(weights, grads, optimizer, activations, transient, step=0, o
     away from and the new blocks' moments appear at the next optimizer step.
     """
     forward = optimizer if optimizer_forward is None else optimizer_forward
-    return weights + max(forward + activations + transient, optimizer + grads + step)
+    return weights + max(forward + activations + transient + gathered, optimizer + grads + step + buckets)
 
 
 def _nbytes(params) -> int:
@@ -92,10 +96,12 @@ def simulate_optimizer(method, model: nn.Module, optimizer, steps: int, device_t
 
 
 def predict(config, method: str, options: dict | None, batch: int, seq: int, precision: str, steps: int,
-            device_type: str = "cpu", attention: str = "eager", checkpointing: bool = False) -> Prediction:
+            device_type: str = "cpu", attention: str = "eager", checkpointing: bool = False, launcher: str = "single",
+            processes: int = 1) -> Prediction:
     """The memory of ``steps`` training steps of a registered method (step 0 is a warm-up, the rest are
     measured) at a precision (fp32, bf16, bf16-mixed), attention implementation and with or without
-    gradient checkpointing. Counts on a meta-device model; nothing is allocated."""
+    gradient checkpointing, per GPU of a ``launcher`` (single, ddp, fsdp) over ``processes`` GPUs with
+    ``batch`` sequences on each. Counts on a meta-device model; nothing is allocated."""
     from transformers import AutoModelForCausalLM
 
     from ..methods import OptimConfig, build_method
@@ -129,8 +135,28 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
                                              lambda i: lora_adapters(layout.blocks[i]), outside_trains(model, layout))
     else:
         activations = traced_activation_bytes(model, batch, seq)
-    return Prediction(weights, grads, optimizer, activations, backward_transient_bytes(config, batch, seq, compute),
+    pred = Prediction(weights, grads, optimizer, activations, backward_transient_bytes(config, batch, seq, compute),
                       step, max(t.forward[s] for s in measured))
+    if launcher == "fsdp":
+        return sharded(pred, model, layout, processes)
+    if launcher == "ddp" and processes > 1 and m.ddp_wrappable:  # LISA syncs gradients itself, without buckets
+        pred.buckets_bytes = grads
+    return pred
+
+
+def sharded(pred: Prediction, model: nn.Module, layout, processes: int) -> Prediction:
+    """Per GPU under FSDP2 (each block and the root fully_shard-ed): parameters, gradients and optimizer
+    state in 1/N shards, and in flight the unsharded root (embedding, final norm, head: kept from forward
+    into backward) and two blocks (the running one and the prefetched next), with one block's unsharded
+    gradients before their reduce-scatter."""
+    n = processes
+    block = max(_nbytes(layout.block_params(model, [i])) for i in range(layout.num_blocks))
+    block_grads = max(_nbytes(p for p in layout.block_params(model, [i]) if p.requires_grad)
+                      for i in range(layout.num_blocks))
+    root = _nbytes(layout.outside_params(model))
+    return Prediction(-(-pred.weights_bytes // n), -(-pred.grads_bytes // n), -(-pred.optimizer_bytes // n),
+                      pred.activations_bytes, pred.transient_bytes, -(-pred.step_bytes // n),
+                      -(-pred.optimizer_forward_bytes // n), gathered_bytes=root + 2 * block + block_grads)
 
 
 def outside_trains(model: nn.Module, layout) -> dict[str, bool]:

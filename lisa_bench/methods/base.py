@@ -62,6 +62,8 @@ class Method:
     # from the parameters that require grad at wrap time) cannot be used; the loop then
     # averages gradients across processes itself.
     ddp_wrappable: ClassVar[bool] = True
+    # None where the method runs on FSDP2-sharded parameters; otherwise why it cannot
+    not_shardable: ClassVar[str | None] = None
     # `lisa-bench train` flags that set one of this method's options: flag -> (option, help)
     flags: ClassVar[dict[str, tuple[str, str]]] = {}
     # settings for a quick run on the tiny random model (TrainConfig fields, method_options included):
@@ -110,8 +112,9 @@ class Method:
     def load_state_dict(self, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Restore ``state_dict()``; called before the optimizer's own state is loaded."""
 
-    def save(self, model: nn.Module, tokenizer, out_dir: Path) -> None:
-        model.save_pretrained(out_dir, safe_serialization=True)
+    def save(self, model: nn.Module, tokenizer, out_dir: Path, state_dict: dict | None = None) -> None:
+        """Write the trained weights; ``state_dict`` holds them whole where the model itself is sharded."""
+        model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(out_dir)
 
     # ---- what the rest of the suite asks -------------------------------------------------------

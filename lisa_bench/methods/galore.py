@@ -19,6 +19,7 @@ class GaloreOptions:
 @register("galore")
 class GaLore(Method):
     Options = GaloreOptions
+    not_shardable = "its projection takes the SVD of whole gradient matrices, which FSDP2 keeps in shards"
     quick_test = {"lr": 2e-3, "method_options": {"rank": 16, "update_proj_gap": 10}}
 
     def __init__(self, options, seed=0):

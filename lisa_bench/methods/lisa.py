@@ -76,7 +76,8 @@ def block_norms(model: nn.Module, layout: LayerLayout) -> torch.Tensor:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name in layout.block_of:
-                norms[layout.block_of[name]] += p.detach().float().pow(2).sum().cpu()
+                sq = p.detach().float().pow(2).sum()
+                norms[layout.block_of[name]] += (sq.full_tensor() if hasattr(sq, "full_tensor") else sq).cpu()
     return norms.sqrt()
 
 
@@ -109,6 +110,8 @@ class Lisa(Method):
             if w.numel() != n or (w < 0).any() or (w > 0).sum() < o.gamma:
                 raise BadInput(f"lisa weights must be {n} non-negative numbers (one per decoder block) with at "
                                f"least gamma={o.gamma} of them positive, got {o.weights}")
+        elif next(model.parameters()).is_meta:  # the memory model's shapes-only copy: no norms to sample by
+            return None
         else:
             w = block_norms(model, self.layout).double()
         return (w / w.sum()).float()
@@ -119,7 +122,6 @@ class Lisa(Method):
         if self.options.gamma > n:
             raise BadInput(f"lisa gamma (--lisa-layers) {self.options.gamma} is larger than the {n} decoder "
                            f"blocks of this model; valid choices: 0..{n}")
-        self.sampler = LayerSampler(n, self.options.gamma, self.seed, self._sampling_probs(model))
         model.requires_grad_(False)
         for p in self.layout.outside_params(model):
             p.requires_grad_(True)
@@ -129,6 +131,9 @@ class Lisa(Method):
         return dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
 
     def build_optimizer(self, model, optim):
+        # The sampler starts here, where the weights are final on every process (sharded ones too), so
+        # that weighted sampling by block norms sees them and every process draws the same blocks.
+        self.sampler = LayerSampler(self.layout.num_blocks, self.options.gamma, self.seed, self._sampling_probs(model))
         # group 0: always-on parameters; group 1: the active blocks (filled at each switch)
         return torch.optim.AdamW(
             [{"params": self.layout.outside_params(model)}, {"params": []}], **self._adam_kwargs(optim))

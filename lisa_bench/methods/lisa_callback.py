@@ -16,6 +16,7 @@ from .lisa import Lisa
 @register("lisa-callback")
 class LisaCallback(Lisa):
     def build_optimizer(self, model, optim):
+        super().build_optimizer(model, optim)  # starts the sampler
         return torch.optim.AdamW(list(model.parameters()), **self._adam_kwargs(optim))
 
     def switch(self, model, optimizer, new_active):

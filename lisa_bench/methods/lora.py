@@ -35,9 +35,9 @@ class LoRA(Method):
                             lora_dropout=o.dropout, target_modules=o.target_modules, task_type="CAUSAL_LM")
         return get_peft_model(model, config)
 
-    def save(self, model, tokenizer, out_dir):
+    def save(self, model, tokenizer, out_dir, state_dict=None):
         # Only the adapter: loadable with peft's PeftModel.from_pretrained(base, out_dir).
-        model.save_pretrained(out_dir)
+        model.save_pretrained(out_dir, state_dict=state_dict)
         tokenizer.save_pretrained(out_dir)
 
     def is_adapter(self, name):

@@ -15,5 +15,5 @@ class BaseModel(Method):
         model.requires_grad_(False)
         return model
 
-    def save(self, model, tokenizer, out_dir):
+    def save(self, model, tokenizer, out_dir, state_dict=None):
         pass

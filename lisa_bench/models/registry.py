@@ -144,6 +144,40 @@ def check_attention(attn: str) -> None:
                        "(pip install flash-attn); valid choices here: sdpa, eager")
 
 
+def _meta_model(name: str, dtype: torch.dtype, attn: str) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    entry = MODELS.get(name)
+    if entry is not None and entry.load is not None and name.startswith("tiny-random-llama"):
+        from .tiny import byte_tokenizer
+
+        tokenizer, config = byte_tokenizer(), model_config(name)  # built in code: its config is its own
+    else:
+        source = name
+        if name == "smollm2-135m":
+            from .smollm2 import ensure_smollm2
+
+            source = str(ensure_smollm2())
+        elif entry is not None:
+            raise BadInput(f"model {name!r} is an architecture only; to train, give a model with weights")
+        tokenizer, config = _from_pretrained_tokenizer(source), AutoConfig.from_pretrained(source)
+    config._attn_implementation = attn
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return LoadedModel(name, model, tokenizer, "meta device (weights come from process 0)")
+
+
+def _from_pretrained_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -153,10 +187,15 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_model(name: str, seed: int = 0, dtype: str = "fp32", attn_implementation: str = "sdpa") -> LoadedModel:
-    """Weights stored in ``dtype`` (fp32, bf16, fp16), attention by ``attn_implementation``."""
+def load_model(name: str, seed: int = 0, dtype: str = "fp32", attn_implementation: str = "sdpa",
+               weights: bool = True) -> LoadedModel:
+    """Weights stored in ``dtype`` (fp32, bf16, fp16), attention by ``attn_implementation``. With
+    ``weights=False`` the model is built on the meta device (shapes only) next to its real tokenizer: what
+    the processes of a sharded run other than the first start from."""
     torch_dtype = resolve_dtype(dtype)
     check_attention(attn_implementation)
+    if not weights:
+        return _meta_model(name, torch_dtype, attn_implementation)
     entry = MODELS.get(name)
     if entry is None:
         return _from_pretrained(name, torch_dtype, attn_implementation)

@@ -21,3 +21,69 @@ def replicas_in_sync(model, accelerator) -> bool:
                              sum(p.detach().double().abs().sum() for p in model.parameters())]).to(accelerator.device)
     gathered = accelerator.gather(local[None]).reshape(-1, 2)
     return bool(torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=1e-9, atol=0))
+
+
+# ---- FSDP2 --------------------------------------------------------------------------------------
+# Each decoder block and then the root are wrapped with torch's fully_shard, so a block's parameters are
+# gathered only while it runs. No mixed-precision policy: FSDP2 fixes its dtypes from the parameters
+# trainable at the first forward (pytorch issue 186998), which LISA changes; parameters are gathered in
+# their storage dtype and bf16-mixed uses autocast, as on one device. Gradients are reduce-scattered as a
+# sum (divide factor 1, sum reductions, which gloo also supports): each process's loss is already its
+# share of the global token mean, so the sum is the gradient of that mean.
+
+def check_fsdp(world: int, device_type: str) -> None:
+    from ..errors import BadInput
+
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        raise BadInput(f"sharding 'fsdp' needs torch >= 2.6 (FSDP2's fully_shard), found torch "
+                       f"{torch.__version__}") from None
+    if device_type == "cpu" and world < 2:
+        raise BadInput(f"sharding 'fsdp' on the CPU needs at least 2 processes (launched by torchrun or accelerate), "
+                       f"got {world}; run single-process training without sharding")
+
+
+def shard_model(model, layout, device: torch.device, world: int):
+    """fully_shard each decoder block, then the root, over a 1-D mesh of all processes."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    mesh = init_device_mesh(device.type, (world,))
+    for block in layout.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)
+    return model
+
+
+def load_sharded_weights(model, full_state: dict, device: torch.device) -> None:
+    """Give every process its shard of the weights that process 0 loaded (the others built the model on
+    the meta device), and process 0's buffers (rotary frequencies and the like)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if torch.distributed.get_rank() != 0:
+        model.to_empty(device=device)
+    set_model_state_dict(model, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer.data, src=0)
+
+
+def full_state_dict(model) -> dict:
+    """The whole model's weights on process 0's CPU (a collective: every process calls it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def is_sharded(t) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+DEEPSPEED_REFUSED = ("ZeRO-3 partitions the parameters with the trainable set fixed at initialisation, and LISA "
+                     "changes it every K steps; BAdam works around it only through DeepSpeed's private internals")

@@ -34,7 +34,8 @@ from ..models import load_model
 from ..precision import Precision, resolve_precision
 from ..provenance import provenance
 from .checkpoint import Checkpoint
-from .distributed import replicas_in_sync, sync_gradients
+from .distributed import (DEEPSPEED_REFUSED, check_fsdp, full_state_dict, load_sharded_weights, replicas_in_sync,
+                          shard_model, sync_gradients)
 from .logs import JsonLines
 from .norms import weight_norms
 from .schedule import Schedule
@@ -62,6 +63,7 @@ class Run:
     tokenizer: object
     loaded: object
     meter: MemoryMeter
+    sharded: bool  # FSDP2: parameters, gradients and optimizer state in shards
     manual_sync: bool  # average gradients ourselves (methods DDP cannot wrap)
 
 
@@ -88,10 +90,21 @@ def setup(cfg: TrainConfig) -> Run:
     method = cfg.build_method()
     precision = resolve_precision(cfg.precision)
     device = resolve_device(cfg.device)
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    sharded = cfg.sharding == "fsdp"
+    if sharded:
+        if method.not_shardable:
+            raise BadInput(f"method {cfg.method!r} cannot train on FSDP2-sharded parameters: {method.not_shardable}; "
+                           f"valid launchers for it: single, ddp")
+        check_fsdp(world, device.type)
+    batch_size = cfg.process_batch_size(world)
+    if world > 1:  # launched by torchrun or accelerate: one device per process, the process group up
+        device = PartialState(cpu=device.type == "cpu").device
     torch.manual_seed(cfg.seed)
     convs = load_conversations(cfg.dataset, "train", seed=cfg.seed, size=cfg.train_size)
+    # sharded: process 0 loads the weights, the others build the model on the meta device
     loaded = load_model(cfg.model, seed=cfg.seed, dtype=precision.weights_name,
-                        attn_implementation=cfg.attn_implementation)
+                        attn_implementation=cfg.attn_implementation, weights=not sharded or rank == 0)
     examples = encode_all(convs, loaded.tokenizer, cfg.max_length)
     if not examples:
         raise BadInput(f"dataset {cfg.dataset!r} has no example with response tokens within max_length={cfg.max_length}")
@@ -99,14 +112,18 @@ def setup(cfg: TrainConfig) -> Run:
     validation = encode_all(held_out, loaded.tokenizer, cfg.max_length)
     model = method.prepare_model(loaded.model)
     layout = method.find_blocks(model)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by accelerate/torchrun: one device per process
-        device = PartialState(cpu=device.type == "cpu").device
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    if sharded:
+        full = model.state_dict() if rank == 0 else {}
+        model = shard_model(model, layout, device, world)
+        load_sharded_weights(model, full, device)
+        del full
+    else:
+        model = model.to(device)
     if method.trains:
         model.train()
-    model = model.to(device)
     # The optimizer is built before the Accelerator: transformers' GaLore set-up goes through
     # TrainingArguments, which resets accelerate's global state.
     optimizer = method.build_optimizer(model, OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay)) \
@@ -114,28 +131,36 @@ def setup(cfg: TrainConfig) -> Run:
     # trackers log into the run's directory, set once it exists (accelerate wants one up front)
     accelerator = Accelerator(cpu=device.type == "cpu", log_with=Trackers.accelerate_name(cfg.report_to),
                               project_dir=tempfile.gettempdir())
-    dist = accelerator.distributed_type
-    if dist in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        why = ("it changes the trainable parameter set during the run, which sharded (flattened) "
-               "parameters fix at wrap time" if not method.ddp_wrappable else
-               "the shared training loop builds the optimizer on unsharded parameters")
-        raise BadInput(f"method {cfg.method!r} is unsupported under {dist.value}: {why}; launch with "
-                       f"DDP (accelerate's MULTI_GPU) or a single process")
-    plan = StepPlan([len(e["input_ids"]) for e in examples], cfg.batch_size, cfg.grad_accum_steps, cfg.seed,
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise BadInput(f"accelerate's {accelerator.distributed_type.value} plugin is not used by lisa-bench: launch "
+                       f"with plain torchrun/accelerate (no FSDP or DeepSpeed config) and --set sharding=fsdp for "
+                       f"FSDP2; DeepSpeed is refused ({DEEPSPEED_REFUSED})")
+    plan = StepPlan([len(e["input_ids"]) for e in examples], batch_size, cfg.grad_accum_steps, cfg.seed,
                     accelerator.num_processes, accelerator.process_index, cfg.group_by_length)
     if not plan.steps_per_epoch:
-        raise BadInput(f"batch_size={cfg.batch_size} x {accelerator.num_processes} processes is more than the "
+        raise BadInput(f"batch_size={batch_size} x {accelerator.num_processes} processes is more than the "
                        f"{len(examples)} training examples")
     steps = (cfg.max_steps if cfg.max_steps is not None else plan.steps_for_epochs(cfg.num_epochs)) \
         if method.trains else 0
     raw_model = model
-    if method.ddp_wrappable:
+    if method.ddp_wrappable and not sharded:
         model = accelerator.prepare_model(model)
     if cfg.memory_snapshot and accelerator.device.type != "cuda":
         raise BadInput("memory_snapshot needs a CUDA device (torch.cuda.memory._record_memory_history)")
     return Run(cfg, method, model, raw_model, optimizer, accelerator, precision, examples, validation, plan, steps,
                Schedule.of(cfg, steps), PadCollator(loaded.tokenizer.pad_token_id), layout, loaded.tokenizer, loaded,
-               MemoryMeter(accelerator.device), manual_sync=accelerator.num_processes > 1 and not method.ddp_wrappable)
+               MemoryMeter(accelerator.device), sharded=sharded,
+               manual_sync=accelerator.num_processes > 1 and not method.ddp_wrappable and not sharded)
+
+
+def _micro_batch(run: Run, indices: list[int]) -> dict:
+    """The examples of one micro-batch; an empty share (the end of an epoch on several processes) becomes one
+    row with every label masked, which adds nothing to the loss or the gradients."""
+    if indices:
+        return run.collate([run.examples[i] for i in indices])
+    batch = run.collate(run.examples[:1])
+    batch["labels"].fill_(IGNORE_INDEX)
+    return batch
 
 
 def _targets(batch: dict) -> int:
@@ -152,14 +177,17 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
     run.meter.start_step()
     t0 = time.perf_counter()
     targets = torch.tensor(sum(_targets(b) for b in micro_batches), device=device)
-    if acc.num_processes > 1:  # token-weighted over every process; DDP then averages, hence x processes
+    if acc.num_processes > 1:  # token-weighted over every process
         targets = acc.reduce(targets, reduction="sum")
+    # each process's loss is its share of the global mean: FSDP2 sums the shares' gradients; DDP (and our own
+    # sync) average them, hence x processes
+    scale = 1 if run.sharded else acc.num_processes
     loss = torch.zeros((), device=device)
     for i, batch in enumerate(micro_batches):
         batch = {k: v.to(device) for k, v in batch.items()}
         with acc.no_sync(run.model) if i < len(micro_batches) - 1 else _nothing(), run.precision.autocast(device.type):
             part = run.model(**batch, num_items_in_batch=targets).loss
-        acc.backward(part * acc.num_processes)
+        acc.backward(part * scale)
         loss += part.detach()
     trainable = [p for p in run.model.parameters() if p.requires_grad]
     if run.manual_sync:
@@ -188,15 +216,20 @@ def validation_loss(run: Run) -> float | None:
     if not run.validation:
         return None
     acc, device = run.accelerator, run.accelerator.device
-    size = run.cfg.eval_batch_size or run.cfg.batch_size
+    size = run.cfg.eval_batch_size or run.plan.batch_size
     mine = run.validation[acc.process_index::acc.num_processes]
+    # every process runs the same number of batches (a sharded model gathers its weights in each forward
+    # on all of them together); a process short of examples repeats one and does not count it
+    batches = -(-len(run.validation) // acc.num_processes // size) if run.sharded else -(-len(mine) // size)
     total = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, tokens
     run.raw_model.eval()
-    for i in range(0, len(mine), size):
-        batch = {k: v.to(device) for k, v in run.collate(mine[i:i + size]).items()}
+    for i in range(0, batches * size, size):
+        rows, counted = (mine[i:i + size], True) if mine[i:i + size] else (run.validation[:1], False)
+        batch = {k: v.to(device) for k, v in run.collate(rows).items()}
         with run.precision.autocast(device.type):
             summed = run.raw_model(**batch, num_items_in_batch=1).loss  # reduction to a sum
-        total += torch.tensor([float(summed), _targets(batch)], dtype=torch.float64, device=device)
+        if counted:
+            total += torch.tensor([float(summed), _targets(batch)], dtype=torch.float64, device=device)
     run.raw_model.train()
     if acc.num_processes > 1:
         total = acc.reduce(total, reduction="sum")
@@ -210,17 +243,22 @@ def _norm_steps(cfg: TrainConfig, steps: int) -> set[int]:
 
 def _resume(run: Run, ckpt: Checkpoint, record: Record) -> int:
     """Load the checkpoint, if any; return the step to start from."""
-    state = ckpt.load()
+    state = ckpt.load(run.raw_model, run.optimizer, run.method)
     if state is None:
         return 0
-    run.raw_model.load_state_dict(state["model"])
-    run.method.load_state_dict(state["method"], run.raw_model, run.optimizer)
-    run.optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
     record.__dict__.update(state["record"])
     record.eval_losses = {int(k): v for k, v in record.eval_losses.items()}
-    run.meter.peak = state["memory_peak"]
+    run.meter.peak = state["memory_peak"][run.accelerator.process_index]
     return state["step"]
+
+
+def _gather(value) -> list:
+    """One value from every process, in process order."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return [value]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, value)
+    return out
 
 
 def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> dict:
@@ -231,12 +269,13 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
         torch.cuda.memory._record_memory_history(max_entries=200_000)
     # Only the main process writes results, into a hidden sibling of output_dir that survives a
     # crash with its checkpoint; the others write into a scratch directory.
-    checkpointing = cfg.checkpoint_every > 0 and run.accelerator.num_processes == 1 and method.trains
+    checkpointing = cfg.checkpoint_every > 0 and method.trains
     staging = atomic.resumable_dir(output_dir) if is_main else tempfile.TemporaryDirectory()
     with staging as out:
         out = Path(out)
         record = Record()
-        ckpt = Checkpoint(out / "checkpoint", dataclasses.asdict(cfg))
+        # every process reads and writes the main process's checkpoint directory
+        ckpt = Checkpoint(atomic.partial_dir(output_dir) / "checkpoint", dataclasses.asdict(cfg), run.sharded)
         start = _resume(run, ckpt, record) if checkpointing else 0
         trackers = Trackers(run.accelerator, cfg, out)
         log = JsonLines(out / "train_log.jsonl", keep_before=start)
@@ -252,11 +291,12 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             lr = run.schedule.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            micro = [run.collate([run.examples[i] for i in idx]) for idx in run.plan.step(step)]
+            shares = run.plan.step(step)
+            micro = [_micro_batch(run, idx) for idx in shares]
             loss, stats = train_step(run, micro)
             dt = stats.pop("seconds")
-            n_tokens = sum(int(b["attention_mask"].sum()) for b in micro)
-            record.padded_tokens += sum(b["attention_mask"].numel() for b in micro)
+            n_tokens = sum(len(run.examples[i]["input_ids"]) for idx in shares for i in idx)
+            record.padded_tokens += sum(b["attention_mask"].numel() for b, idx in zip(micro, shares) if idx)
             opt_bytes, n_trainable = optimizer_state_bytes(optimizer), trainable_param_count(model)
             record.losses.append(loss)
             record.tokens += n_tokens
@@ -273,12 +313,12 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{n_tokens / dt:.0f}" if dt > 0 else "-")
             if checkpointing and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-                ckpt.save({"step": step + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                           "method": method.state_dict(), "rng": torch.get_rng_state(),
-                           "record": dataclasses.asdict(record), "memory_peak": run.meter.peak})
+                ckpt.save(step + 1, model, optimizer, method,
+                          {"record": dataclasses.asdict(record), "memory_peak": _gather(run.meter.peak)})
 
         bar.close()
-        ckpt.remove()
+        if checkpointing:
+            ckpt.remove()
         trackers.finish()
         if not method.trains:  # the untrained model's held-out loss, for the tables
             record.eval_losses[0] = validation_loss(run)
@@ -289,9 +329,12 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
         if cfg.memory_snapshot:  # open at https://pytorch.org/memory_viz
             torch.cuda.memory._dump_snapshot(str(out / "memory_snapshot.pickle"))
             torch.cuda.memory._record_memory_history(enabled=None)
-        in_sync = replicas_in_sync(run.model, run.accelerator) if run.accelerator.num_processes > 1 else None
+        replicated = run.accelerator.num_processes > 1 and not run.sharded
+        in_sync = replicas_in_sync(run.model, run.accelerator) if replicated else None
+        whole = full_state_dict(model) if run.sharded else None  # a collective: every process takes part
         if is_main:
-            method.save(model, run.tokenizer, out / "model")
+            method.save(model, run.tokenizer, out / "model", state_dict=whole)
+        del whole
         metrics = _metrics(run, record, start, in_sync)
         atomic.write_json(out / "metrics.json", metrics)
     return metrics
@@ -300,6 +343,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
 def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict:
     cfg, losses = run.cfg, record.losses
     evals = [record.eval_losses[s] for s in sorted(record.eval_losses)]
+    peaks, states = _gather(run.meter.peak_bytes()), _gather(record.opt_peak)  # per process (sharded: its shards)
     return {
         "method": cfg.method,
         "model": cfg.model,
@@ -309,11 +353,14 @@ def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict
         "seed": cfg.seed,
         "precision": cfg.precision,
         "attn_implementation": cfg.attn_implementation,
-        "effective_batch_size": cfg.batch_size * cfg.grad_accum_steps * run.accelerator.num_processes,
+        "effective_batch_size": run.plan.batch_size * cfg.grad_accum_steps * run.accelerator.num_processes,
+        "sharding": cfg.sharding,
         "total_params": sum(p.numel() for p in run.model.parameters()),
         "trainable_params_peak": record.trainable_peak,
-        "optimizer_state_bytes_peak": record.opt_peak,
-        "peak_memory_bytes": run.meter.peak_bytes(),
+        "optimizer_state_bytes_peak": max(states),
+        "optimizer_state_bytes_per_process": states,
+        "peak_memory_bytes": max(peaks),
+        "peak_memory_bytes_per_process": peaks,
         "memory_kind": run.meter.kind,
         "tokens_per_second": record.tokens / record.seconds if record.seconds else None,
         "padding_fraction": 1 - record.tokens / record.padded_tokens if record.padded_tokens else None,

@@ -8,11 +8,16 @@ from torch import nn
 from ..layers import LayerLayout, layer_units
 
 
+def _squares(p) -> torch.Tensor:
+    sq = p.detach().float().pow(2).sum()
+    return sq.full_tensor() if hasattr(sq, "full_tensor") else sq  # a sharded parameter: over all shards
+
+
 def _norm(params) -> float:
     params = list(params)
     if not params:
         return 0.0
-    return float(torch.sqrt(sum(p.detach().float().pow(2).sum() for p in params)).item())
+    return float(torch.sqrt(sum(_squares(p) for p in params)).item())
 
 
 def weight_norms(model: nn.Module, layout: LayerLayout, method) -> dict[str, dict[str, float]]:
