@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation.mt_bench.cli import add_parser as add_mt_bench
     from .memory.bench import add_parser as add_memory
     from .memory.collect import add_parser as add_memory_collect
+    from .memory.plan import add_parser as add_plan
     from .reporting.report import add_parser as add_report
     from .reproduce import add_parser as add_reproduce
 
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reproduce(sub)
     add_memory(sub)
     add_memory_collect(sub)
+    add_plan(sub)
     add_eval(sub)
     add_mt_bench(sub)
     add_report(sub)

@@ -40,7 +40,8 @@ CSV_COLUMNS = CELL[:2] + ["method", "method_options", "method_module"] + CELL[2:
     "predicted_peak_bytes", "predicted_weights_bytes", "predicted_grads_bytes", "predicted_optimizer_bytes",
     "predicted_activations_bytes", "predicted_transient_bytes", "predicted_step_bytes",
     "predicted_optimizer_forward_bytes", "peak_vs_predicted", "flag", "seconds_per_iter", "tokens_per_second",
-    "speed_vs_full", "protocol"]
+    "speed_vs_full", "flops_per_token", "step_traffic_per_token", "flop_rate", "bandwidth", "speed_bound_vs_full",
+    "protocol"]
 PROTOCOL = "random tokens, no offloading"
 TOLERANCE = 0.15
 PAPER_EXPERIMENTS = ("full", "lora-r128", "lisa-e-h", "lisa-e-h-2l", "lisa-e-h-4l", "lisa-callback-e-h-2l",
@@ -275,7 +276,8 @@ def predicted_columns(model: str, cell: MemoryCell, shape: Shape) -> dict:
     return dict(predicted_peak_bytes=pred.peak_bytes, predicted_weights_bytes=pred.weights_bytes,
                 predicted_grads_bytes=pred.grads_bytes, predicted_optimizer_bytes=pred.optimizer_bytes,
                 predicted_activations_bytes=pred.activations_bytes, predicted_transient_bytes=pred.transient_bytes,
-                predicted_step_bytes=pred.step_bytes, predicted_optimizer_forward_bytes=pred.optimizer_forward_bytes)
+                predicted_step_bytes=pred.step_bytes, predicted_optimizer_forward_bytes=pred.optimizer_forward_bytes,
+                flops_per_token=pred.flops_per_token, step_traffic_per_token=pred.step_traffic_per_token)
 
 
 def compare(row: dict) -> dict:
@@ -321,11 +323,20 @@ def finish_table(rows: list[dict], baseline: str = "full"):
     """The CSV table: fixed columns, and speed relative to the baseline experiment on the same model."""
     import pandas as pd
 
+    from .speed import bound_vs
+
     table = pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
     keys = [c for c in CELL if c != "experiment"]
     ref = table[(table["experiment"] == baseline) & (table["status"] == "ok")].drop_duplicates(keys, keep="last")
-    ref_speed = table[keys].merge(ref[keys + ["tokens_per_second"]], on=keys, how="left")["tokens_per_second"]
-    table["speed_vs_full"] = table["tokens_per_second"] / ref_speed.to_numpy()
+    cols = ["tokens_per_second", "flops_per_token", "step_traffic_per_token"]
+    ref = table[keys].merge(ref[keys + cols], on=keys, how="left")
+    table["speed_vs_full"] = table["tokens_per_second"] / ref["tokens_per_second"].to_numpy()
+    # the speed a perfect implementation would reach against the baseline, at the rates measured on the device
+    table["speed_bound_vs_full"] = [
+        bound_vs(f, t, rf, rt, (fr, bw)) if all(pd.notna(v) and v for v in (f, rf, fr, bw)) else None
+        for f, t, rf, rt, fr, bw in zip(table["flops_per_token"], table["step_traffic_per_token"],
+                                        ref["flops_per_token"], ref["step_traffic_per_token"], table["flop_rate"],
+                                        table["bandwidth"])]
     return table
 
 
@@ -340,7 +351,7 @@ def render(table, trace, out: Path) -> None:
     index = ["model", "experiment"] + varying
     shown = table.set_index(index)[["status", "peak_bytes", "predicted_peak_bytes", "weights_bytes",
                                     "grads_bytes", "optimizer_bytes", "activations_bytes",
-                                    "tokens_per_second", "speed_vs_full", "flag"]]
+                                    "tokens_per_second", "speed_vs_full", "speed_bound_vs_full", "flag"]]
     shown = shown.rename(columns=lambda c: c.replace("_bytes", "_GiB"))
     for col in [c for c in shown.columns if c.endswith("_GiB")]:
         shown[col] = shown[col] / 2**30
@@ -398,6 +409,9 @@ def _cmd_memory(args) -> int:
         raise BadInput(f"--cell-timeout must be > 0 seconds, got {args.cell_timeout:g}")
     shape = Shape(device, precision, args.attn_implementation, args.gradient_checkpointing, args.batch_size,
                   args.seq_len, args.steps)
+    from .speed import device_rates
+
+    rates = dict(zip(("flop_rate", "bandwidth"), device_rates(device, resolve_precision(precision).weights)))
     models = [m for m in args.models.split(",") if m]
     for m in models:
         model_config(m)
@@ -416,7 +430,7 @@ def _cmd_memory(args) -> int:
             except Exception as exc:  # one broken cell is recorded, the rest run on
                 row, points = {"model": model, **cell.columns(), **shape.columns(),
                                "status": f"error: {type(exc).__name__}: {exc}"[:300]}, []
-            rows.append(row)
+            rows.append({**row, **rates})
             trace += points
             # rewritten after every cell, so an interrupted study keeps the cells it finished
             atomic.write_text(out / "memory.csv", finish_table(rows, args.speed_baseline).to_csv(index=False))
@@ -424,7 +438,7 @@ def _cmd_memory(args) -> int:
     table = finish_table(rows, args.speed_baseline)
     render(table, trace, out)
     show = table[["model", "experiment", "status", "peak_bytes", "predicted_peak_bytes", "optimizer_bytes",
-                  "tokens_per_second", "speed_vs_full", "flag"]].copy()
+                  "tokens_per_second", "speed_vs_full", "speed_bound_vs_full", "flag"]].copy()
     for col in ("peak_bytes", "predicted_peak_bytes", "optimizer_bytes"):
         show[col] = show[col] / 2**20
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.float_format", "{:.1f}".format):

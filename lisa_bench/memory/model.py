@@ -33,6 +33,8 @@ class Prediction:
     optimizer_forward_bytes: int  # optimizer state alive during forward and backward
     gathered_bytes: int = 0  # FSDP2: unsharded parameters (and a block's gradients) in flight, per GPU
     buckets_bytes: int = 0  # DDP: the reducer's gradient buckets, per GPU
+    flops_per_token: float = 0.0  # matrix FLOPs of forward and backward (see speed.py)
+    step_traffic_per_token: float = 0.0  # the optimizer step's memory traffic, per token
 
     @property
     def peak_bytes(self) -> int:
@@ -135,8 +137,11 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
                                              lambda i: lora_adapters(layout.blocks[i]), outside_trains(model, layout))
     else:
         activations = traced_activation_bytes(model, batch, seq)
+    from .speed import work_per_token
+
+    flops, traffic = work_per_token(model, layout, batch * seq)
     pred = Prediction(weights, grads, optimizer, activations, backward_transient_bytes(config, batch, seq, compute),
-                      step, max(t.forward[s] for s in measured))
+                      step, max(t.forward[s] for s in measured), flops_per_token=flops, step_traffic_per_token=traffic)
     if launcher == "fsdp":
         return sharded(pred, model, layout, processes)
     if launcher == "ddp" and processes > 1 and m.ddp_wrappable:  # LISA syncs gradients itself, without buckets
@@ -156,7 +161,8 @@ def sharded(pred: Prediction, model: nn.Module, layout, processes: int) -> Predi
     root = _nbytes(layout.outside_params(model))
     return Prediction(-(-pred.weights_bytes // n), -(-pred.grads_bytes // n), -(-pred.optimizer_bytes // n),
                       pred.activations_bytes, pred.transient_bytes, -(-pred.step_bytes // n),
-                      -(-pred.optimizer_forward_bytes // n), gathered_bytes=root + 2 * block + block_grads)
+                      -(-pred.optimizer_forward_bytes // n), gathered_bytes=root + 2 * block + block_grads,
+                      flops_per_token=pred.flops_per_token, step_traffic_per_token=pred.step_traffic_per_token / n)
 
 
 def outside_trains(model: nn.Module, layout) -> dict[str, bool]:

@@ -112,7 +112,9 @@ def model_config(name: str):
     try:
         return AutoConfig.from_pretrained(name)
     except (OSError, ValueError):
-        raise choices_error("model", name, list(MODELS) + [OTHER]) from None
+        raise choices_error("model", name, list(MODELS) + [OTHER],
+                            more=" (its config could not be read: not a local model directory, or a hub id that is "
+                                 "not cached while offline)") from None
 
 
 def _from_pretrained(name: str, dtype: torch.dtype, attn: str = "sdpa") -> LoadedModel:

@@ -53,14 +53,19 @@ def memory_breakdown(table: pd.DataFrame, path: Path) -> list[Path]:
 
 
 def speed_bars(table: pd.DataFrame, path: Path) -> list[Path]:
-    """Tokens per second relative to full fine-tuning of the same model, one panel per model."""
+    """Tokens per second relative to full fine-tuning of the same model (bars), next to the speed a perfect
+    implementation would reach (markers), one panel per model."""
     ok = table[(table["status"] == "ok") & table["speed_vs_full"].notna()]
     models = list(dict.fromkeys(ok["model"])) or ["(no cell with a full baseline)"]
     fig, axes = plt.subplots(1, len(models), figsize=(max(4.0, 0.5 * len(ok) + 1.5 * len(models)), 3.5),
                              squeeze=False, sharey=True)
     for ax, model in zip(axes[0], models):
         sub = ok[ok["model"] == model]
-        ax.bar(range(len(sub)), sub["speed_vs_full"], color="tab:blue")
+        ax.bar(range(len(sub)), sub["speed_vs_full"], color="tab:blue", label="measured")
+        if "speed_bound_vs_full" in sub and sub["speed_bound_vs_full"].notna().any():
+            ax.scatter(range(len(sub)), sub["speed_bound_vs_full"], marker="_", s=300, color="tab:red", zorder=3,
+                       label="bound")
+            ax.legend(fontsize=6)
         ax.set_xticks(range(len(sub)), sub["experiment"], rotation=40, ha="right", fontsize=7)
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_title(model, fontsize=9)

@@ -1,0 +1,80 @@
+"""`lisa-bench plan`: the validated memory model answers "will it fit?" for any model config and GPU."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lisa_bench.cli import main
+from lisa_bench.memory.bench import MemoryCell, Shape
+from lisa_bench.memory.plan import plan_row
+from lisa_bench.models import model_config
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
+def test_plan_agrees_with_every_measured_cell():
+    """Every cell measured and committed in results/: plan's predicted peak against the measurement."""
+    worst, checked = 0.0, 0
+    for csv in sorted(RESULTS.glob("*/memory.csv")) + sorted(RESULTS.glob("*/memory/memory.csv")):
+        table = pd.read_csv(csv)
+        for row in table[table["status"] == "ok"].to_dict("records"):
+            cell = MemoryCell.from_row(row)
+            if cell is None:
+                continue
+            shape = Shape.from_row(row)
+            got = plan_row(model_config(row["model"]), row["model"], cell, shape, 10**13, steps=shape.steps + 1)
+            if shape.device == "cuda":  # plan predicts for a GPU; CPU cells differ only in the optimizer step
+                worst = max(worst, abs(row["peak_bytes"] / (got["peak_GiB"] * 2**30) - 1))
+                checked += 1
+    assert checked >= 19 and worst < 0.02, worst
+
+
+def test_largest_batch_is_the_largest_that_fits():
+    cfg = model_config("llama-2-7b")
+    cell = MemoryCell("lisa", "lisa", json.dumps({"gamma": 2, "interval": 20}))
+    row = plan_row(cfg, "llama-2-7b", cell, Shape("cuda", "bf16", seq_len=1024, batch_size=1), 48 * 2**30)
+    n = row["largest_batch_per_gpu"]
+    assert n >= 2
+    at = plan_row(cfg, "llama-2-7b", cell, Shape("cuda", "bf16", seq_len=1024, batch_size=n), 48 * 2**30)
+    above = plan_row(cfg, "llama-2-7b", cell, Shape("cuda", "bf16", seq_len=1024, batch_size=n + 1), 48 * 2**30)
+    assert at["fits"] and not above["fits"]
+
+
+def test_sharding_divides_the_model_state():
+    cfg = model_config("llama-2-70b")
+    cell = MemoryCell("lisa-e-h-4l", "lisa", json.dumps({"gamma": 4, "interval": 50}))
+    shape = Shape("cuda", "bf16-mixed", "sdpa", True, 8, 512)
+    four = plan_row(cfg, "llama-2-70b", cell, shape, 80 * 2**30, "fsdp", 4)
+    eight = plan_row(cfg, "llama-2-70b", cell, shape, 80 * 2**30, "fsdp", 8)
+    assert eight["weights_GiB"] == pytest.approx(four["weights_GiB"] / 2, rel=1e-3)
+    assert not four["fits"] and eight["fits"] and eight["gathered_GiB"] > 0
+
+
+def test_plan_formats(capsys):
+    args = ["plan", "--model", "tinyllama-1.1b", "--gpu-memory", "24GiB", "--experiments", "full,lisa-e-h-2l"]
+    assert main(args) == 0 and "| lisa-e-h-2l" in capsys.readouterr().out
+    assert main(args + ["--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["experiment"] for r in rows] == ["full", "lisa-e-h-2l"] and all(r["fits"] for r in rows)
+    assert main(args + ["--format", "csv", "--num-gpus", "2", "--launcher", "fsdp"]) == 0
+    assert "largest_batch_per_gpu" in capsys.readouterr().out.splitlines()[0]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--gpu-memory", "lots"], "--gpu-memory 'lots' is not a size"),
+    (["--model", "no-org/no-such-model"], "unknown model 'no-org/no-such-model'"),
+    (["--launcher", "deepspeed"], "unknown launcher 'deepspeed'; valid choices: single, ddp, fsdp"),
+    (["--num-gpus", "4"], "--num-gpus 4 needs --launcher ddp or fsdp"),
+    (["--precision", "fp8"], "unknown precision 'fp8'"),
+    (["--model", "gpt2-small", "--attn-implementation", "sdpa"], "the memory model covers"),
+])
+def test_plan_bad_input(extra, needle, capsys):
+    args = {"--model": "llama-2-7b", "--gpu-memory": "24GiB"}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        args[flag] = value
+    argv = ["plan", *[x for kv in args.items() for x in kv], "--experiments", "full"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
