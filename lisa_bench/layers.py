@@ -35,6 +35,17 @@ class LayerLayout:
         """Embedding, final norm, LM head (a tied embedding/head counts once)."""
         return [p for n, p in model.named_parameters() if n not in self.block_of]
 
+    def outside_units(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        """The parameters outside the blocks by unit: ``embedding`` (the input embedding) and ``head`` (the LM
+        head with the final norm and anything else after the blocks). A tied embedding/head is in both."""
+        emb = model.get_input_embeddings()
+        emb_ids = {id(p) for p in emb.parameters()} if emb is not None else set()
+        outside = self.outside_params(model)
+        head = model.get_output_embeddings()
+        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+        return {"embedding": [p for p in outside if id(p) in emb_ids],
+                "head": [p for p in outside if id(p) not in emb_ids or id(p) in head_ids]}
+
 
 def _resolve_attribute(model: nn.Module, path: str) -> nn.Module:
     obj = model

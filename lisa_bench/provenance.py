@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 _PACKAGES = ("lisa-bench", "torch", "transformers", "peft", "accelerate", "datasets", "gguf",
-             "galore-torch", "lm-eval", "snakemake", "numpy")
+             "galore-torch", "badam", "apollo-torch", "lm-eval", "snakemake", "numpy")
 
 
 def package_versions() -> dict[str, str | None]:

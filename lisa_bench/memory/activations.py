@@ -98,11 +98,12 @@ def adapter_bytes(adapters: list[Adapter], tokens: int, c: Compute, input_grad: 
 
 
 def llama_activation_bytes(config, num_blocks: int, batch: int, seq: int, c: Compute, trains_block, adapters_of,
-                           outside_trains: dict[str, bool]) -> int:
+                           outside_trains: dict[str, bool], norms_train=None) -> int:
     """Bytes autograd saves in one forward pass of a Llama-style model, with the peak of recomputation
     under gradient checkpointing (every block's input kept, one block's activations rebuilt at a time).
 
-    ``trains_block(i)``: whether block i's own weights train (their inputs are then saved);
+    ``trains_block(i)``: whether block i's own linear weights train (their inputs are then saved), and
+    ``norms_train(i)`` whether its norm weights do;
     ``adapters_of(i)``: block i's LoRA adapters; ``outside_trains``: whether the ``embedding``, the
     final ``norm`` and the ``head`` train. A block saves nothing until something at or before it trains.
     """
@@ -120,19 +121,22 @@ def llama_activation_bytes(config, num_blocks: int, batch: int, seq: int, c: Com
     linears = {"q": h * heads * d, "k": h * kv * d, "v": h * kv * d, "o": heads * d * h, "mlp": 3 * h * inter}
     grad_in = outside_trains["embedding"]  # does the residual stream into this block need a gradient?
     blocks, largest, inputs = 0, 0, 0
+    norms_train = norms_train or trains_block
     for i in range(num_blocks):
-        adapters, trains = adapters_of(i), trains_block(i)
-        if not (grad_in or trains or adapters):
+        adapters, trains, norms = adapters_of(i), trains_block(i), norms_train(i)
+        if not (grad_in or trains or norms or adapters):
             continue
         block = norm + attention + norm + mlp
-        if not grad_in and not trains:  # the first adapted block: its attention input needs no gradient
+        if not grad_in and not trains and not norms:  # the first adapted block: its attention input needs no gradient
             block -= norm
-        if trains:  # the inputs of the linears, and of the two norms' weights
+        if trains:  # the inputs of the linears
             copies = 5 if c.autocast else 2  # q/k/v and gate/up: one cast copy each, or one shared input
             o_input = n * heads * d * e if c.attention == "eager" else 0  # fused attention: its own output
-            block += copies * n * h * e + o_input + n * inter * e + 2 * n * h * s
+            block += copies * n * h * e + o_input + n * inter * e
         else:
-            block += adapter_bytes(adapters, n, c, grad_in)
+            block += adapter_bytes(adapters, n, c, grad_in or norms)
+        if norms:  # the inputs of the two norms' weights
+            block += 2 * n * h * s
         if c.autocast:  # bf16 copies of the weights whose input needs a gradient
             qkv = linears["q"] + linears["k"] + linears["v"]
             block += e * (sum(linears.values()) - (0 if grad_in or trains else qkv))

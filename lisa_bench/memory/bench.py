@@ -161,7 +161,7 @@ def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
         if step == 1 and not cuda:
             # the working set above what is resident now, plus the tensors resident now
             reset_rss_high_water_mark()
-            start = rss_now() - (weights + optimizer_state_bytes(optimizer))
+            start = rss_now() - (weights + method.optimizer_bytes(optimizer))
         if cuda:
             torch.cuda.synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)  # a peak per step; the cell's peak is their maximum
@@ -183,7 +183,7 @@ def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
         del loss
-        state = optimizer_state_bytes(optimizer)
+        state = method.optimizer_bytes(optimizer)
         point = {"step": step, "seconds": seconds, "optimizer_bytes": state, "grads_bytes": step_grads,
                  "activations_bytes": step_acts}
         if cuda:

@@ -132,9 +132,11 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
     if llama:
         own = lambda i: [p for n, p in model.named_parameters() if layout.block_of.get(n) == i  # noqa: E731
                          and not m.is_adapter(n)]
-        trains = lambda i: any(p.requires_grad for p in own(i))  # noqa: E731
+        trains = lambda i: any(p.requires_grad for p in own(i) if p.dim() > 1)  # noqa: E731  (its linears)
+        norms = lambda i: any(p.requires_grad for p in own(i) if p.dim() == 1)  # noqa: E731
         activations = llama_activation_bytes(config, layout.num_blocks, batch, seq, compute, trains,
-                                             lambda i: lora_adapters(layout.blocks[i]), outside_trains(model, layout))
+                                             lambda i: lora_adapters(layout.blocks[i]), outside_trains(model, layout),
+                                             norms)
     else:
         activations = traced_activation_bytes(model, batch, seq)
     from .speed import work_per_token

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import BadInput
 from ..layers import LayerLayout, find_blocks
-from ..memory.accounting import tensor_bytes
+from ..memory.accounting import optimizer_state_bytes, tensor_bytes
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -63,7 +63,7 @@ class Method:
     # averages gradients across processes itself.
     ddp_wrappable: ClassVar[bool] = True
     # None where the method runs on FSDP2-sharded parameters; otherwise why it cannot
-    not_shardable: ClassVar[str | None] = None
+    not_shardable: str | None = None
     # `lisa-bench train` flags that set one of this method's options: flag -> (option, help)
     flags: ClassVar[dict[str, tuple[str, str]]] = {}
     # settings for a quick run on the tiny random model (TrainConfig fields, method_options included):
@@ -126,6 +126,11 @@ class Method:
         """Sorted indices of the decoder blocks that train this step, for methods whose trainable set
         changes during a run (logged as ``active_layers``, drawn in the heat map); None where it is fixed."""
         return None
+
+    def optimizer_bytes(self, optimizer: torch.optim.Optimizer) -> int:
+        """Bytes the optimizer holds now, counted from its tensors (a method whose optimizer keeps more than
+        its ``state`` says so here)."""
+        return optimizer_state_bytes(optimizer)
 
     def optimizer_state_bytes(self, params: list[torch.Tensor]) -> int:
         """Analytic bytes of the optimizer's state once each of ``params`` has taken a step. AdamW: two

@@ -29,6 +29,7 @@ from ..layers import LayerLayout
 from .base import Method, register
 
 SAMPLING = ("uniform", "weighted")
+UNITS = ("embedding", "head")  # what trains besides the sampled blocks; "none" for nothing
 
 
 @dataclass
@@ -41,6 +42,13 @@ class LisaOptions:
     weights: list[float] | None = None
     layers_attribute: str | None = None  # dotted path of the decoder-block ModuleList, if not found
     reset_always_on_state: bool = False  # also restart embedding/head moments at each switch
+    # what trains at every step besides the sampled blocks: "embedding,head" (the paper's E+H: the embedding,
+    # and the head with the final norm), "embedding", "head", or "none" (only the sampled blocks train)
+    always_on: str = "embedding,head"
+
+    def always_on_units(self) -> list[str]:
+        units = [u.strip() for u in str(self.always_on).split(",") if u.strip()]
+        return [] if units == ["none"] else units
 
 
 class LayerSampler:
@@ -69,6 +77,11 @@ def validate_lisa_options(options: LisaOptions) -> None:
         raise BadInput(f"lisa interval (--lisa-interval) must be >= 1, got {options.interval}")
     if options.sampling not in SAMPLING:
         raise BadInput(f"unknown lisa sampling {options.sampling!r}; valid choices: {', '.join(SAMPLING)}")
+    units = [u.strip() for u in str(options.always_on).split(",") if u.strip()]
+    for unit in units:
+        if unit not in UNITS + ("none",) or (unit == "none" and len(units) > 1):
+            raise BadInput(f"unknown lisa always_on unit {unit!r} in {options.always_on!r}; valid choices: "
+                           f"embedding,head (default), embedding, head, none")
 
 
 def block_norms(model: nn.Module, layout: LayerLayout) -> torch.Tensor:
@@ -123,9 +136,14 @@ class Lisa(Method):
             raise BadInput(f"lisa gamma (--lisa-layers) {self.options.gamma} is larger than the {n} decoder "
                            f"blocks of this model; valid choices: 0..{n}")
         model.requires_grad_(False)
-        for p in self.layout.outside_params(model):
+        for p in self._always_on(model):
             p.requires_grad_(True)
         return model
+
+    def _always_on(self, model: nn.Module) -> list[nn.Parameter]:
+        units = self.layout.outside_units(model)
+        chosen = {id(p): p for unit in self.options.always_on_units() for p in units[unit]}
+        return list(chosen.values())
 
     def _adam_kwargs(self, optim):
         return dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
@@ -136,7 +154,7 @@ class Lisa(Method):
         self.sampler = LayerSampler(self.layout.num_blocks, self.options.gamma, self.seed, self._sampling_probs(model))
         # group 0: always-on parameters; group 1: the active blocks (filled at each switch)
         return torch.optim.AdamW(
-            [{"params": self.layout.outside_params(model)}, {"params": []}], **self._adam_kwargs(optim))
+            [{"params": self._always_on(model)}, {"params": []}], **self._adam_kwargs(optim))
 
     def active_blocks(self) -> list[int]:
         return list(self.active)

@@ -27,7 +27,7 @@ from ..data.registry import load_conversations
 from ..data.tokenize import IGNORE_INDEX, PadCollator, encode_all
 from ..devices import resolve_device
 from ..errors import BadInput
-from ..memory.accounting import optimizer_state_bytes, trainable_param_count
+from ..memory.accounting import trainable_param_count
 from ..memory.meter import MemoryMeter
 from ..methods import OptimConfig
 from ..models import load_model
@@ -291,19 +291,20 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             lr = run.schedule.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            active = method.active_blocks()  # the blocks this step trains (a method may switch inside its step)
             shares = run.plan.step(step)
             micro = [_micro_batch(run, idx) for idx in shares]
             loss, stats = train_step(run, micro)
             dt = stats.pop("seconds")
             n_tokens = sum(len(run.examples[i]["input_ids"]) for idx in shares for i in idx)
             record.padded_tokens += sum(b["attention_mask"].numel() for b, idx in zip(micro, shares) if idx)
-            opt_bytes, n_trainable = optimizer_state_bytes(optimizer), trainable_param_count(model)
+            opt_bytes, n_trainable = method.optimizer_bytes(optimizer), trainable_param_count(model)
             record.losses.append(loss)
             record.tokens += n_tokens
             record.seconds += dt
             record.trainable_peak = max(record.trainable_peak, n_trainable)
             record.opt_peak = max(record.opt_peak, opt_bytes)
-            row = {"step": step, "loss": loss, "lr": lr, "active_layers": method.active_blocks(),
+            row = {"step": step, "loss": loss, "lr": lr, "active_layers": active,
                    "trainable_params": n_trainable, "optimizer_state_bytes": opt_bytes, **stats,
                    "tokens": n_tokens, "step_seconds": dt, "tokens_per_second": n_tokens / dt if dt > 0 else None}
             if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == steps:
