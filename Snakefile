@@ -14,6 +14,7 @@ validate(config, "config/schema.yaml")
 
 
 include: "rules/common.smk"
+include: "rules/sweep.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/analyze.smk"

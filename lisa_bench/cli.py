@@ -55,6 +55,9 @@ def _add_train(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                    help="set any training setting (value parsed as YAML), e.g. --set precision=bf16-mixed; "
                         "repeatable, later ones win; the named flags below win over --set")
+    p.add_argument("--settings-file", action="append", default=[], metavar="YAML",
+                   help="a YAML mapping of training settings (e.g. the learning rate a sweep chose), applied "
+                        "after the --set items")
     p.add_argument("--batch-size", type=int, help="examples per micro-batch and process")
     p.add_argument("--global-batch-size", type=int,
                    help="instead of --batch-size: examples per optimizer step over all processes (must divide evenly)")
@@ -106,6 +109,7 @@ def _cmd_train(args) -> int:
         option_overrides[options[method_cls.name]] = value
     option_overrides.update(_key_values(args.option, "--option"))
     layers = [dict([kv]) for kv in _key_values(args.settings, "--set").items()]
+    layers += [_settings_file(f) for f in args.settings_file]
     cfg = build_config(experiment, {k: getattr(args, k) for k in TRAIN_FIELDS}, option_overrides, layers=layers)
     from .training import train
 
@@ -115,6 +119,20 @@ def _cmd_train(args) -> int:
     if os.environ.get("RANK", "0") == "0":  # one summary line under torchrun / accelerate launch
         print(" ".join(f"{k}={metrics[k]}" for k in keys))
     return 0
+
+
+def _settings_file(path: str) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(open(path)) or {}
+    except OSError as exc:
+        raise BadInput(f"--settings-file {path!r} cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise BadInput(f"--settings-file {path!r}: malformed YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"--settings-file {path!r} must hold a mapping of training settings")
+    return data
 
 
 def _key_values(items: list[str], flag: str) -> dict:
@@ -164,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .memory.collect import add_parser as add_memory_collect
     from .memory.plan import add_parser as add_plan
     from .reporting.report import add_parser as add_report
+    from .reporting.sweep import add_parser as add_sweep_best
     from .reproduce import add_parser as add_reproduce
 
     parser = argparse.ArgumentParser(prog="lisa-bench", description="LISA reproduction and fine-tuning benchmark suite")
@@ -176,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval(sub)
     add_mt_bench(sub)
     add_report(sub)
+    add_sweep_best(sub)
     n = sub.add_parser("analyze-norms", help="layerwise weight-norm skew of trained runs",
                        description="Mean weight norm per unit over training, update norm ||W_T - W_0|| per unit, "
                                    "and the skew ratio (embedding+head over the median block) per run.")

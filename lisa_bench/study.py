@@ -95,6 +95,40 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
             MemoryCell.from_experiment(exp, experiments_dir, overrides.get(exp))
         except BadInput as exc:
             raise BadInput(f"config memory.methods: {exc}") from None
-    judge = config["mt_bench"]["judge"]
-    if judge.startswith("hf:"):
-        _check_model(judge[3:], "mt_bench.judge")
+    _check_sweep(config, overrides)
+    mt_bench = config.get("mt_bench")
+    if mt_bench and mt_bench["judge"].startswith("hf:"):
+        _check_model(mt_bench["judge"][3:], "mt_bench.judge")
+
+
+def _check_sweep(config: dict, overrides: dict) -> None:
+    """A learning-rate grid per experiment of the study, each a non-empty list of positive rates, on a dataset
+    with a held-out split (the grid is scored by its loss)."""
+    sweep = config.get("sweep")
+    if not sweep:
+        return
+    grids = sweep.get("lr") or {}
+    if not grids:
+        raise BadInput("config sweep.lr: no grid; give experiment: [rates], e.g. {lisa-e-h-2l: [1e-5, 5e-5, 2e-4]}")
+    for exp, grid in grids.items():
+        if exp not in config["experiments"]:
+            raise choices_error("experiment", exp, config["experiments"], where="config sweep.lr")
+        if not isinstance(grid, list) or not grid:
+            raise BadInput(f"config sweep.lr[{exp}]: an empty grid; give a list of learning rates")
+        for lr in grid:
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+                raise BadInput(f"config sweep.lr[{exp}]: learning rate {lr!r} must be a number > 0")
+        if "lr" in (overrides.get(exp) or {}):
+            raise BadInput(f"config sweep.lr[{exp}]: the experiment also sets lr in experiment_overrides; the sweep "
+                           f"chooses it")
+    if not sweep.get("seeds", [0]):
+        raise BadInput("config sweep.seeds: no seed; give at least one, e.g. [0]")
+    from .data.registry import load_conversations
+
+    try:
+        held_out = load_conversations(config["dataset"], "validation", allow_empty=True)
+    except BadInput:  # a hub dataset offline: it has its held-out slice once it can be loaded
+        return
+    if not held_out:
+        raise BadInput(f"config sweep: dataset {config['dataset']!r} has no held-out validation split to score the "
+                       f"grid with (a local file needs at least 2 records)")

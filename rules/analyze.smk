@@ -44,20 +44,36 @@ rule memory_table:
         "--device {params.device} {params.timeout} --output-dir $(dirname {output[0]}) > {log} 2>&1"
 
 
+def table_outputs():
+    """The report's tables and figures: MT-Bench's where the study has it, the sweep's where it sweeps."""
+    tables = [report(f"{RESULTS}/tables/{t}.csv", category="Tables", caption=f"../report/{t}.rst")
+              for t in ("training", "lm_eval", "comparisons")]
+    figures = [report(f"{RESULTS}/figures/{f}.png", category="Figures", caption=f"../report/{c}.rst")
+               for f, c in (("loss_curves", "loss"), ("memory_over_steps", "memory_steps"),
+                            ("score_vs_memory", "pareto"))]
+    if MT:
+        tables.append(report(f"{RESULTS}/tables/mt_bench.csv", category="Tables", caption="../report/mt_bench.rst"))
+        figures.append(report(f"{RESULTS}/figures/mt_bench_categories.png", category="Figures",
+                              caption="../report/mt_bench.rst"))
+    if GRID:
+        tables.append(report(f"{RESULTS}/sweep/grid.csv", category="Sweep", caption="../report/sweep.rst"))
+        figures.append(report(f"{RESULTS}/sweep/lr_sweep.png", category="Sweep", caption="../report/sweep.rst"))
+    return tables + figures
+
+
 rule tables_and_figures:
     input:
         trained_runs(),
         run_outputs("eval", "scores.json"),
-        run_outputs("mt_bench", "judge/mt_bench.json"),
+        run_outputs("mt_bench", "judge/mt_bench.json") if MT else [],
+        [run for model in MODELS for exp in GRID for run in grid_runs(model, exp)],
     output:
-        report(f"{RESULTS}/tables/training.csv", category="Tables", caption="../report/training.rst"),
-        report(f"{RESULTS}/tables/lm_eval.csv", category="Tables", caption="../report/lm_eval.rst"),
-        report(f"{RESULTS}/tables/mt_bench.csv", category="Tables", caption="../report/mt_bench.rst"),
-        report(f"{RESULTS}/figures/loss_curves.png", category="Figures", caption="../report/loss.rst"),
-        report(f"{RESULTS}/figures/memory_over_steps.png", category="Figures", caption="../report/memory_steps.rst"),
-        report(f"{RESULTS}/figures/mt_bench_categories.png", category="Figures", caption="../report/mt_bench.rst"),
-        report(f"{RESULTS}/figures/score_vs_memory.png", category="Figures", caption="../report/pareto.rst"),
+        table_outputs(),
     log:
         f"{RUNS}/logs/tables_and_figures.log",
+    params:
+        baselines=",".join((config.get("comparisons") or {}).get("baselines", ["lora-r128", "full"])),
+        bootstrap=(config.get("comparisons") or {}).get("bootstrap", 2000),
     shell:
-        "lisa-bench report --runs-dir {RUNS} --output-dir {RESULTS} --name {NAME} > {log} 2>&1"
+        "lisa-bench report --runs-dir {RUNS} --output-dir {RESULTS} --name {NAME} --baselines {params.baselines} "
+        "--bootstrap {params.bootstrap} > {log} 2>&1"

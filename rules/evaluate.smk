@@ -1,7 +1,7 @@
 # lm-evaluation-harness and MT-Bench on every trained run.
 
 LM = config["lm_eval"]
-MT = config["mt_bench"]
+MT = config.get("mt_bench") or {}  # optional: a study may score with lm-eval alone
 
 
 rule lm_eval:
@@ -41,7 +41,7 @@ rule mt_bench_answer:
         mem_mb=res("mt_bench_answer", "mem_mb", 16000),
         runtime=res("mt_bench_answer", "runtime", 240),
     params:
-        questions=MT["questions"],
+        questions=MT.get("questions"),
         tokens=MT.get("max_new_tokens", 1024),
         limit=f"--limit {MT['limit']}" if MT.get("limit") else "",
         batch=MT.get("batch_size", 8),
@@ -68,8 +68,8 @@ rule mt_bench_judge:
         mem_mb=res("mt_bench_judge", "mem_mb", 8000),
         runtime=res("mt_bench_judge", "runtime", 240),
     params:
-        questions=MT["questions"],
-        judge=MT["judge"],
+        questions=MT.get("questions"),
+        judge=MT.get("judge"),
         url=f"--judge-base-url {MT['judge_base_url']}" if MT.get("judge_base_url") else "",
         expected="--expected-rating" if MT.get("expected_rating") else "",
         parallel=MT.get("parallel", 4),

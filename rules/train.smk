@@ -17,6 +17,7 @@ rule train:
         experiment="experiments/{exp}.yaml",
         defaults="experiments/_defaults.yaml",
         model=f"{RUNS}/models/{{model}}.fetched",
+        best=sweep_best_file,
     output:
         directory(f"{RUNS}/train/{{model}}/{{exp}}/seed{{seed}}"),
     log:
@@ -33,7 +34,8 @@ rule train:
         device=config["device"],
         dataset=config["dataset"],
         settings=training_flags,
+        best=lambda wc, input: f"--settings-file {input.best}" if input.best else "",
     shell:
         "OMP_NUM_THREADS={threads} {params.launch} train --experiment {input.experiment} --model {wildcards.model} "
         "--dataset {params.dataset} --seed {wildcards.seed} --device {params.device} {params.settings} "
-        "--output-dir {output} --no-progress > {log} 2>&1"
+        "{params.best} --output-dir {output} --no-progress > {log} 2>&1"

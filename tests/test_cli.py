@@ -102,15 +102,14 @@ def test_hub_dataset_offline_gives_one_line(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["lisa", "full"])
-def test_sharded_launch_is_refused_with_a_reason(method, monkeypatch, capsys, tmp_path):
+def test_accelerate_sharding_plugins_are_refused_with_a_reason(method, monkeypatch, capsys, tmp_path):
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
     monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
     code, err = run_cli(BASE + ["--method", method, "--output-dir", str(tmp_path / "o")], capsys)
-    assert code == 2 and f"method {method!r} is unsupported under FSDP" in err and "DDP" in err
-    if method == "lisa":
-        assert "trainable parameter set" in err
+    assert code == 2 and "accelerate's FSDP plugin is not used by lisa-bench" in err
+    assert "--set sharding=fsdp" in err and "ZeRO-3 partitions" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -37,7 +37,7 @@ def test_experiments_by_name_or_path(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("method: full\n")
     assert resolve_experiment(str(path)) == path
-    with pytest.raises(BadInput, match="unknown experiment 'fulll'; valid choices: base, full"):
+    with pytest.raises(BadInput, match="unknown experiment 'fulll'; valid choices: apollo-mini, apollo-r256, badam, base, full"):
         resolve_experiment("fulll")
     with pytest.raises(BadInput, match="unknown experiment '_defaults'"):
         resolve_experiment("_defaults")

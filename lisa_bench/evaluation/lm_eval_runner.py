@@ -165,13 +165,15 @@ def run_eval(run: str | None, model: str | None, specs: list[TaskSpec], output_d
     for spec in specs:
         groups.setdefault((spec.num_fewshot, spec.apply_chat_template), []).append(spec.name)
     merged: dict = {"results": {}, "configs": {}, "versions": {}, "n-samples": {}, "n-shot": {}}
+    samples: list[dict] = []
     for (shots, template), names in groups.items():
         results = simple_evaluate(model=lm, tasks=names, num_fewshot=shots, limit=limit, task_manager=manager,
                                   apply_chat_template=template, device=device, random_seed=seed,
                                   numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-                                  log_samples=False)
+                                  log_samples=True)
         for key in merged:
             merged[key].update(results.get(key) or {})
+        samples += per_question(results.get("samples") or {})
     by_name = {s.name: s for s in specs}
     scores = scores_from_results(merged, by_name)
     config = {"run": run, "model": model, "tasks": [asdict(s) for s in specs], "limit": limit,
@@ -180,7 +182,25 @@ def run_eval(run: str | None, model: str | None, specs: list[TaskSpec], output_d
     atomic.write_json(out / "lm_eval.json", {"target": info, "tasks": [asdict(s) for s in specs], **merged,
                                              "provenance": provenance(config, torch.device(device))})
     atomic.write_json(out / "scores.json", scores)
+    # each question's score, for comparisons paired over the same questions
+    atomic.write_text(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in samples))
     return scores
+
+
+PAIRED_METRICS = ("exact_match", "acc", "acc_norm")
+
+
+def per_question(samples: dict) -> list[dict]:
+    """(task, doc_id, metric, value) of every question of lm-eval's logged samples, for the metrics that a
+    paired comparison over questions makes sense for (exact match, accuracy)."""
+    rows = []
+    for task, docs in samples.items():
+        for doc in docs:
+            for metric in PAIRED_METRICS:
+                if isinstance(doc.get(metric), (int, float)):
+                    rows.append({"task": task, "doc_id": doc["doc_id"], "metric": metric,
+                                 "value": float(doc[metric])})
+    return rows
 
 
 def add_parser(sub) -> None:

@@ -98,9 +98,10 @@ def adapter_bytes(adapters: list[Adapter], tokens: int, c: Compute, input_grad: 
 
 
 def llama_activation_bytes(config, num_blocks: int, batch: int, seq: int, c: Compute, trains_block, adapters_of,
-                           outside_trains: dict[str, bool], norms_train=None) -> int:
-    """Bytes autograd saves in one forward pass of a Llama-style model, with the peak of recomputation
-    under gradient checkpointing (every block's input kept, one block's activations rebuilt at a time).
+                           outside_trains: dict[str, bool], norms_train=None) -> tuple[int, int]:
+    """Bytes autograd saves in one forward pass of a Llama-style model, and the largest block's share.
+    Under gradient checkpointing every block's input is kept and one block's activations are rebuilt at a
+    time in backward: the count is the inputs, what lies outside the blocks, and the largest block.
 
     ``trains_block(i)``: whether block i's own linear weights train (their inputs are then saved), and
     ``norms_train(i)`` whether its norm weights do;
@@ -156,7 +157,7 @@ def llama_activation_bytes(config, num_blocks: int, batch: int, seq: int, c: Com
         total += e * h * config.vocab_size  # lm_head's weight, cast
     total += n * config.vocab_size * 4  # log_softmax output of the fp32 loss
     total += 2 * n * 8  # token ids and labels
-    return total
+    return total, largest
 
 
 def traced_activation_bytes(model: nn.Module, batch: int, seq: int) -> int:
@@ -175,10 +176,13 @@ def traced_activation_bytes(model: nn.Module, batch: int, seq: int) -> int:
     return counter.bytes
 
 
-def backward_transient_bytes(config, batch: int, seq: int, c: Compute) -> int:
+def backward_transient_bytes(config, batch: int, seq: int, c: Compute, largest_block: int = 0) -> int:
     """Gradients alive next to all activations at the start of backward: of the fp32 log-softmax
-    and logits (2 x N x V x 4 B), or of one layer's attention scores and probabilities (eager)."""
+    and logits (2 x N x V x 4 B), or of one layer's attention scores and probabilities (eager). Under
+    gradient checkpointing a block is rebuilt only after the logits' gradients are gone, so the two
+    take turns: the count (which already holds the largest block) adds only what the logits need more."""
     logits = 2 * batch * seq * config.vocab_size * 4
-    if c.attention != "eager":
-        return logits
-    return max(logits, 2 * batch * config.num_attention_heads * seq * seq * 4)
+    attention = 2 * batch * config.num_attention_heads * seq * seq * 4 if c.attention == "eager" else 0
+    if c.checkpointing:
+        return max(logits - largest_block, attention)
+    return max(logits, attention)

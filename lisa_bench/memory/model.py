@@ -134,15 +134,16 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
                          and not m.is_adapter(n)]
         trains = lambda i: any(p.requires_grad for p in own(i) if p.dim() > 1)  # noqa: E731  (its linears)
         norms = lambda i: any(p.requires_grad for p in own(i) if p.dim() == 1)  # noqa: E731
-        activations = llama_activation_bytes(config, layout.num_blocks, batch, seq, compute, trains,
-                                             lambda i: lora_adapters(layout.blocks[i]), outside_trains(model, layout),
-                                             norms)
+        activations, largest = llama_activation_bytes(config, layout.num_blocks, batch, seq, compute, trains,
+                                                      lambda i: lora_adapters(layout.blocks[i]),
+                                                      outside_trains(model, layout), norms)
     else:
-        activations = traced_activation_bytes(model, batch, seq)
+        activations, largest = traced_activation_bytes(model, batch, seq), 0
     from .speed import work_per_token
 
     flops, traffic = work_per_token(model, layout, batch * seq)
-    pred = Prediction(weights, grads, optimizer, activations, backward_transient_bytes(config, batch, seq, compute),
+    transient = backward_transient_bytes(config, batch, seq, compute, largest)
+    pred = Prediction(weights, grads, optimizer, activations, transient,
                       step, max(t.forward[s] for s in measured), flops_per_token=flops, step_traffic_per_token=traffic)
     if launcher == "fsdp":
         return sharded(pred, model, layout, processes)

@@ -180,9 +180,12 @@ def mt_bench_categories(scores: pd.DataFrame, path: Path) -> list[Path]:
 
 def score_vs_memory(points: pd.DataFrame, path: Path, score: str = "overall",
                     label: str = "MT-Bench overall") -> list[Path]:
-    """Score against peak training memory, one point per experiment."""
+    """Score against peak training memory, one point per experiment, with the 95% intervals over seeds as
+    error bars where there are several seeds."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.scatter(points["peak_memory_MiB"], points[score])
+    xerr = points.get("peak_memory_MiB_ci95")
+    yerr = points.get(f"{score}_ci95")
+    ax.errorbar(points["peak_memory_MiB"], points[score], xerr=xerr, yerr=yerr, fmt="o", capsize=3)
     for _, r in points.iterrows():
         ax.annotate(r["experiment"], (r["peak_memory_MiB"], r[score]), fontsize=7)
     ax.set_xlabel("peak training memory (MiB)")
@@ -197,11 +200,27 @@ def weight_norms(mean: pd.DataFrame, update: pd.DataFrame, path: Path) -> list[P
     for ax, df in ((ax1, mean), (ax2, update)):
         for label, row in df.iterrows():
             ax.plot(range(len(row)), row.where(row > 0).values, marker=".", label=label)
-    for ax, title in ((ax1, "mean weight norm over training (LoRA: adapter)"), (ax2, "update norm ||W_T - W_0||")):
+    for ax, title in ((ax1, "mean over training of each layer's trained-parameter norm\n(the paper's Figure 2; LoRA: "
+                             "adapters, with embedding/head where trained)"), (ax2, "update norm ||W_T - W_0||")):
         ticks = list(mean.columns)
         step = max(1, len(ticks) // 12)
         ax.set_xticks(range(0, len(ticks), step), ticks[::step], rotation=45, ha="right", fontsize=7)
         ax.set_yscale("log")
         ax.set_title(title)
     ax2.legend(fontsize=7)
+    return save(fig, path)
+
+
+def lr_sweep(grid: pd.DataFrame, path: Path) -> list[Path]:
+    """Held-out loss against learning rate, one line per (model, experiment); the chosen rate circled."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (model, exp), sub in grid.groupby(["model", "experiment"], sort=False):
+        sub = sub.sort_values("lr")
+        line, = ax.plot(sub["lr"], sub["eval_loss"], marker="o", label=f"{exp} ({model})")
+        chosen = sub[sub["chosen"]]
+        ax.scatter(chosen["lr"], chosen["eval_loss"], s=120, facecolors="none", edgecolors=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("held-out loss after the sweep's steps")
+    ax.legend(fontsize=7)
     return save(fig, path)

@@ -53,11 +53,28 @@ def update_norms(run: Path) -> pd.Series:
     return pd.Series(out)
 
 
-def skew_ratio(norms: pd.Series) -> float:
+def skew_ratio(norms: pd.Series, combine=sum) -> float:
+    """Embedding and head (summed, or the larger with ``combine=max``) over the median decoder block."""
     blocks = norms[[u for u in norms.index if u.startswith("layer.")]]
-    ends = norms.get("embedding", 0.0) + norms.get("head", 0.0)
+    ends = combine([norms.get("embedding", 0.0), norms.get("head", 0.0)])
     median = float(blocks.median()) if len(blocks) else 0.0
     return float(ends / median) if median > 0 else float("nan")  # e.g. LISA updated fewer than half the blocks
+
+
+PAPER_READING = ("The paper (Section 3.1, Figure 2): under LoRA the embedding or the LM head has a mean weight norm "
+                 "often hundreds of times that of the middle layers; under full fine-tuning there is no such gap.")
+
+
+def reading(skew: pd.DataFrame) -> str:
+    """The paper's reading of the norm figure and what these runs show, one line per run."""
+    lines = ["# Layerwise weight-norm skew", "", PAPER_READING, "",
+             "This run: the larger of embedding and head over the median decoder block (skew.csv, "
+             "`skew_end_over_median`), per run:", ""]
+    for run, row in skew.iterrows():
+        ratio = row["skew_end_over_median"]
+        lines.append(f"- {run}: {ratio:.3g}" if pd.notna(ratio) else f"- {run}: no ratio (a median block of 0)")
+    lines += ["", "A ratio near 1 is no gap; the paper's LoRA reading needs ratios in the hundreds."]
+    return "\n".join(lines) + "\n"
 
 
 def unit_order(units) -> list[str]:
@@ -81,7 +98,8 @@ def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
         mean_rows.append(m.rename(label))
         update_rows.append(u.rename(label))
         skew.append({"run": label, "method": metrics["method"], "model": metrics["model"],
-                     "skew_mean_norm": skew_ratio(m), "skew_update_norm": skew_ratio(u)})
+                     "skew_mean_norm": skew_ratio(m), "skew_update_norm": skew_ratio(u),
+                     "skew_end_over_median": skew_ratio(m, max)})
     mean_df = pd.DataFrame(mean_rows)
     update_df = pd.DataFrame(update_rows)
     mean_df = mean_df[unit_order(mean_df.columns)]
@@ -91,5 +109,6 @@ def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
     atomic.write_text(out_dir / "update_norms.csv", update_df.to_csv())
     skew_df = pd.DataFrame(skew).set_index("run")
     atomic.write_text(out_dir / "skew.csv", skew_df.to_csv())
+    atomic.write_text(out_dir / "reading.md", reading(skew_df))
     figures.weight_norms(mean_df, update_df, out_dir / "weight_norms")
     return skew_df

@@ -14,7 +14,8 @@ import pandas as pd
 
 from .. import atomic
 from . import figures
-from .tables import lm_eval_table, mean_std, mt_bench_table, runs, training_table, write_table
+from .tables import (comparisons_table, lm_eval_table, mean_std, mt_bench_table, runs, samples_table, training_table,
+                     write_table)
 
 
 def _write_provenance(root: Path, out: Path, name: str) -> None:
@@ -31,7 +32,8 @@ def _write_provenance(root: Path, out: Path, name: str) -> None:
     atomic.write_json(out / "provenance.json", {"report": report, "runs": found})
 
 
-def collect(runs_dir: str | Path, out_dir: str | Path, name: str) -> dict[str, pd.DataFrame]:
+def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tuple[str, ...] = ("lora-r128", "full"),
+            resamples: int = 2000) -> dict[str, pd.DataFrame]:
     root, out = Path(runs_dir), Path(out_dir)
     tables = {}
     _write_provenance(root, out, name)
@@ -39,6 +41,7 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str) -> dict[str, p
     if len(train):
         t = mean_std(train, ["model", "experiment", "method"],
                      ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "loss_last", "eval_loss"])
+        t = t[[c for c in t.columns if not (c.startswith("optimizer_state") and c != "optimizer_state_MiB")]]
         write_table(t, out / "tables" / "training",
                     f"Training ({name}): memory, speed, final training loss and held-out loss per method")
         tables["training"] = t
@@ -48,9 +51,27 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str) -> dict[str, p
         figures.blocks_heatmap(logs, out / "figures" / "lisa_layers")
     ev = lm_eval_table(root)
     if len(ev):
-        t = ev.pivot_table(index=["model", "experiment"], columns="task_metric", values="value", aggfunc="mean")
-        write_table(t, out / "tables" / "lm_eval", f"lm-evaluation-harness ({name}), mean over seeds")
+        stats = mean_std(ev, ["model", "experiment", "task_metric"], ["value"]).reset_index()
+        t = stats.pivot_table(index=["model", "experiment"], columns="task_metric", values="value", aggfunc="first")
+        ci = stats.pivot_table(index=["model", "experiment"], columns="task_metric", values="value_ci95",
+                               aggfunc="first", dropna=False)
+        t = t.join(ci.rename(columns=lambda c: f"{c} ci95"))
+        t["seeds"] = stats.groupby(["model", "experiment"])["seeds"].max()
+        write_table(t, out / "tables" / "lm_eval", f"lm-evaluation-harness ({name}): mean over seeds, with the "
+                                                   f"half-width of its 95% interval where there are several")
         tables["lm_eval"] = t
+    comparisons = comparisons_table(samples_table(root), list(baselines), resamples)
+    write_table(comparisons.set_index(["model", "task_metric", "experiment", "baseline"]),
+                out / "tables" / "comparisons",
+                f"Paired comparisons ({name}): score minus the baseline's on the same questions (each averaged over "
+                f"seeds), with a 95% bootstrap interval over questions ({resamples} resamples)")
+    tables["comparisons"] = comparisons
+    grid = sweep_grid(root)
+    if len(grid):
+        write_table(grid.set_index(["model", "experiment", "lr"]), out / "sweep" / "grid",
+                    f"Learning-rate sweep ({name}): held-out loss of each grid point, mean over the sweep's seeds")
+        figures.lr_sweep(grid, out / "sweep" / "lr_sweep")
+        tables["sweep"] = grid
     mt = mt_bench_table(root)
     if len(mt):
         values = [c for c in mt.columns if c.startswith("cat_") or c.startswith("turn_")] + ["overall", "failure_rate"]
@@ -59,10 +80,29 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str) -> dict[str, p
         tables["mt_bench"] = t
         cats = t[[c for c in t.columns if c.startswith("cat_") and not c.endswith("_std")]]
         figures.mt_bench_categories(cats.rename(columns=lambda c: c[4:]), out / "figures" / "mt_bench_categories")
-        if "training" in tables:
-            pareto = tables["training"].reset_index().merge(t.reset_index(), on=["model", "experiment"])
-            figures.score_vs_memory(pareto, out / "figures" / "score_vs_memory")
+    if "training" in tables:  # MT-Bench's overall score where there is one, else the first lm-eval score
+        if "mt_bench" in tables:
+            score, label, frame = "overall", "MT-Bench overall", tables["mt_bench"]
+        elif "lm_eval" in tables:
+            score = [c for c in tables["lm_eval"].columns if "/" in c and not c.endswith("ci95")][0]
+            label, frame = score, tables["lm_eval"].rename(columns={f"{score} ci95": f"{score}_ci95"})
+        else:
+            return tables
+        pareto = tables["training"].reset_index().merge(frame.reset_index(), on=["model", "experiment"])
+        figures.score_vs_memory(pareto, out / "figures" / "score_vs_memory", score, label)
     return tables
+
+
+def sweep_grid(root: Path) -> pd.DataFrame:
+    from .sweep import grid_table
+
+    grid = grid_table(root)
+    if grid.empty:
+        return grid
+    out = mean_std(grid, ["model", "experiment", "lr"], ["eval_loss"]).reset_index()
+    best = out.loc[out.groupby(["model", "experiment"])["eval_loss"].idxmin()]
+    out["chosen"] = out.index.isin(best.index)
+    return out
 
 
 def add_parser(sub) -> None:
@@ -72,4 +112,8 @@ def add_parser(sub) -> None:
     p.add_argument("--runs-dir", required=True)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--name", default="study")
-    p.set_defaults(func=lambda a: (collect(a.runs_dir, a.output_dir, a.name), 0)[1])
+    p.add_argument("--baselines", default="lora-r128,full",
+                   help="experiments the paired comparisons are against (default: lora-r128,full)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="resamples of the comparisons' intervals")
+    p.set_defaults(func=lambda a: (collect(a.runs_dir, a.output_dir, a.name, tuple(a.baselines.split(",")),
+                                           a.bootstrap), 0)[1])

@@ -32,13 +32,67 @@ def write_table(df: pd.DataFrame, path: Path, caption: str) -> None:
 
 
 def mean_std(df: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
+    """Mean over seeds, with the standard deviation and the half-width of a 95% interval (Student's t)."""
+    from scipy import stats
+
     g = df.groupby(keys)[values]
     mean, std, n = g.mean(), g.std(), g.size()
     out = mean.copy()
+    half = stats.t.ppf(0.975, (n - 1).clip(lower=1)) / n.pow(0.5)
     for v in values:
         out[f"{v}_std"] = std[v]
+        out[f"{v}_ci95"] = (std[v] * half).where(n > 1)
     out["seeds"] = n
     return out
+
+
+def samples_table(root: Path) -> pd.DataFrame:
+    """Each question's score of every run (exact match and accuracy), from the runs' samples.jsonl."""
+    frames = []
+    for model, exp, seed, path in runs(root, "eval", "samples.jsonl"):
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        if rows:
+            frame = pd.DataFrame(rows)
+            frame["model"], frame["experiment"], frame["seed"] = model, exp, seed
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["task", "doc_id", "metric", "value", "model", "experiment", "seed"])
+
+
+def paired_bootstrap(diffs, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of per-question differences and its 95% percentile interval, resampling questions."""
+    import numpy as np
+
+    diffs = np.asarray(diffs, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
+    return float(diffs.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def comparisons_table(samples: pd.DataFrame, baselines: list[str], resamples: int = 2000) -> pd.DataFrame:
+    """Each experiment against each baseline on the same questions: the difference of their scores per
+    question (each averaged over its seeds), its mean and 95% bootstrap interval over questions."""
+    cols = ["model", "task_metric", "experiment", "baseline", "questions", "seeds", "seeds_baseline",
+            "difference", "ci_low", "ci_high"]
+    if samples.empty:
+        return pd.DataFrame(columns=cols)
+    samples = samples.assign(task_metric=samples["task"] + "/" + samples["metric"])
+    per_q = samples.groupby(["model", "task_metric", "experiment", "doc_id"])["value"].mean()
+    seeds = samples.groupby(["model", "task_metric", "experiment"])["seed"].nunique()
+    rows = []
+    for (model, tm), group in per_q.groupby(level=[0, 1]):
+        scores = group.droplevel([0, 1]).unstack("experiment")
+        for base in [b for b in baselines if b in scores.columns]:
+            for exp in [e for e in scores.columns if e != base]:
+                both = scores[[exp, base]].dropna()
+                if both.empty:
+                    continue
+                mean, lo, hi = paired_bootstrap((both[exp] - both[base]).to_numpy(), resamples)
+                rows.append({"model": model, "task_metric": tm, "experiment": exp, "baseline": base,
+                             "questions": len(both), "seeds": seeds[(model, tm, exp)],
+                             "seeds_baseline": seeds[(model, tm, base)], "difference": mean, "ci_low": lo,
+                             "ci_high": hi})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def training_table(root: Path) -> pd.DataFrame:

@@ -101,7 +101,7 @@ def test_cells_are_the_experiments_the_pipeline_trains(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--models", "gpt5"], "unknown model 'gpt5'"),
-    (["--models", "tiny-random-llama", "--methods", "sgd"], "unknown experiment 'sgd'; valid choices: base, full"),
+    (["--models", "tiny-random-llama", "--methods", "sgd"], "unknown experiment 'sgd'; valid choices: apollo-mini"),
     (["--models", "tiny-random-llama", "--seq-len", "0"], "--seq-len must be >= 1"),
     (["--models", "tiny-random-llama", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["--models", "tiny-random-llama", "--device", "tpu"], "unknown device 'tpu'"),

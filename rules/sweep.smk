@@ -1,0 +1,58 @@
+# The learning-rate sweep (config key sweep): every grid point of an experiment trains `steps` steps, the
+# final runs of that experiment (all seeds) use the rate of the lowest held-out loss.
+
+SWEEP = config.get("sweep") or {}
+GRID = SWEEP.get("lr") or {}
+
+
+def lr_label(lr):
+    return f"{float(lr):g}"
+
+
+def grid_runs(model, exp):
+    return [f"{RUNS}/sweep/{model}/{exp}/lr{lr_label(lr)}/seed{seed}" for lr in GRID.get(exp, [])
+            for seed in SWEEP.get("seeds", [0])]
+
+
+def sweep_best_file(wildcards):
+    """The chosen learning rate of an experiment that has a grid (a settings file for its final runs)."""
+    return [f"{RUNS}/sweep/{wildcards.model}/{wildcards.exp}/best.yaml"] if wildcards.exp in GRID else []
+
+
+rule sweep_train:
+    input:
+        experiment="experiments/{exp}.yaml",
+        defaults="experiments/_defaults.yaml",
+        model=f"{RUNS}/models/{{model}}.fetched",
+    output:
+        directory(f"{RUNS}/sweep/{{model}}/{{exp}}/lr{{lr}}/seed{{seed}}"),
+    log:
+        f"{RUNS}/logs/sweep/{{model}}/{{exp}}/lr{{lr}}/seed{{seed}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/sweep/{{model}}/{{exp}}/lr{{lr}}/seed{{seed}}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=res("train", "gpu", GPU_DEFAULT),
+        mem_mb=res("train", "mem_mb", 16000),
+        runtime=res("train", "runtime", 120),
+    params:
+        launch=LAUNCH,
+        device=config["device"],
+        dataset=config["dataset"],
+        settings=training_flags,
+        steps=SWEEP.get("steps", 50),
+    shell:
+        "OMP_NUM_THREADS={threads} {params.launch} train --experiment {input.experiment} --model {wildcards.model} "
+        "--dataset {params.dataset} --seed {wildcards.seed} --device {params.device} {params.settings} "
+        "--set lr={wildcards.lr} --set max_steps={params.steps} --output-dir {output} --no-progress > {log} 2>&1"
+
+
+rule sweep_best:
+    input:
+        lambda wc: grid_runs(wc.model, wc.exp),
+    output:
+        f"{RUNS}/sweep/{{model}}/{{exp}}/best.yaml",
+    log:
+        f"{RUNS}/logs/sweep/{{model}}/{{exp}}/best.log",
+    shell:
+        "lisa-bench sweep-best --runs {input} --output {output} > {log} 2>&1"
