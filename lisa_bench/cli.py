@@ -39,7 +39,7 @@ def _add_train(sub) -> None:
     p.add_argument("--method", help=f"{', '.join(sorted(METHODS))}, or one a --method-module registers "
                                     f"(default: lisa)")
     p.add_argument("--method-module", help="a .py file or module name that registers a method (a plugin)")
-    p.add_argument("--model", help="tiny-random-llama, smollm2-135m, a local dir or a hub id (default: smollm2-135m)")
+    p.add_argument("--model", help="tiny-random-llama, smollm2-135m, a local dir, a hub id, or random:<architecture> (random weights: random:tinyllama-1.1b; default: smollm2-135m)")
     p.add_argument("--dataset", help=f"{', '.join(dataset_names())}, or a local .json/.jsonl "
                                      f"(default: synthetic-instruct)")
     p.add_argument("--max-steps", type=int, help="optimizer steps (or --num-epochs)")

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .errors import BadInput
@@ -76,7 +77,9 @@ def _cmd_reproduce(args) -> int:
     # the pipeline's shell commands call `lisa-bench`: the one installed next to this interpreter
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     print("[lisa-bench] snakemake " + " ".join(cmd[3:]), flush=True)
+    start = time.perf_counter()
     code = subprocess.run(cmd, cwd=root, env=env).returncode
+    wall = time.perf_counter() - start
     if code != 0:
         print(f"lisa-bench: error: the pipeline failed (snakemake exit {code}); see the logs under runs/{name}/logs",
               file=sys.stderr)
@@ -84,6 +87,10 @@ def _cmd_reproduce(args) -> int:
     out, ref = run_dir(root, name), reference_dir(root, name)
     for table in sorted((out / "tables").glob("*.md")):
         print(f"\n{table.read_text()}")
+    times = stage_times(root / "runs" / name)
+    if len(times):
+        write_stage_times(times, out, wall)
+        print(f"\n{(out / 'stage_times.md').read_text()}")
     if not ref.is_dir():
         print(f"\n[lisa-bench] no committed reference for study {name!r} (results/{name}/); "
               f"`lisa-bench publish` makes this run the reference")
@@ -96,6 +103,32 @@ def _cmd_reproduce(args) -> int:
     print(f"[lisa-bench] {len(table) - len(outside)} of {len(table)} headline figures within their tolerance"
           + (f"; outside: {', '.join(outside['row'] + ' ' + outside['figure'])}" if len(outside) else ""))
     return 1 if args.strict and len(outside) else 0
+
+
+def stage_times(runs: Path):
+    """Seconds per pipeline stage from Snakemake's benchmark files (runs/<study>/benchmarks/<stage>/...): jobs,
+    their summed wall time and the slowest job. A job that was not rerun keeps the time of its last run."""
+    import pandas as pd
+
+    rows = []
+    for tsv in sorted((runs / "benchmarks").rglob("*.tsv")):
+        stage = tsv.relative_to(runs / "benchmarks").parts[0].removesuffix(".tsv")
+        rows.append({"stage": stage, "s": float(pd.read_csv(tsv, sep="\t")["s"].iloc[0])})
+    if not rows:
+        return pd.DataFrame(columns=["stage", "jobs", "job_seconds", "slowest_job_seconds"])
+    table = pd.DataFrame(rows).groupby("stage", sort=False)["s"].agg(["size", "sum", "max"]).reset_index()
+    table.columns = ["stage", "jobs", "job_seconds", "slowest_job_seconds"]
+    return table.sort_values("job_seconds", ascending=False)
+
+
+def write_stage_times(table, out: Path, wall: float) -> None:
+    """stage_times.{csv,md}: the jobs' seconds per stage (jobs may run side by side, so they can add up to more
+    than the pipeline's wall time, which this invocation measured and the Markdown states)."""
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "stage_times.csv", index=False)
+    (out / "stage_times.md").write_text(
+        f"Pipeline stages (Snakemake benchmark files; wall time of this `lisa-bench reproduce`: {wall / 60:.1f} min; "
+        f"jobs may run side by side):\n\n{table.to_markdown(index=False, floatfmt='.1f')}\n")
 
 
 def _cmd_publish(args) -> int:

@@ -33,10 +33,9 @@ def _check_on_model(cfg, model_name: str, where: str) -> None:
         config = model_config(model_name)
     except BadInput:
         return
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
     try:
-        cfg.build_method().prepare_model(model)
+        with torch.device("meta"):  # the method's own modules too (peft's adapters): no initialisation runs
+            cfg.build_method().prepare_model(AutoModelForCausalLM.from_config(config))
     except BadInput as exc:
         raise BadInput(f"{where} on {model_name}: {exc}") from None
 

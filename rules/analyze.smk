@@ -8,6 +8,8 @@ rule weight_norms:
         report(f"{RESULTS}/norms/weight_norms.png", category="Weight-norm skew", caption="../report/norms.rst"),
     log:
         f"{RUNS}/logs/weight_norms.log",
+    benchmark:
+        f"{RUNS}/benchmarks/weight_norms.tsv"
     threads: workflow.cores
     shell:
         "OMP_NUM_THREADS={threads} lisa-bench analyze-norms --runs {input} --output-dir $(dirname {output[0]}) "
@@ -23,6 +25,8 @@ rule memory_table:
         report(f"{RESULTS}/memory/memory_trace.png", category="Memory", caption="../report/memory_trace.rst"),
     log:
         f"{RUNS}/logs/memory.log",
+    benchmark:
+        f"{RUNS}/benchmarks/memory_table.tsv"
     threads: workflow.cores
     resources:
         gpu=res("memory_table", "gpu", GPU_DEFAULT),
@@ -71,6 +75,8 @@ rule tables_and_figures:
         table_outputs(),
     log:
         f"{RUNS}/logs/tables_and_figures.log",
+    benchmark:
+        f"{RUNS}/benchmarks/tables_and_figures.tsv"
     params:
         baselines=",".join((config.get("comparisons") or {}).get("baselines", ["lora-r128", "full"])),
         bootstrap=(config.get("comparisons") or {}).get("bootstrap", 2000),

@@ -11,6 +11,8 @@ rule lm_eval:
         f"{RUNS}/eval/{{model}}/{{exp}}/seed{{seed}}/scores.json",
     log:
         f"{RUNS}/logs/eval/{{model}}/{{exp}}/seed{{seed}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/lm_eval/{{model}}/{{exp}}/seed{{seed}}.tsv"
     threads: workflow.cores
     resources:
         gpu=res("lm_eval", "gpu", GPU_DEFAULT),
@@ -35,6 +37,8 @@ rule mt_bench_answer:
         f"{RUNS}/mt_bench/{{model}}/{{exp}}/seed{{seed}}/answers.jsonl",
     log:
         f"{RUNS}/logs/mt_bench_answer/{{model}}/{{exp}}/seed{{seed}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/mt_bench_answer/{{model}}/{{exp}}/seed{{seed}}.tsv"
     threads: workflow.cores
     resources:
         gpu=res("mt_bench_answer", "gpu", GPU_DEFAULT),
@@ -62,6 +66,8 @@ rule mt_bench_judge:
         f"{RUNS}/mt_bench/{{model}}/{{exp}}/seed{{seed}}/judge/mt_bench.json",
     log:
         f"{RUNS}/logs/mt_bench_judge/{{model}}/{{exp}}/seed{{seed}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/mt_bench_judge/{{model}}/{{exp}}/seed{{seed}}.tsv"
     threads: workflow.cores
     resources:
         gpu=res("mt_bench_judge", "gpu", 0),

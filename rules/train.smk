@@ -5,6 +5,8 @@ rule fetch_model:
         f"{RUNS}/models/{{model}}.fetched",
     log:
         f"{RUNS}/logs/fetch/{{model}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/fetch_model/{{model}}.tsv"
     resources:
         mem_mb=res("fetch_model", "mem_mb", 4000),
         runtime=res("fetch_model", "runtime", 30),

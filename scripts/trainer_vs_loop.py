@@ -3,7 +3,7 @@
 1. Equivalence on tiny-random-llama (the test suite's check, with the numbers printed): per-step losses and
    final weights of full fine-tuning and LoRA, with and without gradient accumulation.
 2. Speed on the embedded SmolLM2-135M (CPU): tokens/s of the loop and of the Trainer on the same data order
-   and settings, alternating A B A B so that a shared machine's drift hits both.
+   and settings, alternating A B, B A so that neither always runs in the warmer process.
 
     python scripts/trainer_vs_loop.py --out results/cpu-recipe/trainer_vs_loop.json [--steps 8] [--rounds 2]
 """
@@ -57,18 +57,20 @@ def speed(tmp: Path, steps: int, rounds: int) -> dict:
     from lisa_bench.training import train
 
     loop_rates, trainer_rates = [], []
-    for r in range(rounds):
+
+    def loop(r: int) -> None:
         cfg = TrainConfig(method="full", model="smollm2-135m", max_steps=steps + 1, lr=2e-5, warmup_steps=0,
-                          batch_size=4, max_length=256, device="cpu", checkpoint_every=0)
-        metrics = train(cfg, tmp / f"loop{r}", progress=False)
+                          batch_size=4, max_length=256, device="cpu", checkpoint_every=0, norm_every=steps + 1)
+        train(cfg, tmp / f"loop{r}", progress=False)
         log = [json.loads(x) for x in (tmp / f"loop{r}" / "train_log.jsonl").read_text().splitlines()][1:]  # warm-up
         loop_rates.append(sum(x["tokens"] for x in log) / sum(x["step_seconds"] for x in log))
 
+    def trainer(r: int) -> None:
         loaded = load_model("smollm2-135m")
         examples = encode_all(load_conversations("synthetic-instruct", "train"), loaded.tokenizer, 256)
         plan = StepPlan([len(e["input_ids"]) for e in examples], 4, 1, 0)
         ordered = [examples[i] for s in range(steps + 1) for micro in plan.step(s) for i in micro]
-        stamps = []
+        stamps, ends = [], []
 
         class Timed(Trainer):
             def training_step(self, model, inputs, *args, **kwargs):
@@ -76,8 +78,6 @@ def speed(tmp: Path, steps: int, rounds: int) -> dict:
                 loss = super().training_step(model, inputs, *args, **kwargs)
                 stamps.append((int(inputs["attention_mask"].sum()), t0))
                 return loss
-
-        ends = []
 
         class End(TrainerCallback):  # the step's end: after the optimizer and scheduler stepped
             def on_step_end(self, args, state, control, **kw):
@@ -93,10 +93,14 @@ def speed(tmp: Path, steps: int, rounds: int) -> dict:
         tokens = sum(n for n, _ in stamps[1:])
         seconds = sum(end - start for (_, start), end in zip(stamps[1:], ends[1:]))
         trainer_rates.append(tokens / seconds)
-        print({"round": r, "loop_tok_s": loop_rates[-1], "trainer_tok_s": trainer_rates[-1],
-               "loop_metrics_tok_s": metrics["tokens_per_second"]}, flush=True)
+
+    for r in range(rounds):  # A B, then B A: whichever runs second in a round has a warmer process
+        for run in (loop, trainer) if r % 2 == 0 else (trainer, loop):
+            run(r)
+        print({"round": r, "first": "loop" if r % 2 == 0 else "trainer", "loop_tok_s": loop_rates[-1],
+               "trainer_tok_s": trainer_rates[-1]}, flush=True)
     return {"model": "smollm2-135m", "method": "full", "batch": 4, "max_length": 256, "steps_timed": steps,
-            "rounds": rounds, "loop_tokens_per_second": loop_rates, "trainer_tokens_per_second": trainer_rates,
+            "rounds": rounds, "order": "loop first in even rounds, Trainer first in odd ones", "loop_tokens_per_second": loop_rates, "trainer_tokens_per_second": trainer_rates,
             "loop_over_trainer": sum(loop_rates) / sum(trainer_rates)}
 
 

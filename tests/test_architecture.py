@@ -69,6 +69,7 @@ def test_no_method_name_outside_the_methods_package():
         "cli.py": {"lisa"},  # the same default, in --method's fallback
         "memory/bench.py": {"full"},  # --speed-baseline's default experiment
         "memory/collect.py": {"full"},
+        "reporting/report.py": {"full"},  # the comparisons' default baselines (experiment names)
         "provenance.py": {"badam"},  # the package's name, in the list of versions recorded
     }
     found = []

@@ -64,3 +64,21 @@ def test_publish_needs_a_finished_run(tmp_path, capsys):
     assert main(["publish", "--directory", str(tmp_path)]) == 0
     assert (tmp_path / "results" / "default" / "tables" / "training.csv").exists()
     assert not (tmp_path / "results" / "default" / "stale.txt").exists()
+
+
+def test_stage_times_sum_the_benchmark_files_per_stage(tmp_path):
+    from lisa_bench.reproduce import stage_times, write_stage_times
+
+    header = "s\th:m:s\tmax_rss\n"
+    for rel, seconds in (("train/m/full/seed0.tsv", 30.0), ("train/m/lora/seed0.tsv", 20.0),
+                         ("lm_eval/m/full/seed0.tsv", 5.5), ("memory_table.tsv", 12.0)):
+        (tmp_path / "benchmarks" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "benchmarks" / rel).write_text(header + f"{seconds}\t0:00:{int(seconds):02d}\t100\n")
+    table = stage_times(tmp_path)
+    assert table.to_dict("records") == [
+        {"stage": "train", "jobs": 2, "job_seconds": 50.0, "slowest_job_seconds": 30.0},
+        {"stage": "memory_table", "jobs": 1, "job_seconds": 12.0, "slowest_job_seconds": 12.0},
+        {"stage": "lm_eval", "jobs": 1, "job_seconds": 5.5, "slowest_job_seconds": 5.5}]
+    write_stage_times(table, tmp_path / "out", wall=90.0)
+    assert "1.5 min" in (tmp_path / "out" / "stage_times.md").read_text()
+    assert stage_times(tmp_path / "nothing").empty

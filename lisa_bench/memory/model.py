@@ -117,10 +117,10 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
                        f"{' and gradient checkpointing' if checkpointing else ''} for model types "
                        f"{', '.join(LLAMA_STYLE)}; {config.model_type} is traced in fp32/bf16 with eager attention "
                        f"and no checkpointing only")
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=prec.weights, attn_implementation="eager")
     m = build_method(method, options, seed=0)
-    model = m.prepare_model(model)
+    with torch.device("meta"):  # the method's own modules too (peft's adapters): no initialisation runs
+        model = m.prepare_model(AutoModelForCausalLM.from_config(config, dtype=prec.weights,
+                                                                 attn_implementation="eager"))
     layout = m.find_blocks(model)
     weights = _nbytes(model.parameters())
     t = simulate_optimizer(m, model, m.build_optimizer(model, OptimConfig(lr=1e-5)), max(1, steps), device_type)
@@ -130,10 +130,12 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
     step = max(t.step_peak[s] for s in measured) - optimizer - grads
     # activations: the trainable set of the last step (every step trains the same number of blocks)
     if llama:
-        own = lambda i: [p for n, p in model.named_parameters() if layout.block_of.get(n) == i  # noqa: E731
-                         and not m.is_adapter(n)]
-        trains = lambda i: any(p.requires_grad for p in own(i) if p.dim() > 1)  # noqa: E731  (its linears)
-        norms = lambda i: any(p.requires_grad for p in own(i) if p.dim() == 1)  # noqa: E731
+        own = {}  # block -> its own (not adapter) parameters
+        for n, p in model.named_parameters():
+            if n in layout.block_of and not m.is_adapter(n):
+                own.setdefault(layout.block_of[n], []).append(p)
+        trains = lambda i: any(p.requires_grad for p in own.get(i, []) if p.dim() > 1)  # noqa: E731  (its linears)
+        norms = lambda i: any(p.requires_grad for p in own.get(i, []) if p.dim() == 1)  # noqa: E731
         activations, largest = llama_activation_bytes(config, layout.num_blocks, batch, seq, compute, trains,
                                                       lambda i: lora_adapters(layout.blocks[i]),
                                                       outside_trains(model, layout), norms)

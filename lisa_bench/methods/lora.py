@@ -1,5 +1,6 @@
 """LoRA through peft."""
 
+import warnings
 from dataclasses import dataclass, field
 
 from ..errors import BadInput
@@ -47,7 +48,9 @@ class LoRA(Method):
         o = self.options
         config = LoraConfig(r=o.rank, lora_alpha=o.alpha if o.alpha is not None else 2 * o.rank,
                             lora_dropout=o.dropout, target_modules=o.target_modules, task_type="CAUSAL_LM")
-        model = get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = get_peft_model(model, config)
         for unit in o.also_train:
             for p in self._unit_params(model, unit):
                 p.requires_grad_(True)

@@ -3,7 +3,10 @@ memory runs and planning with random weights) and, where the suite can load weig
 
 Registered names are built in code, fetched from a package, or written out from the published
 configs of the paper's models (GPT2-Small, TinyLlama-1.1B, Mistral-7B, LLaMA-2-7B, LLaMA-2-70B). Any
-other name is treated as a local directory or a Hugging Face hub id.
+registered architecture trains with random weights as ``random:<name>`` (``random:tinyllama-1.1b``): built
+from its config on the GPU when there is one, with the byte-level tokenizer of the tiny test models, for
+speed and memory checks at paper scale without downloading weights. Any other name is treated as a local
+directory or a Hugging Face hub id.
 """
 
 from __future__ import annotations
@@ -89,6 +92,34 @@ MODELS: dict[str, ModelEntry] = {
     "llama-2-70b": ModelEntry(lambda: _llama(80, 8192, 28672, 64, 8)),
 }
 OTHER = "a local model directory or a Hugging Face hub id"
+RANDOM = "random:"  # random:<registered architecture>: random weights, for speed and memory checks
+
+
+def _random_arch(name: str) -> str:
+    arch = HUB_IDS.get(name[len(RANDOM):], name[len(RANDOM):])
+    if arch not in MODELS:
+        raise choices_error("model", name, [RANDOM + n for n in MODELS])
+    return arch
+
+
+def _random_model(name: str, seed: int, dtype: torch.dtype, attn: str) -> LoadedModel:
+    """Random weights from a registered architecture, initialised where they will train (the local GPU when
+    there is one: a 7B model's initialisation takes minutes on a CPU) and the byte-level tokenizer."""
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    from .tiny import byte_tokenizer
+
+    arch = _random_arch(name)
+    config = model_config(arch)
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else "cpu"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    return LoadedModel(name, model, byte_tokenizer(),
+                       f"random weights (seed {seed}) from the {arch} config, byte-level tokenizer")
 # hub ids whose architecture is registered: their config is known without the hub
 HUB_IDS = {"HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m", "gpt2": "gpt2-small",
            "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T": "tinyllama-1.1b",
@@ -98,12 +129,14 @@ HUB_IDS = {"HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m", "gpt2": "gpt2-
 
 def is_known_model(name: str) -> bool:
     """A registered name, an existing directory, or something shaped like a hub id (org/name)."""
-    return name in MODELS or Path(name).is_dir() or "/" in name
+    return name in MODELS or Path(name).is_dir() or "/" in name or name.startswith(RANDOM)
 
 
 def model_config(name: str):
     """The architecture of a model: a registered config (also for the hub ids of registered
     architectures), or a local/hub config (no weights loaded)."""
+    if name.startswith(RANDOM):
+        name = _random_arch(name)
     name = HUB_IDS.get(name, name)
     if name in MODELS:
         return MODELS[name].config()
@@ -150,7 +183,8 @@ def _meta_model(name: str, dtype: torch.dtype, attn: str) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     entry = MODELS.get(name)
-    if entry is not None and entry.load is not None and name.startswith("tiny-random-llama"):
+    if (entry is not None and entry.load is not None and name.startswith("tiny-random-llama")) \
+            or name.startswith(RANDOM):
         from .tiny import byte_tokenizer
 
         tokenizer, config = byte_tokenizer(), model_config(name)  # built in code: its config is its own
@@ -198,11 +232,13 @@ def load_model(name: str, seed: int = 0, dtype: str = "fp32", attn_implementatio
     check_attention(attn_implementation)
     if not weights:
         return _meta_model(name, torch_dtype, attn_implementation)
+    if name.startswith(RANDOM):
+        return _random_model(name, seed, torch_dtype, attn_implementation)
     entry = MODELS.get(name)
     if entry is None:
         return _from_pretrained(name, torch_dtype, attn_implementation)
     if entry.load is None:
-        raise BadInput(f"model {name!r} is an architecture only (random weights for lisa-bench memory and plan); "
-                       f"to train or evaluate, give a model with weights: "
+        raise BadInput(f"model {name!r} is an architecture only (random weights for lisa-bench memory and plan, "
+                       f"or train it as {RANDOM}{name}); to train or evaluate, give a model with weights: "
                        f"{', '.join(n for n, e in MODELS.items() if e.load)}, or {OTHER}")
     return entry.load(seed, torch_dtype, attn_implementation)

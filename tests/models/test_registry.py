@@ -34,3 +34,16 @@ def test_every_name_has_a_config_and_loadable_ones_load():
 def test_bad_names(call, needle):
     with pytest.raises(BadInput, match=needle.replace("(", r"\(")):
         call()
+
+
+def test_random_weights_of_a_registered_architecture_train_with_the_byte_tokenizer():
+    """random:<architecture> builds the architecture's config with seeded random weights (here the tiny one,
+    so that the test stays small; random:tinyllama-1.1b is the same path at paper scale)."""
+    a, b = load_model("random:tiny-random-llama", seed=3), load_model("random:tiny-random-llama", seed=3)
+    assert a.model.config.num_hidden_layers == model_config("random:tiny-random-llama").num_hidden_layers == 8
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+    assert not torch.equal(next(a.model.parameters()), next(load_model("random:tiny-random-llama", seed=4).model.parameters()))
+    assert "random weights" in a.source and len(a.tokenizer) <= a.model.config.vocab_size
+    assert model_config("random:meta-llama/Llama-2-7b-hf").hidden_size == 4096  # hub ids of registered architectures
+    with pytest.raises(BadInput, match="unknown model 'random:nope'; valid choices: random:tiny-random-llama"):
+        load_model("random:nope")
