@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from . import yaml_io
 from .errors import BadInput
 
 TRAIN_FIELDS = ("method", "model", "dataset", "max_steps", "num_epochs", "seed", "batch_size", "grad_accum_steps",
@@ -125,7 +126,7 @@ def _settings_file(path: str) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load(open(path)) or {}
+        data = yaml_io.load(open(path)) or {}
     except OSError as exc:
         raise BadInput(f"--settings-file {path!r} cannot be read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
@@ -145,7 +146,7 @@ def _key_values(items: list[str], flag: str) -> dict:
         if not sep or not key.strip():
             raise BadInput(f"{flag} {item!r} must look like KEY=VALUE")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = yaml_io.load(value)
         except yaml.YAMLError:
             raise BadInput(f"{flag} {item!r}: the value is not valid YAML") from None
     return out

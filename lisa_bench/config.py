@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from . import yaml_io
 from .devices import DEVICES
 from .errors import BadInput, check_choice, choices_error
 from .precision import PRECISIONS
@@ -134,7 +135,7 @@ def resolve_experiment(name: str | Path, experiments_dir: str | Path = EXPERIMEN
 
 def _read_yaml_mapping(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_io.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise BadInput(f"experiment file {path}: malformed YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

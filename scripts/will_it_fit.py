@@ -1,5 +1,5 @@
 """The README's "will it fit?" table: `lisa-bench plan` for LLaMA-2-7B, Mistral-7B and LLaMA-2-70B on GPUs of
-24, 48 and 80 GB, under two recipes, in one process (the same `plan_row` the CLI prints).
+24, 48 and 80 GB, under two recipes, in one process (the same `plan_rows` the CLI prints).
 
     python scripts/will_it_fit.py --out results/plan
 
@@ -25,7 +25,7 @@ RECIPES = (("paper protocol: bf16, eager, 1 x 1024", "bf16", "eager", False),
 def main() -> None:
     from lisa_bench.memory.bench import MemoryCell, Shape
     from lisa_bench.memory.fit import parse_bytes
-    from lisa_bench.memory.plan import plan_row
+    from lisa_bench.memory.plan import plan_rows
     from lisa_bench.models import model_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,9 +36,9 @@ def main() -> None:
         config = model_config(model)
         for recipe, precision, attention, checkpointing in RECIPES:
             shape = Shape("cuda", precision, attention, checkpointing, 1, 1024)
-            for gpu in GPUS:
-                for experiment in EXPERIMENTS:
-                    row = plan_row(config, model, MemoryCell.from_experiment(experiment), shape, parse_bytes(gpu, "gpu"))
+            for experiment in EXPERIMENTS:
+                sizes = [parse_bytes(gpu, "gpu") for gpu in GPUS]
+                for gpu, row in zip(GPUS, plan_rows(config, model, MemoryCell.from_experiment(experiment), shape, sizes)):
                     rows.append({"recipe": recipe, "gpu": gpu, **row})
     table = pd.DataFrame(rows)
     out = Path(args.out)

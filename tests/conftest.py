@@ -20,7 +20,8 @@ def tiny_cfg():
 
     def make(method: str, **kw) -> TrainConfig:
         values = dict(method=method, model="tiny-random-llama", dataset="synthetic-instruct", max_steps=12,
-                      lr=2e-3, scheduler="constant", batch_size=8, max_length=96, train_size=256, device="cpu")
+                      lr=2e-3, scheduler="constant", batch_size=8, max_length=96, train_size=256, eval_size=16,
+                      device="cpu")
         values.update(kw)
         return TrainConfig(**values)
 
@@ -48,3 +49,11 @@ def cells_dir(tmp_path_factory):
     for name, text in CELLS.items():
         (d / f"{name}.yaml").write_text(f"description: memory-test cell {name}\n{text}")
     return d
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A copy of the project (Snakefile, rules, configs, experiments) to run studies in."""
+    from tests.pipeline_support import copy_project
+
+    return copy_project(tmp_path)

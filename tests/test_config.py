@@ -71,3 +71,15 @@ def test_missing_or_broken_method_module(tmp_path):
     exp.write_text("method: x\nmethod_module: no_such_module_anywhere\nmax_steps: 1\n")
     with pytest.raises(BadInput, match="cannot be imported"):
         build_config(exp, {}, {}).build_method()
+
+
+def test_numbers_without_a_dot_are_floats(tmp_path):
+    """`1e-5` is a string to YAML 1.1 (PyYAML); in an experiment file, --set or a sweep's `--set lr=3e-05` it is
+    the float users mean."""
+    from lisa_bench.cli import _key_values
+
+    (tmp_path / "_defaults.yaml").write_text("max_steps: 3\n")
+    (tmp_path / "a.yaml").write_text("method: full\nlr: 1e-5\n")
+    assert build_config(tmp_path / "a.yaml", {}, {}).lr == 1e-5
+    cfg = build_config(tmp_path / "a.yaml", {}, {}, layers=[_key_values(["lr=3e-05", "max_length=64"], "--set")])
+    assert cfg.lr == 3e-05 and cfg.max_length == 64

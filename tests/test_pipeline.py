@@ -1,5 +1,5 @@
-"""The Snakemake pipeline: dry runs of every config, a real run of a tiny one with a baseline added from
-outside the package, and config errors."""
+"""The Snakemake pipeline: the default study's stages, a real run of a tiny study with a baseline added from
+outside the package, and config errors. Dry runs of every study: test_studies.py; the sweep: test_sweep.py."""
 
 import json
 import os
@@ -11,33 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p.name for p in (ROOT / "config").glob("*.yaml") if p.name != "schema.yaml")
-
-
-def _snakemake(workdir, *args, timeout=900):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
-                          env=env, timeout=timeout)
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    for item in ("experiments", "config", "rules", "report"):
-        shutil.copytree(ROOT / item, tmp_path / item)
-    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
-    return tmp_path
-
-
-def _files(root):
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
-
-
-@pytest.mark.parametrize("config", CONFIGS)
-def test_dry_run(config, workdir):
-    proc = _snakemake(workdir, "-n", "--cores", "2", "--configfile", f"config/{config}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "total" in proc.stdout
+from tests.pipeline_support import ROOT, TINY, files as _files, snakemake as _snakemake
 
 
 def test_default_dry_run_has_every_stage(workdir):
@@ -47,18 +21,6 @@ def test_default_dry_run_has_every_stage(workdir):
         assert rule in proc.stdout, rule
 
 
-TINY = """name: tiny
-device: cpu
-models: [tiny-random-llama]
-dataset: synthetic-instruct
-seeds: [0]
-training: {max_steps: 3}
-experiments: [base, lisa-e-h-2l]
-launcher: {type: single}
-lm_eval: {tasks: [synthetic_mc], limit: 4}
-mt_bench: {questions: offline, max_new_tokens: 4, limit: 2, judge: "hf:tiny-random-llama", expected_rating: true}
-memory: {models: [tiny-random-llama], methods: [lisa-e-h-2l], seq_len: 64, steps: 1}
-"""
 BASELINE = ROOT / "examples" / "adding-a-baseline"
 
 
@@ -71,7 +33,7 @@ def test_tiny_pipeline_end_to_end(workdir):
     shutil.copy(BASELINE / "sgd_full.py", workdir / "plugins" / "sgd_full.py")
     shutil.copy(BASELINE / "sgd-full.yaml", workdir / "experiments" / "sgd-full.yaml")
     study = TINY.replace("experiments: [base, lisa-e-h-2l]", "experiments: [base, lisa-e-h-2l, sgd-full]")
-    study = study.replace("methods: [lisa-e-h-2l], seq_len: 64, steps: 1", "methods: [lisa-e-h-2l, full, sgd-full], "
+    study = study.replace("methods: [lisa-e-h-2l], seq_len: 64, steps: 1", "methods: [full, sgd-full], "
                           "seq_len: 512, steps: 2")
     (workdir / "config" / "tiny.yaml").write_text(study)
     assert _files(workdir) - before == {"plugins/sgd_full.py", "experiments/sgd-full.yaml", "config/tiny.yaml"}
@@ -177,80 +139,3 @@ def test_config_errors_stop_the_pipeline_before_any_job(edit, needle, workdir):
     assert proc.returncode != 0
     assert needle in proc.stdout + proc.stderr
     assert not (workdir / "runs").exists()
-
-
-SWEEP = """name: tinysweep
-device: cpu
-models: [tiny-random-llama]
-dataset: synthetic-instruct
-seeds: [0, 1]
-training: {max_steps: 3, max_length: 96, train_size: 64, eval_size: 16}
-experiments: [full, lisa-e-h-2l]
-launcher: {type: single}
-sweep: {steps: 2, seeds: [0], lr: {lisa-e-h-2l: [1.0e-4, 1.0e-2]}}
-comparisons: {baselines: [full], bootstrap: 200}
-lm_eval: {tasks: [synthetic_mc], limit: 12}
-"""
-
-
-@pytest.mark.slow
-def test_sweep_seeds_and_intervals(workdir):
-    """A study with a learning-rate sweep and two seeds, without MT-Bench: the final runs use the chosen rate,
-    every table has its 95% intervals over seeds, and the comparisons pair the same questions."""
-    (workdir / "config" / "tinysweep.yaml").write_text(SWEEP)
-    proc = _snakemake(workdir, "--cores", "2", "--configfile", "config/tinysweep.yaml")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs, results = workdir / "runs" / "tinysweep", workdir / "runs" / "tinysweep" / "results"
-    grid = pd.read_csv(results / "sweep" / "grid.csv")
-    assert set(grid["lr"]) == {1e-4, 1e-2} and grid["chosen"].sum() == 1
-    assert (results / "sweep" / "lr_sweep.png").exists() and not (runs / "mt_bench").exists()
-    best = float(grid.loc[grid["chosen"], "lr"].iloc[0])
-    for seed in (0, 1):
-        config = json.loads((runs / "train" / "tiny-random-llama" / "lisa-e-h-2l" / f"seed{seed}" /
-                             "metrics.json").read_text())["provenance"]["config"]
-        assert config["lr"] == best and config["max_steps"] == 3
-    training = pd.read_csv(results / "tables" / "training.csv")
-    assert (training["seeds"] == 2).all() and training["loss_last_ci95"].notna().all()
-    lm_eval = pd.read_csv(results / "tables" / "lm_eval.csv")
-    assert any(c.endswith("ci95") for c in lm_eval.columns)
-    comparisons = pd.read_csv(results / "tables" / "comparisons.csv")
-    assert set(comparisons["experiment"]) == {"lisa-e-h-2l"} and set(comparisons["baseline"]) == {"full"}
-    assert (comparisons["questions"] == 12).all() and (comparisons["ci_low"] <= comparisons["ci_high"]).all()
-    assert (results / "figures" / "score_vs_memory.png").exists()
-
-
-@pytest.mark.parametrize("edit, needle", [
-    ("sweep: {steps: 2, lr: {lora-r128: [1.0e-4]}}", "config sweep.lr: unknown experiment 'lora-r128'"),
-    ("sweep: {steps: 2, lr: {lisa-e-h-2l: []}}", "config sweep.lr[lisa-e-h-2l]: an empty grid"),
-    ("sweep: {steps: 2, lr: {lisa-e-h-2l: [0.001, -1]}}", "learning rate -1 must be a number > 0"),
-    ("sweep: {steps: 2, lr: {lisa-e-h-2l: [0.001]}}\nexperiment_overrides: {lisa-e-h-2l: {lr: 0.1}}",
-     "also sets lr in experiment_overrides"),
-    ("experiment_overrides: {lisa-e-h-2l: {method_options: {always_on: tail}}}", "unknown lisa always_on unit 'tail'"),
-])
-def test_sweep_config_errors(edit, needle, monkeypatch, tmp_path):
-    import yaml
-
-    from lisa_bench.errors import BadInput
-    from lisa_bench.study import check_study
-
-    monkeypatch.chdir(ROOT)
-    config = yaml.safe_load(TINY)
-    config.update(yaml.safe_load(edit))
-    with pytest.raises(BadInput) as err:
-        check_study(config)
-    assert needle in str(err.value)
-
-
-def test_sweep_needs_a_validation_split(monkeypatch, tmp_path):
-    import yaml
-
-    from lisa_bench.errors import BadInput
-    from lisa_bench.study import check_study
-
-    monkeypatch.chdir(ROOT)
-    data = tmp_path / "one.jsonl"
-    data.write_text(json.dumps({"instruction": "hi", "output": "yo"}) + "\n")
-    config = yaml.safe_load(TINY)
-    config.update(dataset=str(data), sweep={"steps": 2, "lr": {"lisa-e-h-2l": [1e-3]}})
-    with pytest.raises(BadInput, match="has no held-out validation split"):
-        check_study(config)

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 
+from .. import yaml_io
 from ..errors import BadInput
-from .accounting import SavedTensorCounter, optimizer_state_bytes, tensor_bytes
+from .accounting import SavedTensorCounter, tensor_bytes
 from .meter import reset_rss_high_water_mark, rss_high_water_mark, rss_now
 
 # what makes a table row one cell
@@ -377,7 +378,7 @@ def _parse_overrides(text: str | None) -> dict:
     if not text:
         return {}
     try:
-        data = yaml.safe_load(text)
+        data = yaml_io.load(text)
     except yaml.YAMLError as exc:
         raise BadInput(f"--experiment-overrides: malformed YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):

@@ -44,6 +44,12 @@ def plan_row(config, model: str, cell: MemoryCell, shape: Shape, gpu_memory: int
     (activations and the backward's transient buffers grow linearly with the batch; the rest does not).
     ``steps``: how many steps the optimizer state is followed for (3 reach LISA's steady state; the callback
     form's state keeps growing with every block it visits)."""
+    return plan_rows(config, model, cell, shape, [gpu_memory], launcher, gpus, steps)[0]
+
+
+def plan_rows(config, model: str, cell: MemoryCell, shape: Shape, gpu_memories: list[int], launcher: str = "single",
+              gpus: int = 1, steps: int = 3) -> list[dict]:
+    """``plan_row`` for several GPU sizes from one set of predictions."""
     from .model import predict
 
     cell.load()
@@ -60,18 +66,21 @@ def plan_row(config, model: str, cell: MemoryCell, shape: Shape, gpu_memory: int
         one.weights_bytes + one.optimizer_forward_bytes + one.gathered_bytes
         + one.activations_bytes + one.transient_bytes - per_sequence)
     step_phase = one.weights_bytes + one.optimizer_bytes + one.grads_bytes + one.step_bytes + one.buckets_bytes
-    if step_phase > gpu_memory or fixed_forward + per_sequence > gpu_memory:
-        largest = 0
-    else:
-        largest = int((gpu_memory - fixed_forward) // per_sequence) if per_sequence > 0 else None
-    row = {"model": model, "experiment": cell.experiment, "method": cell.method, "launcher": launcher, "gpus": gpus,
-           "batch_per_gpu": shape.batch_size, "seq_len": shape.seq_len, "precision": shape.precision,
-           "attention": shape.attn_implementation, "checkpointing": shape.gradient_checkpointing,
-           "peak_GiB": here.peak_bytes / 2**30, "fits": here.peak_bytes <= gpu_memory,
-           "largest_batch_per_gpu": largest}
-    for part in PARTS:
-        row[f"{part}_GiB"] = getattr(here, f"{part}_bytes") / 2**30
-    return row
+    rows = []
+    for gpu_memory in gpu_memories:
+        if step_phase > gpu_memory or fixed_forward + per_sequence > gpu_memory:
+            largest = 0
+        else:
+            largest = int((gpu_memory - fixed_forward) // per_sequence) if per_sequence > 0 else None
+        row = {"model": model, "experiment": cell.experiment, "method": cell.method, "launcher": launcher,
+               "gpus": gpus, "gpu_memory_GiB": gpu_memory / 2**30, "batch_per_gpu": shape.batch_size,
+               "seq_len": shape.seq_len, "precision": shape.precision, "attention": shape.attn_implementation,
+               "checkpointing": shape.gradient_checkpointing, "peak_GiB": here.peak_bytes / 2**30,
+               "fits": here.peak_bytes <= gpu_memory, "largest_batch_per_gpu": largest}
+        for part in PARTS:
+            row[f"{part}_GiB"] = getattr(here, f"{part}_bytes") / 2**30
+        rows.append(row)
+    return rows
 
 
 def _cmd_plan(args) -> int:
