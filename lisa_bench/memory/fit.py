@@ -29,7 +29,8 @@ def parse_bytes(text, what: str = "memory") -> int:
 def training_prediction(cfg, model: str, launcher: str = "single", processes: int = 1, device_type: str = "cuda"):
     """The memory model's prediction per GPU for a training configuration: a micro-batch of full
     ``max_length`` sequences on each process (the worst case), its precision, attention implementation
-    and gradient checkpointing, under its launcher, over enough steps to reach the steady state."""
+    and gradient checkpointing, under its launcher, over enough steps to reach the steady state, with the
+    activations of the step where the whole run peaks."""
     from ..models import model_config
     from .model import predict
 
@@ -37,7 +38,7 @@ def training_prediction(cfg, model: str, launcher: str = "single", processes: in
     world = processes if launcher != "single" else 1
     return predict(model_config(model), cfg.method, cfg.method_options, cfg.process_batch_size(world), cfg.max_length,
                    cfg.precision, 3, device_type=device_type, attention=cfg.attn_implementation,
-                   checkpointing=cfg.gradient_checkpointing, launcher=launcher, processes=world)
+                   checkpointing=cfg.gradient_checkpointing, launcher=launcher, processes=world, whole_run=True)
 
 
 def check_fit(cfg, model: str, gpu_memory: int, where: str, launcher: str = "single", processes: int = 1) -> int | None:

@@ -99,11 +99,12 @@ def simulate_optimizer(method, model: nn.Module, optimizer, steps: int, device_t
 
 def predict(config, method: str, options: dict | None, batch: int, seq: int, precision: str, steps: int,
             device_type: str = "cpu", attention: str = "eager", checkpointing: bool = False, launcher: str = "single",
-            processes: int = 1) -> Prediction:
+            processes: int = 1, whole_run: bool = False) -> Prediction:
     """The memory of ``steps`` training steps of a registered method (step 0 is a warm-up, the rest are
     measured) at a precision (fp32, bf16, bf16-mixed), attention implementation and with or without
     gradient checkpointing, per GPU of a ``launcher`` (single, ddp, fsdp) over ``processes`` GPUs with
-    ``batch`` sequences on each. Counts on a meta-device model; nothing is allocated."""
+    ``batch`` sequences on each. Counts on a meta-device model; nothing is allocated. ``whole_run``: the
+    activations of the step where the whole run peaks (``Method.peak_blocks``), not those of the first steps."""
     from transformers import AutoModelForCausalLM
 
     from ..methods import OptimConfig, build_method
@@ -136,6 +137,9 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
                 own.setdefault(layout.block_of[n], []).append(p)
         trains = lambda i: any(p.requires_grad for p in own.get(i, []) if p.dim() > 1)  # noqa: E731  (its linears)
         norms = lambda i: any(p.requires_grad for p in own.get(i, []) if p.dim() == 1)  # noqa: E731
+        peak = m.peak_blocks(layout.num_blocks) if whole_run else None
+        if peak is not None:
+            trains = norms = lambda i: i in peak  # noqa: E731
         activations, largest = llama_activation_bytes(config, layout.num_blocks, batch, seq, compute, trains,
                                                       lambda i: lora_adapters(layout.blocks[i]),
                                                       outside_trains(model, layout), norms)

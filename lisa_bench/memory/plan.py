@@ -39,17 +39,19 @@ def add_parser(sub) -> None:
 
 
 def plan_row(config, model: str, cell: MemoryCell, shape: Shape, gpu_memory: int, launcher: str = "single",
-             gpus: int = 1, steps: int = 3) -> dict:
+             gpus: int = 1, steps: int = 3, whole_run: bool = True) -> dict:
     """One experiment: the prediction at the given batch, whether it fits, and the largest batch that fits
     (activations and the backward's transient buffers grow linearly with the batch; the rest does not).
     ``steps``: how many steps the optimizer state is followed for (3 reach LISA's steady state; the callback
     form's state keeps growing with every block it visits)."""
-    return plan_rows(config, model, cell, shape, [gpu_memory], launcher, gpus, steps)[0]
+    return plan_rows(config, model, cell, shape, [gpu_memory], launcher, gpus, steps, whole_run)[0]
 
 
 def plan_rows(config, model: str, cell: MemoryCell, shape: Shape, gpu_memories: list[int], launcher: str = "single",
-              gpus: int = 1, steps: int = 3) -> list[dict]:
-    """``plan_row`` for several GPU sizes from one set of predictions."""
+              gpus: int = 1, steps: int = 3, whole_run: bool = True) -> list[dict]:
+    """``plan_row`` for several GPU sizes from one set of predictions. ``whole_run``: the peak of a whole run
+    (a method that reaches block 0 late, such as BAdam descending, peaks then); False: of the first steps,
+    as ``lisa-bench memory`` measures them."""
     from .model import predict
 
     cell.load()
@@ -57,7 +59,8 @@ def plan_rows(config, model: str, cell: MemoryCell, shape: Shape, gpu_memories: 
     def at(batch: int):
         return predict(config, cell.method, json.loads(cell.options), batch, shape.seq_len, shape.precision,
                        steps, device_type="cuda", attention=shape.attn_implementation,
-                       checkpointing=shape.gradient_checkpointing, launcher=launcher, processes=gpus)
+                       checkpointing=shape.gradient_checkpointing, launcher=launcher, processes=gpus,
+                       whole_run=whole_run)
 
     one, two = at(1), at(2)
     here = {1: one, 2: two}.get(shape.batch_size) or at(shape.batch_size)

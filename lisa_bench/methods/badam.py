@@ -76,6 +76,9 @@ class BAdam(Method):
         prefixes = self._optimizer.active_param_prefixs if self._optimizer else []
         return sorted({i for n, i in self.layout.block_of.items() if any(n.startswith(p) for p in prefixes)})
 
+    def peak_blocks(self, num_blocks: int) -> list[int]:
+        return [0]  # every order reaches the first block, whose training keeps every block's activations
+
     def state_dict(self) -> dict:
         opt = self._optimizer
         return {"global_step": opt.global_step, "current_block_idx": opt.current_block_idx,

@@ -127,6 +127,12 @@ class Method:
         changes during a run (logged as ``active_layers``, drawn in the heat map); None where it is fixed."""
         return None
 
+    def peak_blocks(self, num_blocks: int) -> list[int] | None:
+        """The decoder blocks that train at the step of a whole run's memory peak, for methods whose first steps
+        (the ones the memory model follows) do not show it: one that visits the blocks in turn trains block 0 at
+        some point, and backward then runs through every block. None: the first steps show the peak."""
+        return None
+
     def optimizer_bytes(self, optimizer: torch.optim.Optimizer) -> int:
         """Bytes the optimizer holds now, counted from its tensors (a method whose optimizer keeps more than
         its ``state`` says so here)."""

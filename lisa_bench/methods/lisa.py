@@ -159,6 +159,13 @@ class Lisa(Method):
     def active_blocks(self) -> list[int]:
         return list(self.active)
 
+    def peak_blocks(self, num_blocks: int) -> list[int] | None:
+        """Without the embedding trained, backward stops at the lowest sampled block: the run's peak comes when
+        the sample holds block 0 (with the embedding trained it runs to the bottom at every step)."""
+        if "embedding" in self.options.always_on_units() or self.options.gamma == 0:
+            return None
+        return list(range(min(self.options.gamma, num_blocks)))
+
     def state_dict(self) -> dict:
         return {"generator": self.sampler.generator.get_state(), "active": list(self.active)}
 

@@ -1,17 +1,12 @@
 """The analytic memory model: exact parameter-dependent parts, activations by formula and by trace, and
 the optimizer state that each method says it holds, followed through the method's own switches."""
 
-from pathlib import Path
-
-import pandas as pd
 import pytest
-import torch
 
 from lisa_bench.memory import model as memory_model
 from lisa_bench.memory.model import predict
 from lisa_bench.models import load_model, model_config
-
-RESULTS = Path(__file__).resolve().parents[2] / "results"
+from tests.memory import committed_cells
 
 
 def test_llama2_7b_prediction_by_hand():
@@ -80,20 +75,15 @@ def test_dropout_masks_are_one_byte_on_cuda():
 def test_committed_measurements_against_the_current_model():
     """Every cell measured and committed under results/ that records its method: the current model's
     prediction is within the flag tolerance (GPU cells within 2%, CPU cells within 1%)."""
-    from lisa_bench.memory.bench import MemoryCell, Shape, predicted_columns
+    from lisa_bench.memory.bench import predicted_columns
 
     checked = 0
-    for csv in sorted(RESULTS.glob("*/memory.csv")) + sorted(RESULTS.glob("*/memory/memory.csv")):
-        table = pd.read_csv(csv)
-        for row in table[table["status"] == "ok"].to_dict("records"):
-            cell = MemoryCell.from_row(row)
-            if cell is None:
-                continue
-            pred = predicted_columns(row["model"], cell, Shape.from_row(row))
-            ratio = row["peak_bytes"] / pred["predicted_peak_bytes"]
-            assert abs(ratio - 1) < (0.02 if row["device"] == "cuda" else 0.01), (csv, row["experiment"], ratio)
-            assert pred["predicted_optimizer_bytes"] == pytest.approx(row["optimizer_bytes"], rel=1e-3)
-            checked += 1
+    for csv, row, cell, shape in committed_cells():
+        pred = predicted_columns(row["model"], cell, shape)
+        ratio = row["peak_bytes"] / pred["predicted_peak_bytes"]
+        assert abs(ratio - 1) < (0.02 if row["device"] == "cuda" else 0.01), (csv, row["experiment"], ratio)
+        assert pred["predicted_optimizer_bytes"] == pytest.approx(row["optimizer_bytes"], rel=1e-3)
+        checked += 1
     assert checked >= 25
 
 
