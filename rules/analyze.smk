@@ -10,7 +10,7 @@ rule weight_norms:
         f"{RUNS}/logs/weight_norms.log",
     benchmark:
         f"{RUNS}/benchmarks/weight_norms.tsv"
-    threads: workflow.cores
+    threads: EVAL_THREADS
     shell:
         "OMP_NUM_THREADS={threads} lisa-bench analyze-norms --runs {input} --output-dir $(dirname {output[0]}) "
         "> {log} 2>&1"

@@ -29,6 +29,11 @@ LAUNCH = {  # torchrun starts one process per GPU; fsdp adds --set sharding=fsdp
 }[config["launcher"]["type"]]
 
 
+# Training and the memory table time themselves, so each has every core to itself; evaluation jobs take half
+# the cores, so that two run side by side (a job spends seconds importing on one core before it computes).
+EVAL_THREADS = max(1, (workflow.cores or 2) // 2)
+
+
 def res(rule, key, default):
     """A rule's resource: the study's `resources: {rule: {key: value}}`, else the default."""
     return config.get("resources", {}).get(rule, {}).get(key, default)

@@ -13,7 +13,7 @@ rule lm_eval:
         f"{RUNS}/logs/eval/{{model}}/{{exp}}/seed{{seed}}.log",
     benchmark:
         f"{RUNS}/benchmarks/lm_eval/{{model}}/{{exp}}/seed{{seed}}.tsv"
-    threads: workflow.cores
+    threads: EVAL_THREADS
     resources:
         gpu=res("lm_eval", "gpu", GPU_DEFAULT),
         mem_mb=res("lm_eval", "mem_mb", 16000),
@@ -39,7 +39,7 @@ rule mt_bench_answer:
         f"{RUNS}/logs/mt_bench_answer/{{model}}/{{exp}}/seed{{seed}}.log",
     benchmark:
         f"{RUNS}/benchmarks/mt_bench_answer/{{model}}/{{exp}}/seed{{seed}}.tsv"
-    threads: workflow.cores
+    threads: EVAL_THREADS
     resources:
         gpu=res("mt_bench_answer", "gpu", GPU_DEFAULT),
         mem_mb=res("mt_bench_answer", "mem_mb", 16000),
@@ -68,7 +68,7 @@ rule mt_bench_judge:
         f"{RUNS}/logs/mt_bench_judge/{{model}}/{{exp}}/seed{{seed}}.log",
     benchmark:
         f"{RUNS}/benchmarks/mt_bench_judge/{{model}}/{{exp}}/seed{{seed}}.tsv"
-    threads: workflow.cores
+    threads: EVAL_THREADS
     resources:
         gpu=res("mt_bench_judge", "gpu", 0),
         mem_mb=res("mt_bench_judge", "mem_mb", 8000),

@@ -17,7 +17,7 @@ def test_two_process_training_keeps_replicas_in_sync(method, tmp_path):
     out = tmp_path / method
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "lisa_bench.cli", "train", "--method", method, "--model", "tiny-random-llama", "--max-steps", "6",
-           "--batch-size", "4", "--max-length", "96", "--lr", "1e-3", "--train-size", "64", "--device", "cpu",
+           "--batch-size", "4", "--max-length", "96", "--lr", "1e-3", "--train-size", "64", "--eval-size", "16", "--device", "cpu",
            "--no-progress", "--output-dir", str(out)]
     if method == "lisa":
         cmd += ["--lisa-interval", "2"]
