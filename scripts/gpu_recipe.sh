@@ -11,7 +11,8 @@
 # Each run has its own time limit; a run cut short is recorded as such and the rest go on. The summary,
 # `recipe.csv` (+ .md), is written after every run. Needs torch with CUDA, transformers, peft, accelerate,
 # pandas. DEVICE=cpu TINY=tiny-random-llama BIG=tiny-random-llama STEPS=3 FSDP_STEPS=2 is a dry run on a CPU
-# (FSDP2 then needs NPROC=2 gloo processes).
+# (FSDP2 then needs NPROC=2 gloo processes; on a CPU the peak is the process's resident set, so the dry run
+# checks the script, not the memory model: the CPU's own check is `lisa-bench memory`).
 set -uo pipefail
 OUT=${OUT:-results/gpu-recipe}
 WORK=${WORK:-$(mktemp -d)}
@@ -33,7 +34,7 @@ words = "the of memory layer sampled gradient optimizer state token batch weight
 with open(sys.argv[1], "w") as f:
     for i in range(400):
         f.write(json.dumps({"instruction": f"Write about topic {i}.",
-                            "output": " ".join(rng.choice(words) for _ in range(400))}) + "\n")
+                            "output": " ".join(rng.choice(words) for _ in range(150))}) + "\n")
 PY
 COMMON=(--dataset "$WORK/long.jsonl" --max-length "$MAX_LENGTH" --warmup-steps 0 --checkpoint-every 0 --eval-size 8
         --attn-implementation sdpa --device "$DEVICE" --no-progress)
