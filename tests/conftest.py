@@ -14,12 +14,6 @@ import pytest  # noqa: E402
 from lisa_bench.config import TrainConfig  # noqa: E402
 
 
-def pytest_collection_modifyitems(config, items):
-    """Slow tests first (a stable sort): under pytest-xdist their files start at once, rather than last with
-    the other workers idle."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture
 def tiny_cfg():
     """A short, fast training config on the tiny random Llama."""
