@@ -138,7 +138,12 @@ def _cmd_publish(args) -> int:
     out, ref = run_dir(root, name), reference_dir(root, name)
     if not (out / "tables").is_dir() and not (out / "memory").is_dir():
         raise BadInput(f"study {name!r} has no finished run in {str(out)!r}; run `lisa-bench reproduce` first")
+    notes = ref / "README.md"  # what a person wrote about the reference stays with it
+    kept = notes.read_text() if notes.is_file() and not (out / "README.md").exists() else None
     with atomic.staged_dir(ref) as staging:
         shutil.copytree(out, staging, dirs_exist_ok=True)
-    print(f"[lisa-bench] published runs/{name}/results -> results/{name}")
+        if kept is not None:
+            (Path(staging) / "README.md").write_text(kept)
+    print(f"[lisa-bench] published runs/{name}/results -> results/{name}"
+          + (" (its README.md kept)" if kept is not None else ""))
     return 0

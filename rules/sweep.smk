@@ -41,10 +41,11 @@ rule sweep_train:
         dataset=config["dataset"],
         settings=training_flags,
         steps=SWEEP.get("steps", 50),
+        eval_size=f"--set eval_size={SWEEP['eval_size']}" if SWEEP.get("eval_size") else "",
     shell:
         "OMP_NUM_THREADS={threads} {params.launch} train --experiment {input.experiment} --model {wildcards.model} "
         "--dataset {params.dataset} --seed {wildcards.seed} --device {params.device} {params.settings} "
-        "--set lr={wildcards.lr} --set max_steps={params.steps} --output-dir {output} --no-progress > {log} 2>&1"
+        "--set lr={wildcards.lr} --set max_steps={params.steps} {params.eval_size} --output-dir {output} --no-progress > {log} 2>&1"
 
 
 rule sweep_best:

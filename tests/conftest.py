@@ -14,6 +14,22 @@ import pytest  # noqa: E402
 from lisa_bench.config import TrainConfig  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files in order of their expected cost, longest first (`make test` runs pytest-xdist with --dist
+    loadfile --no-loadscope-reorder, which hands whole files to idle workers in this order): the end-to-end
+    studies (marker `pipeline`, minutes each) first, so each worker starts with one of them instead of one
+    worker meeting both at the end; then files with slow tests (real launches); then the rest, which fill
+    the gaps. The order of the tests inside a file is kept."""
+    def cost(item):
+        marks = files_marks[item.path]
+        return 0 if "pipeline" in marks else 1 if "slow" in marks else 2
+
+    files_marks = {}
+    for item in items:
+        files_marks.setdefault(item.path, set()).update(m.name for m in item.iter_markers())
+    items.sort(key=cost)
+
+
 @pytest.fixture
 def tiny_cfg():
     """A short, fast training config on the tiny random Llama."""

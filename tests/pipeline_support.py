@@ -33,7 +33,7 @@ device: cpu
 models: [tiny-random-llama]
 dataset: synthetic-instruct
 seeds: [0]
-training: {max_steps: 3, eval_size: 16}
+training: {max_steps: 3, train_size: 64, eval_size: 16}
 experiments: [base, lisa-e-h-2l]
 launcher: {type: single}
 lm_eval: {tasks: [synthetic_mc], limit: 4}

@@ -25,6 +25,7 @@ BASELINE = ROOT / "examples" / "adding-a-baseline"
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_tiny_pipeline_end_to_end(workdir):
     """A study through `lisa-bench reproduce`, with a baseline added the way the README shows: one method
     file and one experiment file, no other file touched."""

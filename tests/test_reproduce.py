@@ -61,9 +61,12 @@ def test_publish_needs_a_finished_run(tmp_path, capsys):
     (tables / "training.csv").write_text("model,experiment\n")
     (tmp_path / "results" / "default").mkdir(parents=True)
     (tmp_path / "results" / "default" / "stale.txt").write_text("old")
+    (tmp_path / "results" / "default" / "README.md").write_text("what the reference shows")
     assert main(["publish", "--directory", str(tmp_path)]) == 0
     assert (tmp_path / "results" / "default" / "tables" / "training.csv").exists()
     assert not (tmp_path / "results" / "default" / "stale.txt").exists()
+    # the notes written about a reference stay with it (the run's own files replace everything else)
+    assert (tmp_path / "results" / "default" / "README.md").read_text() == "what the reference shows"
 
 
 def test_stage_times_sum_the_benchmark_files_per_stage(tmp_path):

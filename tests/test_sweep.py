@@ -15,6 +15,7 @@ seeds: [0, 1]
 training: {max_steps: 3, max_length: 96, train_size: 64, eval_size: 16}
 experiments: [full, lisa-e-h-2l]
 launcher: {type: single}
+stages: [train]
 sweep: {steps: 2, seeds: [0], lr: {lisa-e-h-2l: [1.0e-4, 1.0e-2]}}
 comparisons: {baselines: [full], bootstrap: 200}
 lm_eval: {tasks: [synthetic_mc], limit: 12}
@@ -22,6 +23,7 @@ lm_eval: {tasks: [synthetic_mc], limit: 12}
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_sweep_seeds_and_intervals(workdir):
     """A study with a learning-rate sweep and two seeds, without MT-Bench: the final runs use the chosen rate,
     every table has its 95% intervals over seeds, and the comparisons pair the same questions."""
