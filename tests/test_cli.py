@@ -77,10 +77,21 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("lisa-bench: error: unknown method 'nope'")
 
 
-def test_help_on_every_subcommand():
-    for sub in (["--help"], ["train", "--help"], ["reproduce", "--help"]):
-        proc = subprocess.run([sys.executable, "-m", "lisa_bench.cli", *sub], capture_output=True, text=True)
-        assert proc.returncode == 0 and "usage: lisa-bench" in proc.stdout
+def test_help_on_every_subcommand(capsys):
+    """`--help` of the program and of every subcommand (in process; the console script itself is started in
+    test_console_script_prints_no_traceback)."""
+    import argparse
+
+    from lisa_bench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    names = sorted(sub.choices)
+    assert {"train", "reproduce", "publish", "memory", "plan", "eval", "mt-bench", "report"} <= set(names)
+    for args in [["--help"]] + [[name, "--help"] for name in names]:
+        with pytest.raises(SystemExit) as done:
+            main(args)
+        assert done.value.code == 0, args
+        assert "usage: lisa-bench" in capsys.readouterr().out, args
 
 
 def test_flags_override_experiment_file(tmp_path, capsys):

@@ -46,7 +46,8 @@ def test_fresh_clone_runs_the_main_job(tmp_path):
                           text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Nothing to be done" not in proc.stdout + proc.stderr
-    for rule in ("train", "lm_eval", "mt_bench_answer", "memory_table", "tables_and_figures"):
+    for rule in ("fetch_model", "train", "lm_eval", "mt_bench_answer", "mt_bench_judge", "weight_norms",
+                 "memory_table", "tables_and_figures"):  # every stage of the default study
         assert rule in proc.stdout, rule
 
 

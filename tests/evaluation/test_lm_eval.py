@@ -51,6 +51,22 @@ def test_paper_task_names_resolve_in_lm_eval():
     assert set(OFFLINE_TASKS) <= known
 
 
+def test_study_with_an_unknown_task_is_refused_before_any_job(monkeypatch):
+    """The study check asks lm-eval's whole task index for a name that is neither the project's nor the
+    paper's (here, next to the other tests that need that index, so the process builds it once)."""
+    import yaml
+
+    from lisa_bench.errors import BadInput
+    from lisa_bench.study import check_study
+    from tests.pipeline_support import ROOT, TINY
+
+    monkeypatch.chdir(ROOT)
+    config = yaml.safe_load(TINY)
+    config["lm_eval"] = {"tasks": ["not_a_task"]}
+    with pytest.raises(BadInput, match="unknown task 'not_a_task'"):
+        check_study(config)
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--model", "tiny-random-llama", "--tasks", "mmlu_pro_max_ultra"], "unknown task 'mmlu_pro_max_ultra'"),
     (["--run", "/nonexistent/run"], "has no metrics.json"),
