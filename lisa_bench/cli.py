@@ -182,8 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .memory.bench import add_parser as add_memory
     from .memory.collect import add_parser as add_memory_collect
     from .memory.plan import add_parser as add_plan
-    from .reporting.report import add_parser as add_report
-    from .reporting.sweep import add_parser as add_sweep_best
+    from .reporting.commands import add_report_parser as add_report, add_sweep_best_parser as add_sweep_best
     from .reproduce import add_parser as add_reproduce
 
     parser = argparse.ArgumentParser(prog="lisa-bench", description="LISA reproduction and fine-tuning benchmark suite")

@@ -104,16 +104,3 @@ def sweep_grid(root: Path) -> pd.DataFrame:
     out["chosen"] = out.index.isin(best.index)
     return out
 
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="tables and figures of a pipeline run tree",
-                       description="Collects RUNS/{train,eval,mt_bench} into OUT/tables/*.{csv,md,tex} and "
-                                   "OUT/figures/*.{png,pdf}.")
-    p.add_argument("--runs-dir", required=True)
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--name", default="study")
-    p.add_argument("--baselines", default="lora-r128,full",
-                   help="experiments the paired comparisons are against (default: lora-r128,full)")
-    p.add_argument("--bootstrap", type=int, default=2000, help="resamples of the comparisons' intervals")
-    p.set_defaults(func=lambda a: (collect(a.runs_dir, a.output_dir, a.name, tuple(a.baselines.split(",")),
-                                           a.bootstrap), 0)[1])

@@ -41,16 +41,7 @@ def best_lr(runs: list[Path]) -> dict:
             "grid": {f"{lr:g}": float(v) for lr, v in means.items()}}
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("sweep-best", help="the learning rate of a sweep's lowest held-out loss",
-                       description="Reads the grid runs of one experiment and writes a settings file {lr: best} "
-                                   "(for lisa-bench train --settings-file), with the grid's losses.")
-    p.add_argument("--runs", nargs="+", required=True)
-    p.add_argument("--output", required=True)
-    p.set_defaults(func=_cmd_best)
-
-
-def _cmd_best(args) -> int:
+def cmd_best(args) -> int:
     import yaml
 
     best = best_lr(args.runs)
