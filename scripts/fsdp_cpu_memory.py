@@ -24,6 +24,7 @@ optimizer-state bytes are exact either way.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -120,9 +121,7 @@ def main() -> None:
         gathered = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, row)
         rows += gathered
-        import gc
-
-        gc.collect()
+        gc.collect()  # the previous method's model and optimizer go before the next is built
     if dist.get_rank() == 0:
         from lisa_bench.provenance import provenance
 
