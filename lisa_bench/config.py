@@ -58,7 +58,7 @@ class TrainConfig:
     eval_batch_size: int | None = None  # default: batch_size
     eval_size: int | None = None  # first N validation conversations (None: the whole held-out split)
     norm_every: int | None = None  # weight-norm snapshot period (None: ~10 per run)
-    checkpoint_every: int = 50  # steps between resumable checkpoints (0: none); single process only
+    checkpoint_every: int = 50  # steps between resumable checkpoints (0: none); DDP and FSDP2 included
     memory_snapshot: bool = False  # CUDA only: dump an allocator snapshot (PyTorch memory visualizer)
     report_to: str = "none"  # none | tensorboard | wandb (through accelerate; wandb offline unless configured)
     method_module: str | None = None  # a .py file or module that registers the method (a plugin)

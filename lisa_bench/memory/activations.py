@@ -160,6 +160,22 @@ def llama_activation_bytes(config, num_blocks: int, batch: int, seq: int, c: Com
     return total, largest
 
 
+def _unpacked_batches():
+    """Without a cache or an attention mask, transformers looks at the position ids to see whether several
+    sequences are packed into one row: a question about values, which the meta device cannot answer. The
+    traced batch is plain rows (positions 0..seq-1), so the answer is "not packed"."""
+    import contextlib
+    from unittest import mock
+
+    try:
+        from transformers import masking_utils
+    except ImportError:
+        return contextlib.nullcontext()
+    if not hasattr(masking_utils, "find_packed_sequence_indices"):
+        return contextlib.nullcontext()
+    return mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None)
+
+
 def traced_activation_bytes(model: nn.Module, batch: int, seq: int) -> int:
     """Bytes autograd saves in one training-mode forward pass (with the loss) of a meta-device
     model: the unique storages handed to the saved-tensor hooks, parameters excluded."""
@@ -167,8 +183,8 @@ def traced_activation_bytes(model: nn.Module, batch: int, seq: int) -> int:
     model.train()
     ids = torch.zeros(batch, seq, dtype=torch.long, device="meta")
     try:
-        with counter.hooks():
-            model(input_ids=ids, labels=ids)
+        with counter.hooks(), _unpacked_batches():
+            model(input_ids=ids, labels=ids, use_cache=False)  # as training runs: no KV cache
     except Exception as exc:  # e.g. a data-dependent operation that the meta device cannot run
         raise BadInput(f"no activation model for {type(model).__name__}: the meta-device trace failed "
                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the formula "

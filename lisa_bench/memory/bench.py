@@ -174,7 +174,7 @@ def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
         before = torch.cuda.memory_allocated(dev) if cuda else 0
         counter = SavedTensorCounter(model.parameters())
         with counter.hooks(), precision.autocast(dev.type):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss  # as training runs
         step_acts = (torch.cuda.memory_allocated(dev) - before) if cuda else counter.bytes
         loss.backward()
         step_grads = sum(tensor_bytes(p.grad) for p in model.parameters() if p.grad is not None)

@@ -114,7 +114,6 @@ def setup(cfg: TrainConfig) -> Run:
     layout = method.find_blocks(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
     if sharded:
         full = model.state_dict() if rank == 0 else {}
         model = shard_model(model, layout, device, world)
@@ -170,7 +169,9 @@ def _targets(batch: dict) -> int:
 
 def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
     """One optimizer step: forward and backward over the micro-batches (the loss of each divided by the
-    response tokens of all of them, on all processes), gradient sync and clipping, update."""
+    response tokens of all of them, on all processes), gradient sync and clipping, update. Forward runs
+    without a KV cache, as transformers' Trainer does (it sets use_cache=False): a cache would copy every
+    block's keys and values, and backpropagate through the copies, for nothing."""
     acc, device = run.accelerator, run.accelerator.device
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -186,7 +187,7 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
     for i, batch in enumerate(micro_batches):
         batch = {k: v.to(device) for k, v in batch.items()}
         with acc.no_sync(run.model) if i < len(micro_batches) - 1 else _nothing(), run.precision.autocast(device.type):
-            part = run.model(**batch, num_items_in_batch=targets).loss
+            part = run.model(**batch, use_cache=False, num_items_in_batch=targets).loss
         acc.backward(part * scale)
         loss += part.detach()
     trainable = [p for p in run.model.parameters() if p.requires_grad]
@@ -227,7 +228,7 @@ def validation_loss(run: Run) -> float | None:
         rows, counted = (mine[i:i + size], True) if mine[i:i + size] else (run.validation[:1], False)
         batch = {k: v.to(device) for k, v in run.collate(rows).items()}
         with run.precision.autocast(device.type):
-            summed = run.raw_model(**batch, num_items_in_batch=1).loss  # reduction to a sum
+            summed = run.raw_model(**batch, use_cache=False, num_items_in_batch=1).loss  # reduction to a sum
         if counted:
             total += torch.tensor([float(summed), _targets(batch)], dtype=torch.float64, device=device)
     run.raw_model.train()
