@@ -167,7 +167,26 @@ def _from_pretrained(name: str, dtype: torch.dtype, attn: str = "sdpa") -> Loade
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
+    own_aligned_memory(model)
     return LoadedModel(name, model, tokenizer, "local directory" if Path(name).is_dir() else "hub")
+
+
+ALIGNMENT = 64  # bytes: torch's CPU allocator aligns to this (one cache line, one AVX-512 vector)
+
+
+def own_aligned_memory(model: torch.nn.Module) -> int:
+    """Copy CPU weights that do not start on a 64-byte boundary into memory torch allocates itself; return how
+    many were copied. from_pretrained leaves each tensor where it sits in the memory-mapped safetensors file
+    (SmolLM2's: 40 bytes past a boundary, every one); a CPU training step on such weights ran 2.6% slower than
+    on a copy of them (SmolLM2-135M, median of 24 interleaved steps). Tied weights are one Parameter, copied
+    once."""
+    moved = 0
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % ALIGNMENT:
+                tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+                moved += 1
+    return moved
 
 
 def check_attention(attn: str) -> None:

@@ -47,3 +47,21 @@ def test_random_weights_of_a_registered_architecture_train_with_the_byte_tokeniz
     assert model_config("random:meta-llama/Llama-2-7b-hf").hidden_size == 4096  # hub ids of registered architectures
     with pytest.raises(BadInput, match="unknown model 'random:nope'; valid choices: random:tiny-random-llama"):
         load_model("random:nope")
+
+
+def test_weights_off_a_64_byte_boundary_are_copied_into_aligned_memory():
+    """from_pretrained leaves CPU weights at their offsets in the mapped safetensors file; the loader copies
+    them so that they start on a 64-byte boundary, values and weight tying kept."""
+    from lisa_bench.models.registry import ALIGNMENT, own_aligned_memory
+
+    model = load_model("tiny-random-llama-tied").model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():  # put each weight 40 bytes past a boundary, as SmolLM2's file does
+        buf = torch.empty(p.numel() + 16, dtype=p.dtype)
+        p.data = buf[10:10 + p.numel()].view_as(p).copy_(p.data)
+    assert all(p.data_ptr() % ALIGNMENT == 40 for p in model.parameters())
+    assert own_aligned_memory(model) == len(list(model.parameters()))
+    assert all(p.data_ptr() % ALIGNMENT == 0 for p in model.parameters())
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert own_aligned_memory(model) == 0  # nothing left to move
