@@ -53,10 +53,18 @@ def update_norms(run: Path) -> pd.Series:
     return pd.Series(out)
 
 
+def ends_trained(norms: pd.Series) -> bool:
+    """Whether the run trained the embedding or the head (a unit the method leaves frozen has no norm)."""
+    return any(pd.notna(norms.get(u)) for u in ("embedding", "head"))
+
+
 def skew_ratio(norms: pd.Series, combine=sum) -> float:
-    """Embedding and head (summed, or the larger with ``combine=max``) over the median decoder block."""
+    """Embedding and head (summed, or the larger with ``combine=max``) over the median decoder block; NaN
+    where the run trained neither (a ratio of 0 would read as "no skew")."""
+    if not ends_trained(norms):
+        return float("nan")
     blocks = norms[[u for u in norms.index if u.startswith("layer.")]]
-    ends = combine([norms.get("embedding", 0.0), norms.get("head", 0.0)])
+    ends = combine([float(norms.get(u, 0.0)) if pd.notna(norms.get(u)) else 0.0 for u in ("embedding", "head")])
     median = float(blocks.median()) if len(blocks) else 0.0
     return float(ends / median) if median > 0 else float("nan")  # e.g. LISA updated fewer than half the blocks
 
@@ -72,7 +80,14 @@ def reading(skew: pd.DataFrame) -> str:
              "`skew_end_over_median`), per run:", ""]
     for run, row in skew.iterrows():
         ratio = row["skew_end_over_median"]
-        lines.append(f"- {run}: {ratio:.3g}" if pd.notna(ratio) else f"- {run}: no ratio (a median block of 0)")
+        if pd.notna(ratio):
+            lines.append(f"- {run}: {ratio:.3g}")
+        elif not row["ends_trained"]:
+            lines.append(f"- {run}: no ratio (it trains neither the embedding nor the head, so they have no trained "
+                         f"norm; the authors' LoRA runs trained both, and an experiment that does gives the paper's "
+                         f"curve)")
+        else:
+            lines.append(f"- {run}: no ratio (the median block was not trained: fewer than half the blocks were)")
     lines += ["", "A ratio near 1 is no gap; the paper's LoRA reading needs ratios in the hundreds."]
     return "\n".join(lines) + "\n"
 
@@ -92,14 +107,16 @@ def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
     mean_rows, update_rows, skew = [], [], []
     for run in map(Path, runs):
         metrics = json.loads((run / "metrics.json").read_text())
-        label = f"{metrics['method']} ({run.parent.name if run.name.startswith('seed') else run.name})"
+        # one label per run: the experiment's name, and its seed where the study trains several
+        label = (f"{metrics['method']} ({run.parent.name}, {run.name.replace('seed', 'seed ')})"
+                 if run.name.startswith("seed") else f"{metrics['method']} ({run.name})")
         m = mean_norms(run)
         u = update_norms(run)
         mean_rows.append(m.rename(label))
         update_rows.append(u.rename(label))
         skew.append({"run": label, "method": metrics["method"], "model": metrics["model"],
                      "skew_mean_norm": skew_ratio(m), "skew_update_norm": skew_ratio(u),
-                     "skew_end_over_median": skew_ratio(m, max)})
+                     "skew_end_over_median": skew_ratio(m, max), "ends_trained": ends_trained(m)})
     mean_df = pd.DataFrame(mean_rows)
     update_df = pd.DataFrame(update_rows)
     mean_df = mean_df[unit_order(mean_df.columns)]

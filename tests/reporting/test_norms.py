@@ -1,0 +1,43 @@
+"""The skew ratio and its reading: a run that trains neither embedding nor head has no ratio, not 0."""
+
+import math
+
+import pandas as pd
+
+from lisa_bench.reporting.norms import ends_trained, reading, skew_ratio
+
+
+def _norms(embedding=None, head=None, blocks=(1.0, 2.0, 3.0)):
+    values = {f"layer.{i}": v for i, v in enumerate(blocks)}
+    if embedding is not None:
+        values["embedding"] = embedding
+    if head is not None:
+        values["head"] = head
+    return pd.Series(values)
+
+
+def test_ratio_of_the_ends_over_the_median_block():
+    assert skew_ratio(_norms(embedding=300.0, head=100.0)) == 200.0  # (300 + 100) / 2
+    assert skew_ratio(_norms(embedding=300.0, head=100.0), max) == 150.0
+    assert skew_ratio(_norms(head=40.0), max) == 20.0
+
+
+def test_frozen_ends_have_no_ratio():
+    frozen = _norms()
+    assert not ends_trained(frozen)
+    assert math.isnan(skew_ratio(frozen)) and math.isnan(skew_ratio(frozen, max))
+    # a unit absent from one run but present in another of the same table is NaN, and still not trained
+    assert not ends_trained(pd.Series({"layer.0": 1.0, "embedding": float("nan"), "head": float("nan")}))
+
+
+def test_reading_says_why_a_run_has_no_ratio():
+    table = pd.DataFrame([
+        {"run": "full (full, seed 0)", "skew_end_over_median": 1.99, "ends_trained": True},
+        {"run": "lora (lora-r128, seed 0)", "skew_end_over_median": float("nan"), "ends_trained": False},
+        {"run": "lisa (lisa-e-h-2l, seed 0)", "skew_end_over_median": float("nan"), "ends_trained": True},
+    ]).set_index("run")
+    text = reading(table)
+    assert "- full (full, seed 0): 1.99" in text
+    assert "- lora (lora-r128, seed 0): no ratio (it trains neither the embedding nor the head" in text
+    assert "- lisa (lisa-e-h-2l, seed 0): no ratio (the median block was not trained" in text
+    assert ": 0\n" not in text
