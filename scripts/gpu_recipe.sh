@@ -13,6 +13,7 @@
 # pandas. DEVICE=cpu TINY=tiny-random-llama BIG=tiny-random-llama STEPS=3 FSDP_STEPS=2 is a dry run on a CPU
 # (FSDP2 then needs NPROC=2 gloo processes; on a CPU the peak is the process's resident set, so the dry run
 # checks the script, not the memory model: the CPU's own check is `lisa-bench memory`).
+# `bash scripts/device_dry_run.sh` runs that dry run with the device's package versions and absences.
 set -uo pipefail
 OUT=${OUT:-results/gpu-recipe}
 WORK=${WORK:-$(mktemp -d)}

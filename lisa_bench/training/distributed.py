@@ -56,7 +56,8 @@ def shard_model(model, layout, device: torch.device, world: int):
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)
-            module.set_force_sum_reduction_for_comms(True)
+            if hasattr(module, "set_force_sum_reduction_for_comms"):  # gloo needs it (no pre/post-divided sum)
+                module.set_force_sum_reduction_for_comms(True)
     return model
 
 
