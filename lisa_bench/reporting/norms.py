@@ -53,9 +53,15 @@ def update_norms(run: Path) -> pd.Series:
     return pd.Series(out)
 
 
+def _ends(norms: pd.Series) -> list[float]:
+    """The embedding's and the head's trained norm; 0 where the method leaves one frozen (logged as 0, or
+    absent from this run's log)."""
+    return [float(norms[u]) if pd.notna(norms.get(u)) else 0.0 for u in ("embedding", "head")]
+
+
 def ends_trained(norms: pd.Series) -> bool:
-    """Whether the run trained the embedding or the head (a unit the method leaves frozen has no norm)."""
-    return any(pd.notna(norms.get(u)) for u in ("embedding", "head"))
+    """Whether the run trained the embedding or the head."""
+    return any(v > 0 for v in _ends(norms))
 
 
 def skew_ratio(norms: pd.Series, combine=sum) -> float:
@@ -64,7 +70,7 @@ def skew_ratio(norms: pd.Series, combine=sum) -> float:
     if not ends_trained(norms):
         return float("nan")
     blocks = norms[[u for u in norms.index if u.startswith("layer.")]]
-    ends = combine([float(norms.get(u, 0.0)) if pd.notna(norms.get(u)) else 0.0 for u in ("embedding", "head")])
+    ends = combine(_ends(norms))
     median = float(blocks.median()) if len(blocks) else 0.0
     return float(ends / median) if median > 0 else float("nan")  # e.g. LISA updated fewer than half the blocks
 

@@ -26,6 +26,9 @@ def test_frozen_ends_have_no_ratio():
     frozen = _norms()
     assert not ends_trained(frozen)
     assert math.isnan(skew_ratio(frozen)) and math.isnan(skew_ratio(frozen, max))
+    # the norm log writes a frozen unit's trained norm as 0 (LoRA's embedding and head)
+    logged = _norms(embedding=0.0, head=0.0)
+    assert not ends_trained(logged) and math.isnan(skew_ratio(logged, max))
     # a unit absent from one run but present in another of the same table is NaN, and still not trained
     assert not ends_trained(pd.Series({"layer.0": 1.0, "embedding": float("nan"), "head": float("nan")}))
 
@@ -41,3 +44,14 @@ def test_reading_says_why_a_run_has_no_ratio():
     assert "- lora (lora-r128, seed 0): no ratio (it trains neither the embedding nor the head" in text
     assert "- lisa (lisa-e-h-2l, seed 0): no ratio (the median block was not trained" in text
     assert ": 0\n" not in text
+
+
+def test_a_lora_run_that_leaves_embedding_and_head_frozen_has_no_ratio(tiny_cfg, tmp_path):
+    from lisa_bench.reporting.norms import mean_norms
+    from lisa_bench.training import train
+
+    train(tiny_cfg("lora", max_steps=2), tmp_path / "lora", progress=False)
+    norms = mean_norms(tmp_path / "lora")
+    assert norms["layer.0"] > 0 and not ends_trained(norms) and math.isnan(skew_ratio(norms, max))
+    train(tiny_cfg("full", max_steps=2), tmp_path / "full", progress=False)
+    assert skew_ratio(mean_norms(tmp_path / "full"), max) > 0
