@@ -51,9 +51,23 @@ def equivalence(tmp: Path) -> list[dict]:
     return rows
 
 
+# the speed recipe of both measurements: SmolLM2-135M, full fine-tuning, batch 4 x 256 tokens, fp32, AdamW, cosine
+LOOP = dict(method="full", model="smollm2-135m", lr=2e-5, warmup_steps=0, batch_size=4, max_length=256, device="cpu",
+            checkpoint_every=0)
+
+
+def _trainer_args(output_dir: Path, max_steps: int, **extra):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(output_dir=str(output_dir), per_device_train_batch_size=LOOP["batch_size"],
+                             max_steps=max_steps, learning_rate=LOOP["lr"], lr_scheduler_type="cosine",
+                             warmup_steps=0, optim="adamw_torch", save_strategy="no", report_to=[], use_cpu=True,
+                             remove_unused_columns=False, disable_tqdm=True, **extra)
+
+
 def speed(tmp: Path, steps: int, rounds: int) -> dict:
     """Tokens/s of both on SmolLM2-135M, full fine-tuning, batch 4 x 256 tokens, fp32."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainerCallback
 
     from lisa_bench.config import TrainConfig
     from lisa_bench.data.batching import StepPlan
@@ -65,8 +79,7 @@ def speed(tmp: Path, steps: int, rounds: int) -> dict:
     loop_rates, trainer_rates = [], []
 
     def loop(r: int) -> None:
-        cfg = TrainConfig(method="full", model="smollm2-135m", max_steps=steps + 1, lr=2e-5, warmup_steps=0,
-                          batch_size=4, max_length=256, device="cpu", checkpoint_every=0, norm_every=steps + 1)
+        cfg = TrainConfig(**LOOP, max_steps=steps + 1, norm_every=steps + 1)
         train(cfg, tmp / f"loop{r}", progress=False)
         log = [json.loads(x) for x in (tmp / f"loop{r}" / "train_log.jsonl").read_text().splitlines()][1:]  # warm-up
         loop_rates.append(sum(x["tokens"] for x in log) / sum(x["step_seconds"] for x in log))
@@ -89,11 +102,8 @@ def speed(tmp: Path, steps: int, rounds: int) -> dict:
             def on_step_end(self, args, state, control, **kw):
                 ends.append(time.perf_counter())
 
-        args = TrainingArguments(output_dir=str(tmp / f"trainer{r}"), per_device_train_batch_size=4, max_steps=steps + 1,
-                                 learning_rate=2e-5, lr_scheduler_type="cosine", warmup_steps=0, optim="adamw_torch",
-                                 train_sampling_strategy="sequential", save_strategy="no", report_to=[], use_cpu=True,
-                                 logging_steps=1000, remove_unused_columns=False, dataloader_num_workers=0,
-                                 disable_tqdm=True)
+        args = _trainer_args(tmp / f"trainer{r}", steps + 1, train_sampling_strategy="sequential", logging_steps=1000,
+                             dataloader_num_workers=0)
         Timed(model=loaded.model, args=args, train_dataset=ordered, data_collator=PadCollator(loaded.tokenizer.pad_token_id),
               callbacks=[End()]).train()
         tokens = sum(n for n, _ in stamps[1:])
@@ -110,25 +120,20 @@ def speed(tmp: Path, steps: int, rounds: int) -> dict:
             "loop_over_trainer": sum(loop_rates) / sum(trainer_rates)}
 
 
-def interleaved(steps: int) -> dict:
+def interleaved(tmp: Path, steps: int) -> dict:
     """Per-step seconds of the loop's step and the Trainer's step on the same batches, in one process."""
     import copy
     import statistics
 
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     from lisa_bench.config import TrainConfig
     from lisa_bench.training.loop import _micro_batch, setup, train_step
 
-    cfg = TrainConfig(method="full", model="smollm2-135m", max_steps=steps, lr=2e-5, warmup_steps=0, batch_size=4,
-                      max_length=256, device="cpu", checkpoint_every=0)
-    run = setup(cfg)
+    run = setup(TrainConfig(**LOOP, max_steps=steps))
     theirs = copy.deepcopy(run.raw_model)
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, max_steps=steps,
-                             learning_rate=2e-5, lr_scheduler_type="cosine", warmup_steps=0, optim="adamw_torch",
-                             save_strategy="no", report_to=[], use_cpu=True, remove_unused_columns=False,
-                             disable_tqdm=True)
-    trainer = Trainer(model=theirs, args=args, train_dataset=run.examples[:4], data_collator=run.collate)
+    trainer = Trainer(model=theirs, args=_trainer_args(tmp / "interleaved", steps), train_dataset=run.examples[:4],
+                      data_collator=run.collate)
     trainer.create_optimizer_and_scheduler(num_training_steps=steps)  # as Trainer.train() sets itself up
     wrapped = trainer.accelerator.prepare_model(theirs)
     trainer.optimizer = trainer.accelerator.prepare_optimizer(trainer.optimizer)
@@ -182,7 +187,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result = {"equivalence": equivalence(Path(tmp)), "speed": speed(Path(tmp), args.steps, args.rounds)}
         if args.interleaved_steps:
-            result["interleaved"] = interleaved(args.interleaved_steps)
+            result["interleaved"] = interleaved(Path(tmp), args.interleaved_steps)
     from lisa_bench.provenance import provenance
 
     result["provenance"] = provenance(vars(args), "cpu")
