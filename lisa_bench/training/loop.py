@@ -185,11 +185,7 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
     scale = 1 if run.sharded else acc.num_processes
     loss = torch.zeros((), device=device)
     for i, batch in enumerate(micro_batches):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with acc.no_sync(run.model) if i < len(micro_batches) - 1 else _nothing(), run.precision.autocast(device.type):
-            part = run.model(**batch, use_cache=False, num_items_in_batch=targets).loss
-        acc.backward(part * scale)
-        loss += part.detach()
+        loss += _forward_backward(run, batch, targets, scale, sync=i == len(micro_batches) - 1)
     trainable = [p for p in run.model.parameters() if p.requires_grad]
     if run.manual_sync:
         sync_gradients(trainable, acc)
@@ -203,6 +199,21 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
     if acc.num_processes > 1:
         loss = acc.reduce(loss, reduction="sum")  # each process holds its share of the global mean
     return float(loss), {"seconds": dt, **run.meter.end_step()}
+
+
+def _forward_backward(run: Run, batch: dict, targets: torch.Tensor, scale: int, sync: bool) -> torch.Tensor:
+    """Forward and backward of one micro-batch; returns its loss, detached. A function of its own so that
+    nothing refers to the loss's autograd graph once it returns, as in transformers' Trainer.training_step:
+    a graph kept alive until after the optimizer step (a local variable of the step) keeps its thousands of
+    small nodes allocated among the activations' freed memory, and on the CPU AdamW's per-parameter
+    temporaries then page-faulted fresh memory instead of reusing it (SmolLM2-135M, batch 4 x 256: 158,050
+    minor faults in the optimizer step against 55,298, and the step 5% slower than the Trainer's)."""
+    acc = run.accelerator
+    batch = {k: v.to(acc.device) for k, v in batch.items()}
+    with _nothing() if sync else acc.no_sync(run.model), run.precision.autocast(acc.device.type):
+        part = run.model(**batch, use_cache=False, num_items_in_batch=targets).loss
+    acc.backward(part * scale)
+    return part.detach()
 
 
 def _nothing():
