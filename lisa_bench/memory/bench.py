@@ -177,13 +177,13 @@ def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
             loss = model(input_ids=ids, labels=ids, use_cache=False).loss  # as training runs
         step_acts = (torch.cuda.memory_allocated(dev) - before) if cuda else counter.bytes
         loss.backward()
+        del loss  # gone before the optimizer step, as in training (training/loop.py: _forward_backward)
         step_grads = sum(tensor_bytes(p.grad) for p in model.parameters() if p.grad is not None)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if cuda:
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
-        del loss
         state = method.optimizer_bytes(optimizer)
         point = {"step": step, "seconds": seconds, "optimizer_bytes": state, "grads_bytes": step_grads,
                  "activations_bytes": step_acts}
