@@ -37,4 +37,4 @@ for extra in "--precision bf16-mixed" "--gradient-checkpointing"; do
     --steps 2 $extra --output-dir "$WORK/memory/$name"
 done
 lisa-bench memory-collect "$WORK"/memory/* --output-dir "$OUT/memory"
-python scripts/trainer_vs_loop.py --out "$OUT/trainer_vs_loop.json"
+python scripts/trainer_vs_loop.py --out "$OUT/trainer_vs_loop.json" --rounds 10 --interleaved-steps 81
