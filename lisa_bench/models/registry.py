@@ -179,14 +179,39 @@ def own_aligned_memory(model: torch.nn.Module) -> int:
     many were copied. from_pretrained leaves each tensor where it sits in the memory-mapped safetensors file
     (SmolLM2's: 40 bytes past a boundary, every one); a CPU training step on such weights ran 2.6% slower than
     on a copy of them (SmolLM2-135M, median of 24 interleaved steps). Tied weights are one Parameter, copied
-    once."""
+    once. The file's pages a copied tensor leaves behind are handed back to the kernel one tensor at a time
+    (``_page_out``): the mapping stays open until the last tensor is copied, and with all its pages resident
+    next to the copies a process peaked at twice the weights while loading (SmolLM2: 1409 MiB against 900)."""
     moved = 0
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % ALIGNMENT:
-                tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+                old = tensor.data
+                tensor.data = old.clone(memory_format=torch.contiguous_format)
+                _page_out(old.data_ptr(), old.numel() * old.element_size())
                 moved += 1
     return moved
+
+
+def _page_out(address: int, size: int) -> None:
+    """Ask Linux to reclaim the whole pages inside [address, address + size) (madvise MADV_PAGEOUT, Linux >= 5.4).
+    Never loses data: a file-backed page is read again from the file if touched, an anonymous one is swapped;
+    elsewhere, or where the kernel refuses, nothing happens."""
+    import ctypes
+    import mmap
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    page = mmap.PAGESIZE
+    start, end = -(-address // page) * page, (address + size) // page * page
+    if end > start:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        libc.madvise(start, end - start, MADV_PAGEOUT)
+
+
+MADV_PAGEOUT = 21  # linux/mman-common.h
 
 
 def check_attention(attn: str) -> None:
