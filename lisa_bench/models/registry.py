@@ -11,6 +11,7 @@ directory or a Hugging Face hub id.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -172,6 +173,7 @@ def _from_pretrained(name: str, dtype: torch.dtype, attn: str = "sdpa") -> Loade
 
 
 ALIGNMENT = 64  # bytes: torch's CPU allocator aligns to this (one cache line, one AVX-512 vector)
+MADV_PAGEOUT = 21  # linux/mman-common.h
 
 
 def own_aligned_memory(model: torch.nn.Module) -> int:
@@ -197,21 +199,26 @@ def _page_out(address: int, size: int) -> None:
     """Ask Linux to reclaim the whole pages inside [address, address + size) (madvise MADV_PAGEOUT, Linux >= 5.4).
     Never loses data: a file-backed page is read again from the file if touched, an anonymous one is swapped;
     elsewhere, or where the kernel refuses, nothing happens."""
-    import ctypes
     import mmap
+
+    madvise = _madvise()
+    page = mmap.PAGESIZE
+    start, end = -(-address // page) * page, (address + size) // page * page
+    if madvise is not None and end > start:
+        madvise(start, end - start, MADV_PAGEOUT)
+
+
+@functools.cache
+def _madvise():
+    """libc's madvise on Linux (looked up once: own_aligned_memory calls it per weight), else None."""
+    import ctypes
     import sys
 
     if not sys.platform.startswith("linux"):
-        return
-    page = mmap.PAGESIZE
-    start, end = -(-address // page) * page, (address + size) // page * page
-    if end > start:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        libc.madvise(start, end - start, MADV_PAGEOUT)
-
-
-MADV_PAGEOUT = 21  # linux/mman-common.h
+        return None
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
 
 
 def check_attention(attn: str) -> None:
