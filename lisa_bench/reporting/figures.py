@@ -195,19 +195,31 @@ def score_vs_memory(points: pd.DataFrame, path: Path, score: str = "overall",
 
 def weight_norms(mean: pd.DataFrame, update: pd.DataFrame, path: Path) -> list[Path]:
     """Per unit from embedding to head: mean weight norm over training and update norm, one line per run."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+    # one colour per experiment, one line style per seed: a study of 6 experiments x 2 seeds has 12 runs, more
+    # than the 10 colours of the default cycle, whose repeats would pair unrelated runs
+    experiments = list(dict.fromkeys(str(label).split(", seed")[0] for label in mean.index))
+    palette = plt.get_cmap("tab10" if len(experiments) <= 10 else "tab20").colors
+    seen: dict[str, int] = {}
+    style = {}
+    for label in mean.index:
+        exp = str(label).split(", seed")[0]
+        style[label] = dict(color=palette[experiments.index(exp) % len(palette)],
+                            linestyle=("-", "--", ":", "-.")[seen.get(exp, 0) % 4])
+        seen[exp] = seen.get(exp, 0) + 1
     # units a method left untouched (norm 0) are gaps on the log scale, not lines to -infinity
     for ax, df in ((ax1, mean), (ax2, update)):
         for label, row in df.iterrows():
-            ax.plot(range(len(row)), row.where(row > 0).values, marker=".", label=label)
-    for ax, title in ((ax1, "mean over training of each layer's trained-parameter norm\n(the paper's Figure 2; LoRA: "
-                             "adapters, with embedding/head where trained)"), (ax2, "update norm ||W_T - W_0||")):
+            ax.plot(range(len(row)), row.where(row > 0).values, marker=".", label=label, **style.get(label, {}))
+    for ax, title in ((ax1, "mean trained-parameter norm over training (paper's Fig. 2)\nLoRA: adapters, "
+                             "embedding/head where trained; untrained units blank"),
+                      (ax2, "update norm ||W_T - W_0||")):
         ticks = list(mean.columns)
         step = max(1, len(ticks) // 12)
         ax.set_xticks(range(0, len(ticks), step), ticks[::step], rotation=45, ha="right", fontsize=7)
         ax.set_yscale("log")
         ax.set_title(title)
-    ax2.legend(fontsize=7)
+    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, not over its lines
     return save(fig, path)
 
 

@@ -4,7 +4,8 @@ For each run: the mean over training of each unit's norm, (1/T) sum_t ||theta_t^
 embedding through every block to the head, over what the method trains there (the weights
 themselves; LoRA: its adapters, plus embedding/head when trained), the norm of the update
 ||W_T - W_0|| per unit for every method (one scale to compare methods on), and the skew ratio:
-embedding+head over the median block.
+embedding+head over the median trained block. A unit training left as it was (update 0: LISA's blocks never
+sampled, embedding and head under ``always_on: none``) has no trained norm: blank, not its initial weights'.
 """
 
 from __future__ import annotations
@@ -54,25 +55,32 @@ def update_norms(run: Path) -> pd.Series:
 
 
 def _ends(norms: pd.Series) -> list[float]:
-    """The embedding's and the head's trained norm; 0 where the method leaves one frozen (logged as 0, or
-    absent from this run's log)."""
+    """The embedding's and the head's norm; 0 where a unit has none (logged as 0, or absent from this run)."""
     return [float(norms[u]) if pd.notna(norms.get(u)) else 0.0 for u in ("embedding", "head")]
 
 
 def ends_trained(norms: pd.Series) -> bool:
-    """Whether the run trained the embedding or the head."""
+    """Whether the run trained the embedding or the head: a norm of theirs above 0 (LoRA logs its frozen ones
+    as 0; ``analyze`` blanks every unit that training left as it was)."""
     return any(v > 0 for v in _ends(norms))
 
 
 def skew_ratio(norms: pd.Series, combine=sum) -> float:
-    """Embedding and head (summed, or the larger with ``combine=max``) over the median decoder block; NaN
-    where the run trained neither (a ratio of 0 would read as "no skew")."""
+    """Embedding and head (summed, or the larger with ``combine=max``) over the median trained decoder block
+    (norm above 0); NaN where the run trained neither end (a ratio of 0 would read as "no skew") or no block."""
     if not ends_trained(norms):
         return float("nan")
     blocks = norms[[u for u in norms.index if u.startswith("layer.")]]
-    ends = combine(_ends(norms))
-    median = float(blocks.median()) if len(blocks) else 0.0
-    return float(ends / median) if median > 0 else float("nan")  # e.g. LISA updated fewer than half the blocks
+    blocks = blocks[blocks > 0]  # a block LISA never sampled has no update, and no trained norm
+    return float(combine(_ends(norms)) / blocks.median()) if len(blocks) else float("nan")
+
+
+def trained_only(mean: pd.Series, update: pd.Series) -> pd.Series:
+    """The mean norms of the units training changed (update norm above 0); the rest NaN. A unit's own weights
+    have a norm whether or not they were trained, and the paper's figure is of trained parameters: without this
+    LISA with ``always_on: none`` (or BAdam, which leaves embedding and head frozen) would show the pretrained
+    embedding's norm as its trained one."""
+    return mean.where(update.reindex(mean.index).fillna(0) > 0)
 
 
 PAPER_READING = ("The paper (Section 3.1, Figure 2): under LoRA the embedding or the LM head has a mean weight norm "
@@ -89,11 +97,10 @@ def reading(skew: pd.DataFrame) -> str:
         if pd.notna(ratio):
             lines.append(f"- {run}: {ratio:.3g}")
         elif not row["ends_trained"]:
-            lines.append(f"- {run}: no ratio (it trains neither the embedding nor the head, so they have no trained "
-                         f"norm; the authors' LoRA runs trained both, and an experiment that does gives the paper's "
-                         f"curve)")
+            lines.append(f"- {run}: no ratio (it trains neither the embedding nor the head: training left them as "
+                         f"they were, and the paper's reading is of trained ones)")
         else:
-            lines.append(f"- {run}: no ratio (the median block was not trained: fewer than half the blocks were)")
+            lines.append(f"- {run}: no ratio (no decoder block was trained)")
     lines += ["", "A ratio near 1 is no gap; the paper's LoRA reading needs ratios in the hundreds."]
     return "\n".join(lines) + "\n"
 
@@ -116,8 +123,8 @@ def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
         # one label per run: the experiment's name, and its seed where the study trains several
         label = (f"{metrics['method']} ({run.parent.name}, {run.name.replace('seed', 'seed ')})"
                  if run.name.startswith("seed") else f"{metrics['method']} ({run.name})")
-        m = mean_norms(run)
         u = update_norms(run)
+        m = trained_only(mean_norms(run), u)
         mean_rows.append(m.rename(label))
         update_rows.append(u.rename(label))
         skew.append({"run": label, "method": metrics["method"], "model": metrics["model"],
