@@ -27,7 +27,7 @@ from ..data.registry import load_conversations
 from ..data.tokenize import IGNORE_INDEX, PadCollator, encode_all
 from ..devices import resolve_device
 from ..errors import BadInput
-from ..memory.accounting import trainable_param_count
+from ..memory.accounting import tensor_bytes, trainable_param_count
 from ..memory.meter import MemoryMeter
 from ..methods import OptimConfig
 from ..models import load_model
@@ -77,7 +77,8 @@ class Record:
     padded_tokens: int = 0  # token slots of the micro-batches, padding included
     seconds: float = 0.0
     trainable_peak: int = 0
-    opt_peak: int = 0
+    opt_peak: int = 0  # this process's (sharded: its shards'); saved per process in a checkpoint
+    grad_peak: int = 0  # bytes of this process's gradients at the optimizer step (sharded: its shards)
 
 
 def setup(cfg: TrainConfig) -> Run:
@@ -189,8 +190,11 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
     trainable = [p for p in run.model.parameters() if p.requires_grad]
     if run.manual_sync:
         sync_gradients(trainable, acc)
+    grad_bytes = sum(tensor_bytes(p.grad) for p in trainable if p.grad is not None)
+    grad_norm = None  # before clipping: AdamW and clipping hide a constant factor on the gradients, this does not
     if run.cfg.max_grad_norm:
-        acc.clip_grad_norm_(trainable, run.cfg.max_grad_norm)
+        norm = acc.clip_grad_norm_(trainable, run.cfg.max_grad_norm)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     if device.type == "cuda":
@@ -198,7 +202,7 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
     dt = time.perf_counter() - t0
     if acc.num_processes > 1:
         loss = acc.reduce(loss, reduction="sum")  # each process holds its share of the global mean
-    return float(loss), {"seconds": dt, **run.meter.end_step()}
+    return float(loss), {"seconds": dt, "grad_norm": grad_norm, "gradient_bytes": grad_bytes, **run.meter.end_step()}
 
 
 def _forward_backward(run: Run, batch: dict, targets: torch.Tensor, scale: int, sync: bool) -> torch.Tensor:
@@ -258,9 +262,12 @@ def _resume(run: Run, ckpt: Checkpoint, record: Record) -> int:
     state = ckpt.load(run.raw_model, run.optimizer, run.method)
     if state is None:
         return 0
-    record.__dict__.update(state["record"])
+    record.__dict__.update(state["record"])  # what every process shares: process 0's
     record.eval_losses = {int(k): v for k, v in record.eval_losses.items()}
-    run.meter.peak = state["memory_peak"][run.accelerator.process_index]
+    mine = run.accelerator.process_index
+    run.meter.peak = state["memory_peak"][mine]
+    for key, values in state.get("per_process", {}).items():  # each process's own peaks, not process 0's
+        setattr(record, key, values[mine])
     return state["step"]
 
 
@@ -316,6 +323,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             record.seconds += dt
             record.trainable_peak = max(record.trainable_peak, n_trainable)
             record.opt_peak = max(record.opt_peak, opt_bytes)
+            record.grad_peak = max(record.grad_peak, stats["gradient_bytes"])
             row = {"step": step, "loss": loss, "lr": lr, "active_layers": active,
                    "trainable_params": n_trainable, "optimizer_state_bytes": opt_bytes, **stats,
                    "tokens": n_tokens, "step_seconds": dt, "tokens_per_second": n_tokens / dt if dt > 0 else None}
@@ -327,7 +335,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{n_tokens / dt:.0f}" if dt > 0 else "-")
             if checkpointing and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
                 ckpt.save(step + 1, model, optimizer, method,
-                          {"record": dataclasses.asdict(record), "memory_peak": _gather(run.meter.peak)})
+                          {"record": dataclasses.asdict(record), "memory_peak": _gather(run.meter.peak),
+                           "per_process": {k: _gather(getattr(record, k)) for k in ("opt_peak", "grad_peak")}})
 
         bar.close()
         if checkpointing:
@@ -356,7 +365,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
 def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict:
     cfg, losses = run.cfg, record.losses
     evals = [record.eval_losses[s] for s in sorted(record.eval_losses)]
-    peaks, states = _gather(run.meter.peak_bytes()), _gather(record.opt_peak)  # per process (sharded: its shards)
+    # per process (sharded: its shards)
+    peaks, states, grads = _gather(run.meter.peak_bytes()), _gather(record.opt_peak), _gather(record.grad_peak)
     return {
         "method": cfg.method,
         "model": cfg.model,
@@ -372,6 +382,8 @@ def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict
         "trainable_params_peak": record.trainable_peak,
         "optimizer_state_bytes_peak": max(states),
         "optimizer_state_bytes_per_process": states,
+        "gradient_bytes_peak": max(grads),
+        "gradient_bytes_per_process": grads,
         "peak_memory_bytes": max(peaks),
         "peak_memory_bytes_per_process": peaks,
         "memory_kind": run.meter.kind,

@@ -74,12 +74,19 @@ def test_fsdp2_equals_one_process_on_the_global_batch(method, tmp_path):
     assert sharded["num_processes"] == 2 and sharded["sharding"] == "fsdp" and sharded["effective_batch_size"] == 8
     a, b = _log(tmp_path / "fsdp"), _log(tmp_path / "single")
     assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) < 1e-5
+    # the gradient before clipping: the losses and weights alone would not catch gradients N times too large or
+    # small (clipping and AdamW's normalisation absorb a constant factor; checked: doubling FSDP2's gradients
+    # left both within 2e-6)
+    assert all(x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-5) for x, y in zip(a, b))
     wa, wb = _weights(tmp_path / "fsdp", method), _weights(tmp_path / "single", method)
     assert set(wa) == set(wb) and max(float((wa[k] - wb[k]).abs().max()) for k in wb) < 1e-5
     assert sharded["eval_loss"] == pytest.approx(single["eval_loss"], abs=1e-5)
     # each process holds its shards of the state: together the single process's, and one step counter each
     per_process = sharded["optimizer_state_bytes_per_process"]
     assert len(per_process) == 2 and max(per_process) < single["optimizer_state_bytes_peak"] * 0.6
+    grads = sharded["gradient_bytes_per_process"]  # the gradients likewise, in shards
+    assert len(grads) == 2 and 0 < max(grads) < single["gradient_bytes_peak"] * 0.6 <= sum(grads) * 0.6
+    assert sharded["gradient_bytes_peak"] == max(grads)
     if method == "lisa":
         assert [r["active_layers"] for r in a] == [r["active_layers"] for r in b]
         from lisa_bench.models import load_model
@@ -122,6 +129,9 @@ def test_killed_run_resumes_to_the_same_result(launcher, tmp_path):
     assert [r["loss"] for r in _log(out)] == pytest.approx([r["loss"] for r in _log(tmp_path / "reference")], rel=1e-6)
     wa, wb = _weights(out, "lisa"), _weights(tmp_path / "reference", "lisa")
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wb) < 1e-6
+    reference = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    for key in ("optimizer_state_bytes_per_process", "gradient_bytes_per_process"):  # each process's own, resumed
+        assert metrics[key] == reference[key], key
 
 
 @pytest.mark.parametrize("args, needle", [
