@@ -216,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BadInput as exc:
-        print(f"lisa-bench: error: {exc}", file=sys.stderr)
+        # under torchrun every process finds the same bad input: one of them says so, not one line per GPU
+        if os.environ.get("RANK", "0") == "0":
+            print(f"lisa-bench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lisa-bench: interrupted", file=sys.stderr)

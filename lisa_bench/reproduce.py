@@ -43,8 +43,9 @@ def add_parser(sub) -> None:
     q.set_defaults(func=_cmd_publish)
 
 
-def _study(args) -> tuple[Path, Path, str]:
-    """The project directory, the study's config file and its name."""
+def _study(args, check=None) -> tuple[Path, Path, str]:
+    """The project directory, the study's config file and its name (``check``: a function that checks the
+    config first and returns it)."""
     import yaml
 
     root = Path(args.directory)
@@ -56,7 +57,10 @@ def _study(args) -> tuple[Path, Path, str]:
     if not configfile.is_file():
         studies = sorted(p.name for p in (root / "config").glob("*.yaml") if p.name != "schema.yaml")
         raise BadInput(f"unknown study {str(given)!r}; valid choices: " + ", ".join(f"config/{s}" for s in studies))
-    return root, configfile, yaml.safe_load(configfile.read_text())["name"]
+    config = yaml.safe_load(configfile.read_text()) if check is None else check(configfile, root)
+    if not isinstance(config, dict) or not config.get("name"):
+        raise BadInput(f"config {str(given)!r} names no study (its `name:` is missing)")
+    return root, configfile, config["name"]
 
 
 def run_dir(root: Path, name: str) -> Path:
@@ -69,8 +73,9 @@ def reference_dir(root: Path, name: str) -> Path:
 
 def _cmd_reproduce(args) -> int:
     from .reporting.compare import compare, write_comparison
+    from .study import check_study_file
 
-    root, configfile, name = _study(args)
+    root, configfile, name = _study(args, check=check_study_file)  # bad input: one line, before Snakemake
     extra = [a for a in args.snakemake_args if a != "--"]
     cmd = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", str(configfile.resolve()),
            *extra]
@@ -81,8 +86,8 @@ def _cmd_reproduce(args) -> int:
     code = subprocess.run(cmd, cwd=root, env=env).returncode
     wall = time.perf_counter() - start
     if code != 0:
-        print(f"lisa-bench: error: the pipeline failed (snakemake exit {code}); see the logs under runs/{name}/logs",
-              file=sys.stderr)
+        logs = f"; see the logs under runs/{name}/logs" if (root / "runs" / name / "logs").is_dir() else ""
+        print(f"lisa-bench: error: the pipeline failed (snakemake exit {code}){logs}", file=sys.stderr)
         return code
     out, ref = run_dir(root, name), reference_dir(root, name)
     for table in sorted((out / "tables").glob("*.md")):

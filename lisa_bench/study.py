@@ -48,6 +48,9 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
     for model in config["models"]:
         _check_model(model, "models")
     launcher, processes = config["launcher"]["type"], config["launcher"].get("num_processes", 1)
+    if launcher == "single" and processes != 1:
+        raise BadInput(f"config launcher.num_processes: {processes} with type 'single', which runs one process; "
+                       f"valid: num_processes 1, or type ddp or fsdp for {processes} processes")
     if launcher == "deepspeed":
         from .training.distributed import DEEPSPEED_REFUSED
 
@@ -56,7 +59,10 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
     if launcher == "fsdp":
         from .training.distributed import check_fsdp
 
-        check_fsdp(processes, config["device"])
+        try:
+            check_fsdp(processes, config["device"])
+        except BadInput as exc:
+            raise BadInput(f"config launcher: {exc}") from None
     overrides = config.get("experiment_overrides") or {}
     gpu_memory = parse_bytes(config["gpu_memory"], "config gpu_memory") if config.get("gpu_memory") else None
     known = experiment_names(experiments_dir)
@@ -131,3 +137,38 @@ def _check_sweep(config: dict, overrides: dict) -> None:
     if not held_out:
         raise BadInput(f"config sweep: dataset {config['dataset']!r} has no held-out validation split to score the "
                        f"grid with (a local file needs at least 2 records)")
+
+
+def schema_error(config: dict, schema: dict) -> str | None:
+    """The study's most relevant schema violation as one line naming the key and the value (and the valid keys
+    or choices where the schema lists them); None when it validates. Snakemake's own ``validate`` reports the
+    same violation over several lines with the whole schema; ``lisa-bench reproduce`` checks first with this."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    error = best_match(Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    message = error.message if len(error.message) <= 300 else error.message[:297] + "..."
+    if error.validator == "additionalProperties":
+        message += "; valid keys: " + ", ".join(sorted(error.schema.get("properties", {})))
+    return f"config {where}: {message}"
+
+
+def check_study_file(configfile: Path, root: Path) -> dict:
+    """A study's config as the pipeline will read it, checked before Snakemake starts (schema, then
+    ``check_study``), so that bad input is one line and exit 2, with nothing run or written."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(configfile).read_text())
+    except yaml.YAMLError as exc:
+        raise BadInput(f"config {str(configfile)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(config, dict):
+        raise BadInput(f"config {str(configfile)!r} is not a mapping of settings (got {type(config).__name__})")
+    problem = schema_error(config, yaml.safe_load((Path(root) / "config" / "schema.yaml").read_text()))
+    if problem:
+        raise BadInput(problem)
+    check_study(config, Path(root) / "experiments")
+    return config

@@ -135,3 +135,15 @@ def test_option_flag_sets_method_options(tmp_path, capsys):
     code, err = run_cli(BASE + ["--method", "lisa", "--option", "intervall=3", "--output-dir", str(tmp_path / "x")],
                         capsys)
     assert code == 2 and "unknown option 'intervall'" in err
+
+
+def test_under_a_launcher_only_the_first_process_reports_bad_input(tmp_path, capsys, monkeypatch):
+    """torchrun starts one process per GPU and each meets the same bad input: one line, not one per GPU."""
+    args = ["train", "--model", "tiny-random-llama", "--max-steps", "2", "--precision", "fp7", "--output-dir", str(tmp_path / "o")]
+    monkeypatch.setenv("RANK", "1")
+    assert main(args) == 2
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(args) == 2
+    assert "unknown precision 'fp7'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -1,6 +1,10 @@
 """`lisa-bench reproduce` runs a study's pipeline (what `make reproduce` runs); the real run is exercised by
 test_pipeline.py::test_tiny_pipeline_end_to_end. Here: its bad input."""
 
+from pathlib import Path
+
+import pytest
+
 from lisa_bench.cli import main
 
 
@@ -17,6 +21,36 @@ def test_reproduce_rejects_unknown_study(tmp_path, capsys):
     assert main(["reproduce", "--directory", str(tmp_path), "--configfile", "config/nope.yaml"]) == 2
     err = capsys.readouterr().err
     assert "unknown study 'config/nope.yaml'; valid choices: config/default.yaml" in err
+
+
+@pytest.mark.parametrize("launcher, needle", [
+    ("{type: fsdp, num_processes: 1}", "config launcher: sharding 'fsdp' on the CPU needs at least 2 processes"),
+    ("{type: deepspeed, num_processes: 2}", "config launcher.type: 'deepspeed' is refused: ZeRO-3 partitions"),
+    ("{type: megatron}", "config launcher.type: 'megatron' is not one of ['single', 'ddp', 'fsdp'"),
+    ("{type: ddp, num_processes: two}", "config launcher.num_processes: 'two' is not of type 'integer'"),
+    ("{type: ddp, num_processes: 0}", "config launcher.num_processes: 0 is less than the minimum of 1"),
+    ("{type: ddp, num_processes: 2, nodes: 2}", "('nodes' was unexpected); valid keys: num_processes, type"),
+    ("{type: single, num_processes: 2}", "config launcher.num_processes: 2 with type 'single', which runs one"),
+])
+def test_reproduce_checks_the_study_before_snakemake(launcher, needle, tmp_path, capsys):
+    """Bad input in a study file: one line and exit 2 from `lisa-bench reproduce`, not Snakemake's traceback or
+    its multi-line schema dump, and nothing run or written."""
+    import shutil
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("Snakefile", "config/schema.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, tmp_path / name)
+    shutil.copytree(root / "experiments", tmp_path / "experiments")
+    study = yaml.safe_load((root / "config" / "default.yaml").read_text())
+    study["launcher"] = yaml.safe_load(launcher)
+    (tmp_path / "config" / "bad.yaml").write_text(yaml.safe_dump(study))
+    assert main(["reproduce", "--directory", str(tmp_path), "--configfile", "config/bad.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / ".snakemake").exists()
 
 
 def test_fresh_clone_runs_the_main_job(tmp_path):

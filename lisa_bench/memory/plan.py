@@ -95,6 +95,10 @@ def _cmd_plan(args) -> int:
     from ..precision import resolve_precision
 
     gpu_memory = parse_bytes(args.gpu_memory, "--gpu-memory")
+    if args.launcher == "deepspeed":
+        from ..training.distributed import DEEPSPEED_REFUSED
+
+        raise BadInput(f"--launcher deepspeed is refused: {DEEPSPEED_REFUSED}; valid choices: single, ddp, fsdp")
     check_choice("launcher", args.launcher, LAUNCHERS)
     check_choice("format", args.format, ("table", "csv", "json"))
     resolve_precision(args.precision)

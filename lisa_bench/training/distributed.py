@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -44,11 +46,22 @@ def check_fsdp(world: int, device_type: str) -> None:
                        f"got {world}; run single-process training without sharding")
 
 
+def ensure_process_group(device_type: str) -> None:
+    """FSDP2 needs a process group. Under torchrun or accelerate launch (RANK set) the device mesh joins
+    theirs; one process started without a launcher (world size 1 on one GPU) gets one of its own, in memory,
+    instead of init_process_group's error about RANK missing from the environment."""
+    if torch.distributed.is_initialized() or "RANK" in os.environ:
+        return
+    torch.distributed.init_process_group("nccl" if device_type == "cuda" else "gloo",
+                                         store=torch.distributed.HashStore(), rank=0, world_size=1)
+
+
 def shard_model(model, layout, device: torch.device, world: int):
     """fully_shard each decoder block, then the root, over a 1-D mesh of all processes."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
+    ensure_process_group(device.type)
     mesh = init_device_mesh(device.type, (world,))
     for block in layout.blocks:
         fully_shard(block, mesh=mesh)

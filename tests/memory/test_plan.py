@@ -57,7 +57,8 @@ def test_plan_formats(capsys):
 @pytest.mark.parametrize("extra, needle", [
     (["--gpu-memory", "lots"], "--gpu-memory 'lots' is not a size"),
     (["--model", "no-org/no-such-model"], "unknown model 'no-org/no-such-model'"),
-    (["--launcher", "deepspeed"], "unknown launcher 'deepspeed'; valid choices: single, ddp, fsdp"),
+    (["--launcher", "deepspeed"], "--launcher deepspeed is refused: ZeRO-3 partitions the parameters"),
+    (["--launcher", "megatron"], "unknown launcher 'megatron'; valid choices: single, ddp, fsdp"),
     (["--num-gpus", "4"], "--num-gpus 4 needs --launcher ddp or fsdp"),
     (["--precision", "fp8"], "unknown precision 'fp8'"),
     (["--model", "gpt2-small", "--attn-implementation", "sdpa"], "the memory model covers"),

@@ -138,6 +138,8 @@ def test_killed_run_resumes_to_the_same_result(launcher, tmp_path):
     (["--sharding", "fsdp"], "sharding 'fsdp' on the CPU needs at least 2 processes"),
     (["--global-batch-size", "6", "--grad-accum-steps", "4"], "global_batch_size 6 does not divide into 1 processes x 4"),
     (["--method", "galore", "--sharding", "fsdp"], "cannot train on FSDP2-sharded parameters"),
+    (["--sharding", "deepspeed"], "sharding 'deepspeed' is refused: ZeRO-3 partitions the parameters"),
+    (["--sharding", "zero3"], "unknown sharding 'zero3'; valid choices: none, fsdp"),
 ])
 def test_bad_sharding_input(args, needle, tmp_path, capsys):
     from lisa_bench.cli import main
@@ -147,3 +149,24 @@ def test_bad_sharding_input(args, needle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_one_process_without_a_launcher_gets_a_process_group_of_its_own(tmp_path):
+    """`lisa-bench train --sharding fsdp` on one GPU without torchrun: FSDP2 needs a process group, and
+    init_device_mesh alone would fail for want of RANK in the environment. Run here on the CPU (gloo), in a
+    process of its own with no launcher's variables."""
+    script = (
+        "import torch\n"
+        "from lisa_bench.layers import find_blocks\n"
+        "from lisa_bench.models import load_model\n"
+        "from lisa_bench.training.distributed import shard_model\n"
+        "model = load_model('tiny-random-llama').model\n"
+        "model = shard_model(model, find_blocks(model), torch.device('cpu'), 1)\n"
+        "ids = torch.randint(0, 100, (2, 8))\n"
+        "model(input_ids=ids, labels=ids).loss.backward()\n"
+        "assert torch.distributed.get_world_size() == 1\n"
+        "assert all(p.grad is not None for p in model.parameters())\n"
+        "print('ok')\n")
+    env = {k: v for k, v in ENV.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
