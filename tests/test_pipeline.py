@@ -99,6 +99,12 @@ BAD_STUDIES = [
     ("training: {max_steps: 0}", "config experiments[base]: max_steps must be an integer >= 1, got 0"),
     ("training: {learning_rate: 0.1}", "unknown training setting 'learning_rate'; valid settings:"),
     ("gpu_memory: 10MiB", "the memory model predicts"),
+    # the remedies offered are those that apply: no checkpointing to turn on where it is on; more GPUs under FSDP2
+    ("training: {max_steps: 3, train_size: 64, eval_size: 16, gradient_checkpointing: true}\ngpu_memory: 10MiB",
+     "gradient checkpointing on); lower batch_size or max_length\n"),
+    ("launcher: {type: fsdp, num_processes: 2}\ngpu_memory: 10MiB",
+     "FSDP2 over 2 GPUs); lower batch_size or max_length, or turn on gradient_checkpointing, or shard over more GPUs "
+     "than 2 (launcher.num_processes;"),
     ("gpu_memory: lots", "config gpu_memory 'lots' is not a size"),
     ("lm_eval: {tasks: [{name: synthetic_qa, shots: 2}]}", "unknown key 'shots'"),
 ]
@@ -121,7 +127,7 @@ def test_config_errors(edit, needle, monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(BadInput) as err:
         check_study(yaml.safe_load(_edited(edit)))
-    assert needle in str(err.value)
+    assert needle in str(err.value) + "\n"
 
 
 @pytest.mark.parametrize("edit, needle", [BAD_STUDIES[0], ("launcher: {type: mpi}", "'mpi' is not one of")])

@@ -51,9 +51,16 @@ def check_fit(cfg, model: str, gpu_memory: int, where: str, launcher: str = "sin
             return None
         raise
     if peak > gpu_memory:
+        remedies = ["lower batch_size or max_length"]
+        if not cfg.gradient_checkpointing:
+            remedies.append("turn on gradient_checkpointing")
+        if launcher == "fsdp":
+            remedies.append(f"shard over more GPUs than {processes} (launcher.num_processes; `lisa-bench plan "
+                            f"--launcher fsdp --num-gpus N` finds how many)")
         raise BadInput(f"{where} on {model}: the memory model predicts {peak / 2**30:.1f} GiB per GPU, more than "
                        f"gpu_memory {gpu_memory / 2**30:.1f} GiB (batch_size {cfg.batch_size} x {cfg.max_length} "
                        f"tokens, {cfg.precision}, {cfg.attn_implementation}, gradient checkpointing "
-                       f"{'on' if cfg.gradient_checkpointing else 'off'}); lower batch_size or max_length, or turn "
-                       f"on gradient_checkpointing")
+                       f"{'on' if cfg.gradient_checkpointing else 'off'}"
+                       f"{f', FSDP2 over {processes} GPUs' if launcher == 'fsdp' else ''}); "
+                       + ", or ".join(remedies))
     return peak
