@@ -64,12 +64,41 @@ class TrainConfig:
     method_module: str | None = None  # a .py file or module that registers the method (a plugin)
     method_options: dict = field(default_factory=dict)
 
+    def _check_types(self) -> None:
+        """Each setting of the kind its field declares (text where a number belongs, ``maybe`` for a switch:
+        one line naming it, not a TypeError deep in the run). A number written as YAML 1.1 reads it, as text
+        (``1e-5`` in a study file, which Snakemake loads), is taken as the number."""
+        import math
+
+        for f in dataclasses.fields(self):
+            kinds = [k.strip() for k in str(f.type).split("|")]
+            value = getattr(self, f.name)
+            if value is None and "None" in kinds:
+                continue
+            if "float" in kinds and isinstance(value, str):
+                parsed = yaml_io.load(value)
+                if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+                    value = float(parsed)
+                    setattr(self, f.name, value)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+                  "float": number and math.isfinite(value), "bool": isinstance(value, bool),
+                  "str": isinstance(value, str), "dict": isinstance(value, dict)}
+            if not any(ok.get(k, False) for k in kinds):
+                wanted = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
+                          "dict": "a mapping of options"}
+                choices = " or ".join([wanted[k] for k in kinds if k in wanted] + (["null"] if "None" in kinds else []))
+                raise BadInput(f"{f.name} must be {choices}, got {value!r}")
+
     def validate(self) -> None:
+        self._check_types()
         if (self.max_steps is None) == (self.num_epochs is None):
-            given = "both" if self.max_steps is not None else "neither"
+            given = (f"both: max_steps {self.max_steps}, num_epochs {self.num_epochs}" if self.max_steps is not None
+                     else "neither")
             raise BadInput(f"give exactly one of max_steps and num_epochs (got {given})")
         if self.warmup_steps is not None and self.warmup_ratio is not None:
-            raise BadInput("give at most one of warmup_steps and warmup_ratio (got both)")
+            raise BadInput(f"give at most one of warmup_steps and warmup_ratio (got both: warmup_steps "
+                           f"{self.warmup_steps}, warmup_ratio {self.warmup_ratio})")
         for name, value, low in (("max_steps", self.max_steps, 1), ("batch_size", self.batch_size, 1),
                                  ("grad_accum_steps", self.grad_accum_steps, 1), ("max_length", self.max_length, 8),
                                  ("checkpoint_every", self.checkpoint_every, 0), ("warmup_steps", self.warmup_steps, 0),
@@ -84,6 +113,10 @@ class TrainConfig:
             raise BadInput(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if not self.lr > 0:
             raise BadInput(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise BadInput(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.max_grad_norm is not None and self.max_grad_norm < 0:  # a negative clip would reverse the step
+            raise BadInput(f"max_grad_norm must be >= 0 (0 or null: no clipping), got {self.max_grad_norm}")
         check_choice("scheduler", self.scheduler, SCHEDULERS)
         check_choice("device", self.device, DEVICES)
         check_choice("precision", self.precision, PRECISIONS)
@@ -150,6 +183,9 @@ def _read_yaml_mapping(path: Path) -> dict:
     if unknown:
         raise BadInput(f"experiment file {path}: unknown key {unknown[0]!r}; valid keys: description, "
                        f"{', '.join(sorted(FIELDS))}")
+    if not isinstance(data.get("method_options") or {}, dict):
+        raise BadInput(f"experiment file {path}: method_options must be a mapping of option: value (e.g. "
+                       f"{{gamma: 2}}), got {data['method_options']!r}")
     return data
 
 
@@ -190,7 +226,10 @@ def build_config(experiment: str | Path | None, overrides: dict, option_override
     options = dict(values.pop("method_options", None) or {})
     for layer in [*layers, {k: v for k, v in overrides.items() if v is not None}]:
         layer = dict(layer)
-        options.update(layer.pop("method_options", None) or {})
+        given = layer.pop("method_options", None) or {}
+        if not isinstance(given, dict):
+            raise BadInput(f"method_options must be a mapping of option: value (e.g. {{gamma: 2}}), got {given!r}")
+        options.update(given)
         unknown = sorted(set(layer) - FIELDS)
         if unknown:
             raise BadInput(f"unknown training setting {unknown[0]!r}; valid settings: {', '.join(sorted(FIELDS))}")

@@ -125,12 +125,23 @@ def test_resumed_run_continues_mid_epoch(tiny_cfg, tmp_path):
     (dict(precision="fp8"), "unknown precision 'fp8'; valid choices: fp32, bf16, bf16-mixed"),
     (dict(attn_implementation="xformers"), "unknown attn_implementation 'xformers'; valid choices: sdpa, eager"),
     (dict(grad_accum_steps=0), "grad_accum_steps must be an integer >= 1, got 0"),
-    (dict(num_epochs=2), "give exactly one of max_steps and num_epochs (got both)"),
+    (dict(num_epochs=2), "give exactly one of max_steps and num_epochs (got both"),
     (dict(max_steps=None), "give exactly one of max_steps and num_epochs (got neither)"),
     (dict(warmup_steps=2, warmup_ratio=0.1), "at most one of warmup_steps and warmup_ratio"),
     (dict(eval_every=0), "eval_every must be an integer >= 1, got 0"),
     (dict(report_to="mlflow"), "unknown report_to 'mlflow'; valid choices: none, tensorboard, wandb"),
     (dict(num_epochs=-1, max_steps=None), "num_epochs must be > 0, got -1"),
+    (dict(num_epochs=2), "(got both: max_steps 5, num_epochs 2)"),
+    # text where a number or a switch belongs: one line, not a TypeError in the run
+    (dict(lr="fast"), "lr must be a finite number, got 'fast'"),
+    (dict(num_epochs=float("inf"), max_steps=None), "num_epochs must be a finite number or null, got inf"),
+    (dict(num_epochs=True, max_steps=None), "num_epochs must be a finite number or null, got True"),
+    (dict(seed="abc"), "seed must be an integer, got 'abc'"),
+    (dict(warmup_ratio="abc"), "warmup_ratio must be a finite number or null, got 'abc'"),
+    (dict(gradient_checkpointing="maybe"), "gradient_checkpointing must be true or false, got 'maybe'"),
+    (dict(method_options=5), "method_options must be a mapping of options, got 5"),
+    (dict(weight_decay=-0.1), "weight_decay must be >= 0, got -0.1"),
+    (dict(max_grad_norm=-1.0), "max_grad_norm must be >= 0 (0 or null: no clipping), got -1.0"),
 ])
 def test_bad_settings(values, needle):
     from lisa_bench.errors import BadInput
@@ -139,3 +150,10 @@ def test_bad_settings(values, needle):
     with pytest.raises(BadInput) as err:
         cfg.validate()
     assert needle in str(err.value)
+
+
+def test_a_number_as_yaml_1_1_reads_it_is_the_number():
+    """Snakemake loads a study file as YAML 1.1, where `1e-5` is text: the setting is still the number."""
+    cfg = TrainConfig(max_steps=5, lr="1e-5", warmup_ratio="5e-2")
+    cfg.validate()
+    assert cfg.lr == 1e-5 and cfg.warmup_ratio == 0.05
