@@ -64,7 +64,7 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
         except BadInput as exc:
             raise BadInput(f"config launcher: {exc}") from None
     overrides = config.get("experiment_overrides") or {}
-    gpu_memory = parse_bytes(config["gpu_memory"], "config gpu_memory") if config.get("gpu_memory") else None
+    gpu_memory = parse_bytes(config["gpu_memory"], "config gpu_memory") if config.get("gpu_memory") is not None else None
     known = experiment_names(experiments_dir)
     for exp in config["experiments"]:
         if exp not in known:

@@ -107,6 +107,7 @@ BAD_STUDIES = [
      "than 2 (launcher.num_processes;"),
     ("gpu_memory: lots", "config gpu_memory 'lots' is not a size"),
     ("lm_eval: {tasks: [{name: synthetic_qa, shots: 2}]}", "unknown key 'shots'"),
+    ("lm_eval: {tasks: [{name: [synthetic_qa]}]}", "task name ['synthetic_qa'] must be a non-empty string"),
 ]
 
 

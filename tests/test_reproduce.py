@@ -23,6 +23,16 @@ def test_reproduce_rejects_unknown_study(tmp_path, capsys):
     assert "unknown study 'config/nope.yaml'; valid choices: config/default.yaml" in err
 
 
+@pytest.mark.parametrize("edit, needle", [
+    ({"lm_eval": {"tasks": []}}, "config lm_eval.tasks: [] should be non-empty"),
+    ({"gpu_memory": 0}, "config gpu_memory 0 must be positive"),
+    ({"gpu_memory": 80}, "config gpu_memory 80 is 80 bytes, less than 1 MiB: give a unit, e.g. 80GiB"),
+    ({"training": {"lr": "fast"}}, "config experiments[base]: lr must be a finite number, got 'fast'"),
+])
+def test_reproduce_checks_study_settings_before_snakemake(edit, needle, tmp_path, capsys):
+    _bad_study_is_one_line(tmp_path, capsys, edit, needle)
+
+
 @pytest.mark.parametrize("launcher, needle", [
     ("{type: fsdp, num_processes: 1}", "config launcher: sharding 'fsdp' on the CPU needs at least 2 processes"),
     ("{type: deepspeed, num_processes: 2}", "config launcher.type: 'deepspeed' is refused: ZeRO-3 partitions"),
@@ -33,6 +43,12 @@ def test_reproduce_rejects_unknown_study(tmp_path, capsys):
     ("{type: single, num_processes: 2}", "config launcher.num_processes: 2 with type 'single', which runs one"),
 ])
 def test_reproduce_checks_the_study_before_snakemake(launcher, needle, tmp_path, capsys):
+    import yaml
+
+    _bad_study_is_one_line(tmp_path, capsys, {"launcher": yaml.safe_load(launcher)}, needle)
+
+
+def _bad_study_is_one_line(tmp_path, capsys, edit, needle):
     """Bad input in a study file: one line and exit 2 from `lisa-bench reproduce`, not Snakemake's traceback or
     its multi-line schema dump, and nothing run or written."""
     import shutil
@@ -45,7 +61,7 @@ def test_reproduce_checks_the_study_before_snakemake(launcher, needle, tmp_path,
         shutil.copy2(root / name, tmp_path / name)
     shutil.copytree(root / "experiments", tmp_path / "experiments")
     study = yaml.safe_load((root / "config" / "default.yaml").read_text())
-    study["launcher"] = yaml.safe_load(launcher)
+    study.update(edit)
     (tmp_path / "config" / "bad.yaml").write_text(yaml.safe_dump(study))
     assert main(["reproduce", "--directory", str(tmp_path), "--configfile", "config/bad.yaml"]) == 2
     err = capsys.readouterr().err

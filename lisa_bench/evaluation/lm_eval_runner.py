@@ -42,6 +42,8 @@ class TaskSpec:
         if not isinstance(entry, dict) or "name" not in entry:
             raise BadInput(f"{where}: {entry!r} is neither a task name nor a mapping with a 'name'; valid keys: "
                            f"{', '.join(TASK_KEYS)}")
+        if not isinstance(entry["name"], str) or not entry["name"]:
+            raise BadInput(f"{where}: task name {entry['name']!r} must be a non-empty string (an lm-eval task name)")
         for key in entry:
             if key not in TASK_KEYS:
                 raise choices_error("key", key, TASK_KEYS, where=f"{where} {entry['name']!r}")
@@ -245,6 +247,9 @@ def _cmd_eval(args) -> int:
     if args.task_specs:
         import yaml
 
+        if args.num_fewshot is not None or args.apply_chat_template:  # each task's own settings would win silently
+            raise BadInput("--num-fewshot and --apply-chat-template go with --tasks; with --task-specs give them per "
+                           "task, e.g. '[{name: mmlu, num_fewshot: 5, apply_chat_template: false}]'")
         try:
             entries = yaml_io.load(args.task_specs)
         except yaml.YAMLError as exc:
@@ -254,6 +259,9 @@ def _cmd_eval(args) -> int:
         if args.num_fewshot is not None and args.num_fewshot < 0:
             raise BadInput(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
         specs = [TaskSpec(t, args.num_fewshot, args.apply_chat_template) for t in args.tasks.split(",") if t]
+    if not specs:
+        raise BadInput(f"no task to evaluate (--tasks {args.tasks!r}, --task-specs {args.task_specs!r}); give at least "
+                       f"one, e.g. --tasks {','.join(OFFLINE_TASKS)}")
     scores = run_eval(args.run, args.model, specs, args.output_dir, args.limit, batch, device, args.seed, args.engine)
     for s in scores:
         err = f" ± {s['stderr']:.4f}" if s["stderr"] is not None else ""

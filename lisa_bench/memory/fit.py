@@ -23,6 +23,9 @@ def parse_bytes(text, what: str = "memory") -> int:
         value, unit = float(m[1]), m[2].lower()
     if value <= 0:
         raise BadInput(f"{what} {text!r} must be positive")
+    if not unit and value < 2**20:  # `gpu_memory: 80` is 80 bytes: surely a unit left out
+        raise BadInput(f"{what} {text!r} is {value:g} bytes, less than 1 MiB: give a unit, e.g. {value:g}GiB or "
+                       f"{value:g}GB")
     return int(value * UNITS[unit])
 
 

@@ -71,6 +71,13 @@ def test_study_with_an_unknown_task_is_refused_before_any_job(monkeypatch):
     (["--model", "tiny-random-llama", "--tasks", "mmlu_pro_max_ultra"], "unknown task 'mmlu_pro_max_ultra'"),
     (["--run", "/nonexistent/run"], "has no metrics.json"),
     (["--model", "tiny-random-llama", "--device", "tpu"], "unknown device 'tpu'"),
+    (["--model", "tiny-random-llama", "--task-specs", "[synthetic_qa]", "--num-fewshot", "-3"],
+     "--num-fewshot and --apply-chat-template go with --tasks"),
+    (["--model", "tiny-random-llama", "--task-specs", "[synthetic_qa]", "--apply-chat-template"],
+     "--num-fewshot and --apply-chat-template go with --tasks"),
+    (["--model", "tiny-random-llama", "--task-specs", "[]"], "no task to evaluate"),
+    (["--model", "tiny-random-llama", "--tasks", ","], "no task to evaluate"),
+    (["--model", "tiny-random-llama", "--task-specs", "[{name: [a]}]"], "task name ['a'] must be a non-empty string"),
 ])
 def test_eval_bad_input(args, needle, tmp_path, capsys):
     assert main(["eval", *args, "--output-dir", str(tmp_path / "o")]) == 2
