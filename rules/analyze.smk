@@ -40,11 +40,14 @@ rule memory_table:
         batch=MEMORY.get("batch_size", 1),
         steps=MEMORY.get("steps", 3),
         dtype=MEMORY.get("dtype", "bf16" if config["device"] == "cuda" else "fp32"),
+        attn=MEMORY.get("attn_implementation", "eager"),
+        checkpointing="--gradient-checkpointing" if MEMORY.get("gradient_checkpointing") else "",
         timeout=f"--cell-timeout {MEMORY['cell_timeout']}" if MEMORY.get("cell_timeout") else "",
         device=config["device"],
     shell:
         "OMP_NUM_THREADS={threads} lisa-bench memory --models {params.models} --methods {params.methods} {params.overrides} "
         "--seq-len {params.seq} --batch-size {params.batch} --steps {params.steps} --dtype {params.dtype} "
+        "--attn-implementation {params.attn} {params.checkpointing} "
         "--device {params.device} {params.timeout} --output-dir $(dirname {output[0]}) > {log} 2>&1"
 
 

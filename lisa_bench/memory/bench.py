@@ -387,6 +387,21 @@ def _parse_overrides(text: str | None) -> dict:
     return data
 
 
+def _check_overrides(overrides: dict, names: list[str], experiments_dir) -> None:
+    """Overrides name experiments of this table and are valid training settings of theirs (a study passes its
+    experiment_overrides, learning rates included; only the method settings shape a memory cell)."""
+    from ..config import build_config, resolve_experiment
+    from ..errors import choices_error
+
+    for exp, settings in overrides.items():
+        if exp not in names:
+            raise choices_error("experiment", exp, names, where="--experiment-overrides")
+        try:  # max_steps stands in for the run length, which the memory protocol sets itself
+            build_config(resolve_experiment(exp, experiments_dir), {}, {}, layers=[{"max_steps": 1}, settings])
+        except BadInput as exc:
+            raise BadInput(f"--experiment-overrides[{exp}]: {exc}") from None
+
+
 def _cmd_memory(args) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
@@ -417,8 +432,9 @@ def _cmd_memory(args) -> int:
     for m in models:
         model_config(m)
     overrides = _parse_overrides(args.experiment_overrides)
-    cells = [MemoryCell.from_experiment(e, args.experiments_dir, overrides.get(e))
-             for e in args.methods.split(",") if e]
+    names = [e for e in args.methods.split(",") if e]
+    _check_overrides(overrides, names, args.experiments_dir)
+    cells = [MemoryCell.from_experiment(e, args.experiments_dir, overrides.get(e)) for e in names]
     out = Path(args.output_dir)
     atomic.write_json(out / "memory_provenance.json", provenance(vars(args) | shape.columns(), torch.device(device)))
     rows, trace = [], []

@@ -106,6 +106,13 @@ def test_cells_are_the_experiments_the_pipeline_trains(tmp_path):
     (["--models", "tiny-random-llama", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["--models", "tiny-random-llama", "--device", "tpu"], "unknown device 'tpu'"),
     (["--models", "tiny-random-llama", "--experiment-overrides", "[1, 2]"], "--experiment-overrides must map"),
+    # overrides are checked as training settings of experiments in this table, not ignored
+    (["--models", "tiny-random-llama", "--methods", "full", "--experiment-overrides", "{bogus: {lr: 1}}"],
+     "--experiment-overrides: unknown experiment 'bogus'; valid choices: full"),
+    (["--models", "tiny-random-llama", "--methods", "full", "--experiment-overrides", "{full: {precison: bf16}}"],
+     "--experiment-overrides[full]: unknown training setting 'precison'"),
+    (["--models", "tiny-random-llama", "--methods", "full", "--experiment-overrides", "{full: {lr: abc}}"],
+     "--experiment-overrides[full]: lr must be a finite number, got 'abc'"),
 ])
 def test_bad_input(args, needle, tmp_path, capsys):
     assert main(["memory", *args, "--output-dir", str(tmp_path / "o")]) == 2
