@@ -47,7 +47,7 @@ def _add_train(sub) -> None:
     p.add_argument("--num-epochs", type=float, help="passes over the training split (or --max-steps)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--experiment", help="an experiment name (file in experiments/) or YAML file path")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed of the model's random init (random weights), data order and LISA's sampling (default 0)")
     for flag, users in _method_flags().items():
         names = ", ".join(cls.name for cls, _, _ in users)
         p.add_argument(flag, type=int, dest=flag.lstrip("-").replace("-", "_"), help=f"{users[0][2]} ({names})")
@@ -64,20 +64,21 @@ def _add_train(sub) -> None:
                    help="instead of --batch-size: examples per optimizer step over all processes (must divide evenly)")
     p.add_argument("--sharding", help="none (default) or fsdp: FSDP2 under torchrun/accelerate launch (2+ processes)")
     p.add_argument("--grad-accum-steps", type=int, help="micro-batches per optimizer step (default 1)")
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--max-length", type=int, help="tokens per example; longer conversations are cut (built-in default 512)")
+    p.add_argument("--lr", type=float, help="peak learning rate of AdamW (built-in default 1e-4)")
     p.add_argument("--scheduler", help="constant, linear, cosine")
-    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--warmup-steps", type=int, help="linear warm-up in optimizer steps (or --warmup-ratio; default none)")
     p.add_argument("--warmup-ratio", type=float, help="warm-up as a fraction of all steps (or --warmup-steps)")
     p.add_argument("--precision", help="fp32 (default), bf16 (pure), bf16-mixed (fp32 master weights, bf16 autocast)")
     p.add_argument("--attn-implementation", help="sdpa (default), eager, flash_attention_2")
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--train-size", type=int, help="use the first N training conversations")
-    p.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    p.add_argument("--group-by-length", action="store_true", default=None,
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute each block's activations in backward (less memory, about a third more compute)")
+    p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=None,
                    help="batches of similar lengths (less padding; the fraction is recorded)")
     p.add_argument("--eval-every", type=int, help="held-out loss every N steps (always at the end)")
-    p.add_argument("--eval-batch-size", type=int)
+    p.add_argument("--eval-batch-size", type=int, help="examples per held-out batch (default: --batch-size)")
     p.add_argument("--eval-size", type=int, help="use the first N held-out conversations")
     p.add_argument("--report-to", help="none (default), tensorboard, wandb (offline unless WANDB_MODE is set)")
     p.add_argument("--checkpoint-every", type=int,
@@ -176,6 +177,13 @@ def _cmd_fetch(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (which flag, which value) instead of the whole usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation.lm_eval_runner import add_parser as add_eval
     from .evaluation.mt_bench.cli import add_parser as add_mt_bench
@@ -185,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .reporting.commands import add_report_parser as add_report, add_sweep_best_parser as add_sweep_best
     from .reproduce import add_parser as add_reproduce
 
-    parser = argparse.ArgumentParser(prog="lisa-bench", description="LISA reproduction and fine-tuning benchmark suite")
+    parser = _Parser(prog="lisa-bench", description="LISA reproduction and fine-tuning benchmark suite")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     add_reproduce(sub)

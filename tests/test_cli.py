@@ -147,3 +147,16 @@ def test_under_a_launcher_only_the_first_process_reports_bad_input(tmp_path, cap
     assert main(args) == 2
     assert "unknown precision 'fp7'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args", [["train", "--eval-every", "abc", "--output-dir", "o"],
+                                  ["train", "--grad-accum-steps", "1.5", "--output-dir", "o"],
+                                  ["memory", "--models"]])
+def test_a_flag_of_the_wrong_kind_is_one_line(args, capsys):
+    """argparse's own errors (a flag's value of the wrong type, a flag without its value): one line naming the
+    flag and the value, exit 2, not the whole usage block."""
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"lisa-bench {args[0]}: error: argument {args[1]}")

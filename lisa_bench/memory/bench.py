@@ -313,7 +313,8 @@ def add_parser(sub) -> None:
                    help="fp32, bf16 (pure) or bf16-mixed (default: bf16 on cuda, fp32 on cpu)")
     p.add_argument("--attn-implementation", default="eager",
                    help="eager (the paper's protocol, default), sdpa, flash_attention_2")
-    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="measure with each block's activations recomputed in backward (default: off, the paper's protocol)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--cell-timeout", type=float, default=None,
                    help="seconds one cell may run before it is recorded as an error (default: no limit)")

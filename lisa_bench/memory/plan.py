@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", default="bf16", help="fp32, bf16 (default), bf16-mixed")
     p.add_argument("--attn-implementation", default="eager", help="eager (default, the paper's protocol), sdpa, "
                                                                   "flash_attention_2")
-    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="plan with each block's activations recomputed in backward (default: off)")
     p.add_argument("--num-gpus", type=int, default=1)
     p.add_argument("--launcher", default="single", help="single, ddp (a replica per GPU) or fsdp (FSDP2 shards)")
     p.add_argument("--format", default="table", help="table (default), csv or json")
