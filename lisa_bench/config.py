@@ -167,8 +167,11 @@ def resolve_experiment(name: str | Path, experiments_dir: str | Path = EXPERIMEN
     candidate = Path(experiments_dir) / f"{name}.yaml"
     if candidate.is_file() and not path.stem.startswith("_"):
         return candidate
-    raise choices_error("experiment", str(name), experiment_names(experiments_dir),
-                        more=f" (files in {experiments_dir}/), or an experiment file path")
+    names = experiment_names(experiments_dir)
+    if not names:  # run outside the project directory: nothing to choose from, say where they are looked for
+        raise BadInput(f"unknown experiment {str(name)!r}: no experiment files in {str(Path(experiments_dir).resolve())!r}; "
+                       f"run from the lisa-bench project directory, or give an experiment file path")
+    raise choices_error("experiment", str(name), names, more=f" (files in {experiments_dir}/), or an experiment file path")
 
 
 def _read_yaml_mapping(path: Path) -> dict:

@@ -83,3 +83,9 @@ def test_numbers_without_a_dot_are_floats(tmp_path):
     assert build_config(tmp_path / "a.yaml", {}, {}).lr == 1e-5
     cfg = build_config(tmp_path / "a.yaml", {}, {}, layers=[_key_values(["lr=3e-05", "max_length=64"], "--set")])
     assert cfg.lr == 3e-05 and cfg.max_length == 64
+
+
+def test_an_experiment_name_outside_the_project_says_where_it_looked(tmp_path):
+    with pytest.raises(BadInput) as err:
+        resolve_experiment("full", tmp_path / "experiments")
+    assert "no experiment files in" in str(err.value) and "give an experiment file path" in str(err.value)

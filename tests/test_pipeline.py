@@ -102,6 +102,9 @@ BAD_STUDIES = [
     # the remedies offered are those that apply: no checkpointing to turn on where it is on; more GPUs under FSDP2
     ("training: {max_steps: 3, train_size: 64, eval_size: 16, gradient_checkpointing: true}\ngpu_memory: 10MiB",
      "gradient checkpointing on); lower batch_size or max_length\n"),
+    ("gpu_memory: 2MiB", "predicts 31.2 MiB per GPU, more than gpu_memory 2.0 MiB (batch_size 4 x 256 tokens, fp32, "
+                         "sdpa, gradient checkpointing off); weights, gradients and optimizer state alone take 2.5 "
+                         "MiB, so no batch, length or checkpointing setting fits"),
     ("launcher: {type: fsdp, num_processes: 2}\ngpu_memory: 10MiB",
      "FSDP2 over 2 GPUs); lower batch_size or max_length, or turn on gradient_checkpointing, or shard over more GPUs "
      "than 2 (launcher.num_processes;"),

@@ -44,24 +44,35 @@ def training_prediction(cfg, model: str, launcher: str = "single", processes: in
                    checkpointing=cfg.gradient_checkpointing, launcher=launcher, processes=world, whole_run=True)
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def check_fit(cfg, model: str, gpu_memory: int, where: str, launcher: str = "single", processes: int = 1) -> int | None:
     """Refuse a training job whose predicted peak exceeds one GPU's memory; the prediction in bytes, or
     None where the model's config cannot be read offline."""
     try:
-        peak = training_prediction(cfg, model, launcher, processes).peak_bytes
+        pred = training_prediction(cfg, model, launcher, processes)
     except BadInput as exc:
         if "unknown model" in str(exc):
             return None
         raise
+    peak = pred.peak_bytes
     if peak > gpu_memory:
-        remedies = ["lower batch_size or max_length"]
-        if not cfg.gradient_checkpointing:
-            remedies.append("turn on gradient_checkpointing")
-        if launcher == "fsdp":
+        state = pred.weights_bytes + pred.grads_bytes + pred.optimizer_bytes  # what no batch setting shrinks
+        if state > gpu_memory:
+            remedies = [f"weights, gradients and optimizer state alone take {_size(state)}, so no batch, "
+                        f"length or checkpointing setting fits: a lighter precision or method, or FSDP2 "
+                        f"(launcher fsdp) over more GPUs"]
+        else:
+            remedies = ["lower batch_size or max_length"]
+            if not cfg.gradient_checkpointing:
+                remedies.append("turn on gradient_checkpointing")
+        if launcher == "fsdp" and state <= gpu_memory:
             remedies.append(f"shard over more GPUs than {processes} (launcher.num_processes; `lisa-bench plan "
                             f"--launcher fsdp --num-gpus N` finds how many)")
-        raise BadInput(f"{where} on {model}: the memory model predicts {peak / 2**30:.1f} GiB per GPU, more than "
-                       f"gpu_memory {gpu_memory / 2**30:.1f} GiB (batch_size {cfg.batch_size} x {cfg.max_length} "
+        raise BadInput(f"{where} on {model}: the memory model predicts {_size(peak)} per GPU, more than "
+                       f"gpu_memory {_size(gpu_memory)} (batch_size {cfg.batch_size} x {cfg.max_length} "
                        f"tokens, {cfg.precision}, {cfg.attn_implementation}, gradient checkpointing "
                        f"{'on' if cfg.gradient_checkpointing else 'off'}"
                        f"{f', FSDP2 over {processes} GPUs' if launcher == 'fsdp' else ''}); "
