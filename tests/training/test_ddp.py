@@ -37,3 +37,26 @@ def test_two_process_training_keeps_replicas_in_sync(method, tmp_path):
     assert stdout.count("method=") == 1
     rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert len(rows) == 6
+
+
+@pytest.mark.parametrize("method", ["lisa", "full", "lora"])
+def test_ddp_equals_one_process_on_the_global_batch(method, tmp_path):
+    """Two replicas at batch 4 each against one process at batch 8: the same losses, the same gradient norm
+    before clipping at every step (a factor-of-N error in the averaging would show there, not in the losses or
+    the weights: clipping and AdamW absorb it), the same final weights. LISA averages its gradients itself,
+    full fine-tuning and LoRA go through DDP's reducer."""
+    import torch
+
+    from tests.training.test_fsdp import _log, _train, _weights
+
+    ddp = _train(method, tmp_path / "ddp", 2, ["--batch-size", "4", "--max-steps", "6", "--checkpoint-every", "0"])
+    single = _train(method, tmp_path / "single", 1, ["--batch-size", "8", "--max-steps", "6", "--checkpoint-every", "0"])
+    assert ddp["num_processes"] == 2 and ddp["effective_batch_size"] == 8 and ddp["replicas_in_sync"] is True
+    a, b = _log(tmp_path / "ddp"), _log(tmp_path / "single")
+    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) < 1e-5
+    assert all(x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-5) for x, y in zip(a, b))
+    wa, wb = _weights(tmp_path / "ddp", method), _weights(tmp_path / "single", method)
+    assert set(wa) == set(wb) and max(float((wa[k] - wb[k]).abs().max()) for k in wb) < 1e-5
+    # replicas: every process holds all of the gradients and of the state
+    assert ddp["gradient_bytes_per_process"] == [single["gradient_bytes_peak"]] * 2
+    assert torch.tensor(ddp["optimizer_state_bytes_per_process"]).eq(single["optimizer_state_bytes_peak"]).all()
