@@ -42,7 +42,7 @@ def equivalence(tmp: Path) -> list[dict]:
                           checkpoint_every=0, method_options=OPTIONS[method])
         train(cfg, out / "ours", progress=False)
         ours = [json.loads(x)["loss"] for x in (out / "ours" / "train_log.jsonl").read_text().splitlines()]
-        theirs, model = _trainer_run(method, batch, accum, out)
+        theirs, model, _ = _trainer_run(method, batch, accum, out)
         mine = dict(_our_model(method, out / "ours").named_parameters())
         weight = max(float((p.detach() - mine[n].detach()).abs().max()) for n, p in model.named_parameters())
         rows.append({"method": method, "batch": batch, "grad_accum_steps": accum, "steps": STEPS,

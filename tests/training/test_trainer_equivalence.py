@@ -54,10 +54,12 @@ def _trainer_run(method, batch, accum, tmp_path):
                              optim="adamw_torch", train_sampling_strategy="sequential", save_strategy="no",
                              report_to=[], use_cpu=True, logging_steps=1, remove_unused_columns=False,
                              dataloader_num_workers=0, seed=SEED, disable_tqdm=True)
-    Recording(model=model, args=args, train_dataset=_Examples(ordered),
-              data_collator=PadCollator(loaded.tokenizer.pad_token_id)).train()
+    trainer = Recording(model=model, args=args, train_dataset=_Examples(ordered),
+                        data_collator=PadCollator(loaded.tokenizer.pad_token_id))
+    trainer.train()
     per_step = [sum(losses[i:i + accum]) for i in range(0, len(losses), accum)]
-    return per_step, model
+    grad_norms = [float(e["grad_norm"]) for e in trainer.state.log_history if "grad_norm" in e]  # before clipping
+    return per_step, model, grad_norms
 
 
 def _our_model(method, out):
@@ -76,10 +78,14 @@ def test_same_losses_and_weights_as_transformers_trainer(method, batch, accum, t
                       seed=SEED, lr=LR, scheduler="cosine", warmup_steps=0, batch_size=batch, grad_accum_steps=accum,
                       max_length=96, train_size=64, device="cpu", checkpoint_every=0, method_options=OPTIONS[method])
     train(cfg, tmp_path / "ours", progress=False)
-    ours = [__import__("json").loads(x)["loss"] for x in (tmp_path / "ours" / "train_log.jsonl").read_text().splitlines()]
-    theirs, model = _trainer_run(method, batch, accum, tmp_path)
+    log = [__import__("json").loads(x) for x in (tmp_path / "ours" / "train_log.jsonl").read_text().splitlines()]
+    ours = [r["loss"] for r in log]
+    theirs, model, their_norms = _trainer_run(method, batch, accum, tmp_path)
     assert len(ours) == len(theirs) == STEPS
     assert max(abs(a - b) for a, b in zip(ours, theirs)) < 1e-5, (ours, theirs)
+    # the gradient itself, before clipping (clipping and AdamW would hide a constant factor in the weights)
+    assert len(their_norms) == STEPS
+    assert all(r["grad_norm"] == pytest.approx(t, rel=1e-5) for r, t in zip(log, their_norms)), (log, their_norms)
     mine = dict(_our_model(method, tmp_path / "ours").named_parameters())
     diffs = {n: float((p.detach() - mine[n].detach()).abs().max()) for n, p in model.named_parameters()}
     assert max(diffs.values()) < 1e-5, max(diffs.items(), key=lambda kv: kv[1])
@@ -97,6 +103,7 @@ def test_accumulation_equals_the_larger_batch(tmp_path):
         runs[name]["log"] = [__import__("json").loads(x) for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
     for a, b in zip(runs["b8"]["log"], runs["b2x4"]["log"]):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["lr"] == b["lr"]
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)  # the gradient, not only what AdamW made of it
     from safetensors.torch import load_file
 
     w8, w2 = load_file(tmp_path / "b8" / "model" / "model.safetensors"), load_file(tmp_path / "b2x4" / "model" / "model.safetensors")
