@@ -264,10 +264,10 @@ def _resume(run: Run, ckpt: Checkpoint, record: Record) -> int:
         return 0
     record.__dict__.update(state["record"])  # what every process shares: process 0's
     record.eval_losses = {int(k): v for k, v in record.eval_losses.items()}
-    mine = run.accelerator.process_index
-    run.meter.peak = state["memory_peak"][mine]
-    for key, values in state.get("per_process", {}).items():  # each process's own peaks, not process 0's
-        setattr(record, key, values[mine])
+    mine = {key: values[run.accelerator.process_index] for key, values in state["per_process"].items()}
+    run.meter.peak = mine.pop("memory_peak")  # each process's own peaks, not process 0's
+    for key, value in mine.items():
+        setattr(record, key, value)
     return state["step"]
 
 
@@ -335,8 +335,9 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{n_tokens / dt:.0f}" if dt > 0 else "-")
             if checkpointing and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
                 ckpt.save(step + 1, model, optimizer, method,
-                          {"record": dataclasses.asdict(record), "memory_peak": _gather(run.meter.peak),
-                           "per_process": {k: _gather(getattr(record, k)) for k in ("opt_peak", "grad_peak")}})
+                          {"record": dataclasses.asdict(record),
+                           "per_process": {"memory_peak": _gather(run.meter.peak),
+                                           **{k: _gather(getattr(record, k)) for k in ("opt_peak", "grad_peak")}}})
 
         bar.close()
         if checkpointing:
