@@ -123,10 +123,9 @@ class TrainConfig:
         check_choice("attn_implementation", self.attn_implementation, ATTENTION)
         check_choice("report_to", self.report_to, TRACKERS)
         if self.sharding == "deepspeed":
-            from .training.distributed import DEEPSPEED_REFUSED
+            from .training.distributed import refuse_deepspeed
 
-            raise BadInput(f"sharding 'deepspeed' is refused: {DEEPSPEED_REFUSED}; valid choices: none, fsdp (FSDP2, "
-                           f"which shards LISA correctly)")
+            refuse_deepspeed("sharding 'deepspeed'", SHARDING)
         check_choice("sharding", self.sharding, SHARDING)
         if self.global_batch_size is not None and (not isinstance(self.global_batch_size, int) or self.global_batch_size < 1):
             raise BadInput(f"global_batch_size must be an integer >= 1, got {self.global_batch_size!r}")

@@ -52,10 +52,9 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
         raise BadInput(f"config launcher.num_processes: {processes} with type 'single', which runs one process; "
                        f"valid: num_processes 1, or type ddp or fsdp for {processes} processes")
     if launcher == "deepspeed":
-        from .training.distributed import DEEPSPEED_REFUSED
+        from .training.distributed import refuse_deepspeed
 
-        raise BadInput(f"config launcher.type: 'deepspeed' is refused: {DEEPSPEED_REFUSED}; valid choices: single, "
-                       f"ddp, fsdp (FSDP2, which shards LISA correctly)")
+        refuse_deepspeed("config launcher.type: 'deepspeed'", ("single", "ddp", "fsdp"))
     if launcher == "fsdp":
         from .training.distributed import check_fsdp
 

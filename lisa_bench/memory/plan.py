@@ -97,9 +97,9 @@ def _cmd_plan(args) -> int:
 
     gpu_memory = parse_bytes(args.gpu_memory, "--gpu-memory")
     if args.launcher == "deepspeed":
-        from ..training.distributed import DEEPSPEED_REFUSED
+        from ..training.distributed import refuse_deepspeed
 
-        raise BadInput(f"--launcher deepspeed is refused: {DEEPSPEED_REFUSED}; valid choices: single, ddp, fsdp")
+        refuse_deepspeed("--launcher deepspeed", LAUNCHERS)
     check_choice("launcher", args.launcher, LAUNCHERS)
     check_choice("format", args.format, ("table", "csv", "json"))
     resolve_precision(args.precision)

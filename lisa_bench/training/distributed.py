@@ -101,3 +101,12 @@ def is_sharded(t) -> bool:
 
 DEEPSPEED_REFUSED = ("ZeRO-3 partitions the parameters with the trainable set fixed at initialisation, and LISA "
                      "changes it every K steps; BAdam works around it only through DeepSpeed's private internals")
+
+
+def refuse_deepspeed(setting: str, choices) -> None:
+    """Every place that takes a launcher or sharding choice refuses DeepSpeed with its reason, not as unknown;
+    ``setting`` names the value as the user gave it (``--launcher deepspeed``, ``sharding 'deepspeed'``)."""
+    from ..errors import BadInput
+
+    raise BadInput(f"{setting} is refused: {DEEPSPEED_REFUSED}; valid choices: {', '.join(choices)} (FSDP2 shards "
+                   f"LISA correctly)")
