@@ -68,27 +68,13 @@ class TrainConfig:
         """Each setting of the kind its field declares (text where a number belongs, ``maybe`` for a switch:
         one line naming it, not a TypeError deep in the run). A number written as YAML 1.1 reads it, as text
         (``1e-5`` in a study file, which Snakemake loads), is taken as the number."""
-        import math
+        from .kinds import checked
 
-        for f in dataclasses.fields(self):
-            kinds = [k.strip() for k in str(f.type).split("|")]
-            value = getattr(self, f.name)
-            if value is None and "None" in kinds:
-                continue
-            if "float" in kinds and isinstance(value, str):
-                parsed = yaml_io.load(value)
-                if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
-                    value = float(parsed)
-                    setattr(self, f.name, value)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-                  "float": number and math.isfinite(value), "bool": isinstance(value, bool),
-                  "str": isinstance(value, str), "dict": isinstance(value, dict)}
-            if not any(ok.get(k, False) for k in kinds):
-                wanted = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
-                          "dict": "a mapping of options"}
-                choices = " or ".join([wanted[k] for k in kinds if k in wanted] + (["null"] if "None" in kinds else []))
-                raise BadInput(f"{f.name} must be {choices}, got {value!r}")
+        values = checked(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                         lambda name, value, wanted: f"{name} must be {wanted}, got {value!r}",
+                         mapping="a mapping of options")
+        for name, value in values.items():
+            setattr(self, name, value)
 
     def validate(self) -> None:
         self._check_types()
@@ -143,12 +129,16 @@ class TrainConfig:
         return share
 
     def build_method(self):
-        """The configured method, its plugin module loaded first if one is named."""
+        """The configured method, its plugin module loaded first if one is named; refused where the precision
+        cannot serve it."""
         from .methods import build_method, load_method_module
+        from .precision import check_method, resolve_precision
 
         if self.method_module:
             load_method_module(self.method_module)
-        return build_method(self.method, self.method_options, seed=self.seed)
+        method = build_method(self.method, self.method_options, seed=self.seed)
+        check_method(resolve_precision(self.precision), method)
+        return method
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -135,7 +135,7 @@ def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
 
     from ..methods import OptimConfig
     from ..models import model_config
-    from ..precision import resolve_precision
+    from ..precision import prepare_optimizer, resolve_precision
 
     precision = resolve_precision(shape.precision)
     batch, seq, steps = shape.batch_size, shape.seq_len, shape.steps
@@ -154,7 +154,8 @@ def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
     model.train()
     weights = (torch.cuda.memory_allocated(dev) - baseline) if cuda else sum(
         tensor_bytes(t) for t in list(model.parameters()) + list(model.buffers()))
-    optimizer = method.build_optimizer(model, OptimConfig(lr=1e-5))
+    optimizer = prepare_optimizer(precision, method,
+                                  method.build_optimizer(model, OptimConfig(lr=1e-5, kahan=precision.kahan)))
     gen = torch.Generator().manual_seed(0)
     grads = acts = opt_bytes = step_peak = 0
     times, trace = [], []

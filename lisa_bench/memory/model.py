@@ -73,14 +73,19 @@ class OptimizerTimeline:
     step_peak: list[int]
 
 
-def simulate_optimizer(method, model: nn.Module, optimizer, steps: int, device_type: str) -> OptimizerTimeline:
+def simulate_optimizer(method, model: nn.Module, optimizer, steps: int, device_type: str,
+                       precision=None) -> OptimizerTimeline:
     """Run the method's switches for ``steps`` steps on a (meta-device) model and follow which
     parameters hold optimizer state. A parameter gets state when it steps (it requires grad and
     is in one of the optimizer's groups) and keeps it until the method drops it (``optimizer.state.pop``),
     which is how LISA frees the blocks it switches away from. The optimizer steps its groups one
-    after the other; each group's new state appears next to that group's temporaries."""
+    after the other; each group's new state appears next to that group's temporaries. The precision says
+    what a parameter's state holds besides the method's own (fp32 masters, Kahan buffers)."""
+    from ..precision import resolve_precision, state_bytes, step_temporary_bytes
+
+    precision = precision or resolve_precision("fp32")
     t = OptimizerTimeline([], [], [], [])
-    state = lambda: method.optimizer_state_bytes(list(optimizer.state))  # noqa: E731
+    state = lambda: state_bytes(precision, method, list(optimizer.state))  # noqa: E731
     for step in range(steps):
         method.on_step_start(step, model, optimizer)
         t.forward.append(state())
@@ -90,7 +95,7 @@ def simulate_optimizer(method, model: nn.Module, optimizer, steps: int, device_t
             stepping = [p for p in group["params"] if p.requires_grad]
             for p in stepping:
                 optimizer.state.setdefault(p, {})
-            peak = max(peak, state() + method.step_temporary_bytes(stepping, device_type))
+            peak = max(peak, state() + step_temporary_bytes(precision, method, stepping, device_type))
         t.grads.append(grads)
         t.after.append(state())
         t.step_peak.append(grads + peak)
@@ -101,8 +106,8 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
             device_type: str = "cpu", attention: str = "eager", checkpointing: bool = False, launcher: str = "single",
             processes: int = 1, whole_run: bool = False) -> Prediction:
     """The memory of ``steps`` training steps of a registered method (step 0 is a warm-up, the rest are
-    measured) at a precision (fp32, bf16, bf16-mixed), attention implementation and with or without
-    gradient checkpointing, per GPU of a ``launcher`` (single, ddp, fsdp) over ``processes`` GPUs with
+    measured) at a precision (fp32, bf16, bf16-mixed, bf16-master, bf16-kahan), attention implementation and with or without
+    gradient checkpointing (the precision also says what the optimizer keeps: fp32 masters, Kahan buffers), per GPU of a ``launcher`` (single, ddp, fsdp) over ``processes`` GPUs with
     ``batch`` sequences on each. Counts on a meta-device model; nothing is allocated. ``whole_run``: the
     activations of the step where the whole run peaks (``Method.peak_blocks``), not those of the first steps."""
     from transformers import AutoModelForCausalLM
@@ -124,7 +129,8 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
                                                                  attn_implementation="eager"))
     layout = m.find_blocks(model)
     weights = _nbytes(model.parameters())
-    t = simulate_optimizer(m, model, m.build_optimizer(model, OptimConfig(lr=1e-5)), max(1, steps), device_type)
+    optimizer = m.build_optimizer(model, OptimConfig(lr=1e-5))  # torch's AdamW stands in for optimi's on meta tensors
+    t = simulate_optimizer(m, model, optimizer, max(1, steps), device_type, prec)
     measured = range(1, steps) if steps > 1 else range(1)
     grads = max(t.grads[s] for s in measured)
     optimizer = max(t.after[s] for s in measured)

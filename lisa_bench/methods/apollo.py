@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BadInput
-from .base import Method, register
+from .base import Method, register, state_size
 
 SCALES = ("channel", "tensor")
 
@@ -29,6 +29,7 @@ class ApolloOptions:
 @register("apollo")
 class Apollo(Method):
     Options = ApolloOptions
+    own_optimizer = "apollo_torch's APOLLOAdamW"
     not_shardable = "its projection works on whole gradient matrices, which FSDP2 keeps in shards"
     quick_test = {"lr": 2e-3, "method_options": {"rank": 8, "update_proj_gap": 10}}
 
@@ -65,7 +66,7 @@ class Apollo(Method):
             torch.manual_seed(self.seed)
             return APOLLOAdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
 
-    def optimizer_state_bytes(self, params):
+    def optimizer_state_bytes(self, params, state_dtype=None):
         """Each projected matrix keeps moments of rank x its larger side and a rank x smaller-side projection
         (the rank is not capped by the matrix's size), plus a scalar; every other parameter full moments.
         Steps are counted in Python ints."""
@@ -73,7 +74,7 @@ class Apollo(Method):
         for p in params:
             r = self._rank_of.get(id(p))
             if r is not None and p.dim() == 2:
-                total += (2 * r * max(p.shape) + r * min(p.shape)) * p.element_size() + 4
+                total += (2 * r * max(p.shape) + r * min(p.shape)) * state_size(p, state_dtype) + 4
             else:
-                total += 2 * p.numel() * p.element_size()
+                total += 2 * p.numel() * state_size(p, state_dtype)
         return total

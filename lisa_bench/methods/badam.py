@@ -33,6 +33,8 @@ class BAdam(Method):
     Options = BadamOptions
     ddp_wrappable = False  # the trainable block changes during the run
     not_shardable = "badam's BlockOptimizer copies whole parameters to fp32 masters (ZeRO-3 only via DeepSpeed)"
+    own_optimizer = "badam's BlockOptimizer (fp32 masters of the active block)"
+    keeps_masters = True  # its BlockOptimizer steps fp32 copies of the block: bf16-master adds none
     quick_test = {"lr": 2e-3, "method_options": {"switch_every": 5}}
 
     def __init__(self, options, seed=0):
@@ -97,6 +99,6 @@ class BAdam(Method):
         masters = getattr(optimizer, "param_idx2hp", {}).values()
         return optimizer_state_bytes(optimizer.base_optimizer) + sum(tensor_bytes(p) for p in masters)
 
-    def optimizer_state_bytes(self, params):
+    def optimizer_state_bytes(self, params, state_dtype=None):
         """Two fp32 moments and an fp32 master copy of each trained parameter, and a step counter."""
         return sum(3 * p.numel() * 4 + 4 for p in params)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInput
+from ..kinds import checked
 from ..layers import LayerLayout, find_blocks
 from ..memory.accounting import optimizer_state_bytes, tensor_bytes
 
@@ -43,6 +44,32 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    kahan: bool = False  # bf16-kahan: torch-optimi's AdamW with Kahan-summed updates instead of torch's
+
+    def adamw(self, params) -> torch.optim.Optimizer:
+        """The AdamW every method that uses plain AdamW builds (params: tensors or groups)."""
+        if self.kahan:
+            from ..precision import kahan_adamw_class
+
+            # weight decay as torch's AdamW (lr x wd: optimi's decouple_lr=False); its own kernels (triton on CUDA)
+            return kahan_adamw_class()(params, lr=self.lr, betas=self.betas, eps=self.eps,
+                                       weight_decay=self.weight_decay, kahan_sum=True)
+        return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
+
+
+def drop_state(optimizer: torch.optim.Optimizer, group: dict) -> None:
+    """Free the optimizer state of a group's parameters, so that they start afresh when they next step. An
+    optimizer that counts steps per group rather than per parameter (torch-optimi, under bf16-kahan) has its
+    group's count restarted too, so that bias correction starts from step 1 as torch's per-parameter count does."""
+    for p in group["params"]:
+        optimizer.state.pop(p, None)
+    if "setup" in group and "step" in group:  # torch-optimi: the next step re-creates the group's counter at 0
+        group["setup"] = False
+
+
+def state_size(p: torch.Tensor, state_dtype: torch.dtype | None) -> int:
+    """Bytes per element of a parameter's floating-point optimizer state."""
+    return torch.finfo(state_dtype).bits // 8 if state_dtype is not None else p.element_size()
 
 
 class Method:
@@ -64,6 +91,10 @@ class Method:
     ddp_wrappable: ClassVar[bool] = True
     # None where the method runs on FSDP2-sharded parameters; otherwise why it cannot
     not_shardable: str | None = None
+    # the optimizer the method builds instead of plain AdamW (``OptimConfig.adamw``), if any: bf16-kahan refuses it
+    own_optimizer: ClassVar[str | None] = None
+    # True where the method's optimizer already keeps fp32 masters of low-precision weights (bf16-master adds none)
+    keeps_masters: ClassVar[bool] = False
     # `lisa-bench train` flags that set one of this method's options: flag -> (option, help)
     flags: ClassVar[dict[str, tuple[str, str]]] = {}
     # settings for a quick run on the tiny random model (TrainConfig fields, method_options included):
@@ -83,6 +114,8 @@ class Method:
         if unknown:
             valid = ", ".join(fields) or "(none)"
             raise BadInput(f"unknown option {unknown[0]!r} for method {cls.name!r}; valid options: {valid}")
+        raw = checked(cls.Options, raw, lambda option, value, wanted: (
+            f"method {cls.name!r}: option {option!r} must be {wanted}, got {value!r}"))
         options = cls.Options(**raw)
         cls.validate_options(options)
         return options
@@ -99,8 +132,7 @@ class Method:
         return [p for p in model.parameters() if p.requires_grad]
 
     def build_optimizer(self, model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.trainable_parameters(model), lr=optim.lr, betas=optim.betas,
-                                 eps=optim.eps, weight_decay=optim.weight_decay)
+        return optim.adamw(self.trainable_parameters(model))
 
     def on_step_start(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         pass
@@ -138,10 +170,11 @@ class Method:
         its ``state`` says so here)."""
         return optimizer_state_bytes(optimizer)
 
-    def optimizer_state_bytes(self, params: list[torch.Tensor]) -> int:
-        """Analytic bytes of the optimizer's state once each of ``params`` has taken a step. AdamW: two
-        moments in each parameter's dtype plus a 4-byte step counter per tensor."""
-        return sum(2 * tensor_bytes(p) + 4 for p in params)
+    def optimizer_state_bytes(self, params: list[torch.Tensor], state_dtype: torch.dtype | None = None) -> int:
+        """Analytic bytes of the optimizer's state once each of ``params`` has taken a step, its floating-point
+        state in ``state_dtype`` (None: each parameter's own dtype; fp32 when it steps fp32 masters). AdamW: two
+        moments plus a 4-byte step counter per tensor."""
+        return sum(2 * tensor_bytes(p) // p.element_size() * state_size(p, state_dtype) + 4 for p in params)
 
     def step_temporary_bytes(self, params: list[torch.Tensor], device_type: str) -> int:
         """Short-lived buffers of one optimizer step over ``params``. torch's AdamW: a per-tensor loop on

@@ -4,7 +4,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from ..errors import BadInput
-from .base import Method, register
+from .base import Method, register, state_size
 
 
 @dataclass
@@ -19,6 +19,7 @@ class GaloreOptions:
 @register("galore")
 class GaLore(Method):
     Options = GaloreOptions
+    own_optimizer = "galore_torch's GaLoreAdamW"
     not_shardable = "its projection takes the SVD of whole gradient matrices, which FSDP2 keeps in shards"
     quick_test = {"lr": 2e-3, "method_options": {"rank": 16, "update_proj_gap": 10}}
 
@@ -58,7 +59,7 @@ class GaLore(Method):
                          for p in group["params"]}
         return optimizer_cls(params, **kwargs)
 
-    def optimizer_state_bytes(self, params):
+    def optimizer_state_bytes(self, params, state_dtype=None):
         """Each projected matrix keeps AdamW moments of rank x its larger side and a rank x smaller-side
         projector; every other parameter keeps full AdamW moments. galore_torch counts steps in a Python
         int, which holds no tensor memory."""
@@ -68,7 +69,7 @@ class GaLore(Method):
             if rank is not None and p.dim() == 2:
                 big, small = max(p.shape), min(p.shape)
                 r = min(rank, small)
-                total += (2 * r * big + r * small) * p.element_size()
+                total += (2 * r * big + r * small) * state_size(p, state_dtype)
             else:
-                total += 2 * p.numel() * p.element_size()
+                total += 2 * p.numel() * state_size(p, state_dtype)
         return total

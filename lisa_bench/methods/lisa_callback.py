@@ -17,7 +17,7 @@ from .lisa import Lisa
 class LisaCallback(Lisa):
     def build_optimizer(self, model, optim):
         super().build_optimizer(model, optim)  # starts the sampler
-        return torch.optim.AdamW(list(model.parameters()), **self._adam_kwargs(optim))
+        return optim.adamw(list(model.parameters()))
 
     def switch(self, model, optimizer, new_active):
         for p in self.layout.block_params(model, self.active):

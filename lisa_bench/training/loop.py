@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from ..memory.accounting import tensor_bytes, trainable_param_count
 from ..memory.meter import MemoryMeter
 from ..methods import OptimConfig
 from ..models import load_model
-from ..precision import Precision, resolve_precision
+from ..precision import Precision, prepare_optimizer, resolve_precision
 from ..provenance import provenance
 from .checkpoint import Checkpoint
 from .distributed import (DEEPSPEED_REFUSED, check_fsdp, full_state_dict, load_sharded_weights, replicas_in_sync,
@@ -40,6 +41,10 @@ from .logs import JsonLines
 from .norms import weight_norms
 from .schedule import Schedule
 from .trackers import Trackers
+from .updates import LostUpdates
+from .updates import warning as lost_warning
+
+LOST_WARNING = 0.25  # a first step that loses more of its update than this warns, naming the sound precisions
 
 
 @dataclass
@@ -77,6 +82,7 @@ class Record:
     padded_tokens: int = 0  # token slots of the micro-batches, padding included
     seconds: float = 0.0
     trainable_peak: int = 0
+    lost_updates: dict = field(default_factory=dict)  # step -> share of the intended update lost to rounding
     opt_peak: int = 0  # this process's (sharded: its shards'); saved per process in a checkpoint
     grad_peak: int = 0  # bytes of this process's gradients at the optimizer step (sharded: its shards)
 
@@ -126,8 +132,9 @@ def setup(cfg: TrainConfig) -> Run:
         model.train()
     # The optimizer is built before the Accelerator: transformers' GaLore set-up goes through
     # TrainingArguments, which resets accelerate's global state.
-    optimizer = method.build_optimizer(model, OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay)) \
-        if method.trains else None
+    optimizer = method.build_optimizer(model, OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                                          kahan=precision.kahan)) if method.trains else None
+    optimizer = prepare_optimizer(precision, method, optimizer)  # fp32 masters under bf16-master
     # trackers log into the run's directory, set once it exists (accelerate wants one up front)
     accelerator = Accelerator(cpu=device.type == "cpu", log_with=Trackers.accelerate_name(cfg.report_to),
                               project_dir=tempfile.gettempdir())
@@ -264,6 +271,7 @@ def _resume(run: Run, ckpt: Checkpoint, record: Record) -> int:
         return 0
     record.__dict__.update(state["record"])  # what every process shares: process 0's
     record.eval_losses = {int(k): v for k, v in record.eval_losses.items()}
+    record.lost_updates = {int(k): v for k, v in record.lost_updates.items()}
     mine = {key: values[run.accelerator.process_index] for key, values in state["per_process"].items()}
     run.meter.peak = mine.pop("memory_peak")  # each process's own peaks, not process 0's
     for key, value in mine.items():
@@ -300,6 +308,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
         log = JsonLines(out / "train_log.jsonl", keep_before=start)
         norms_log = JsonLines(out / "weight_norms.jsonl", keep_before=start)
         norm_steps = _norm_steps(cfg, steps)
+        lost = LostUpdates(optimizer, cfg.seed) if method.trains else None
         bar = tqdm(total=steps, initial=start, desc=f"{cfg.method} on {run.loaded.name}",
                    disable=not (progress and is_main), dynamic_ncols=True)
 
@@ -313,7 +322,16 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             active = method.active_blocks()  # the blocks this step trains (a method may switch inside its step)
             shares = run.plan.step(step)
             micro = [_micro_batch(run, idx) for idx in shares]
+            evaluates = (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == steps
+            if step == 0 or evaluates:  # updates lost to rounding: at the first step and where the loss is measured
+                lost.arm()
             loss, stats = train_step(run, micro)
+            if lost.result is not None:
+                stats.update(lost.result)
+                record.lost_updates[step] = lost.result["lost_update_share"]
+                share = lost.result["lost_update_share"]
+                if step == 0 and is_main and share is not None and share > LOST_WARNING:
+                    print(lost_warning(share, cfg.precision, cfg.lr, LOST_WARNING), file=sys.stderr)
             dt = stats.pop("seconds")
             n_tokens = sum(len(run.examples[i]["input_ids"]) for idx in shares for i in idx)
             record.padded_tokens += sum(b["attention_mask"].numel() for b, idx in zip(micro, shares) if idx)
@@ -327,7 +345,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             row = {"step": step, "loss": loss, "lr": lr, "active_layers": active,
                    "trainable_params": n_trainable, "optimizer_state_bytes": opt_bytes, **stats,
                    "tokens": n_tokens, "step_seconds": dt, "tokens_per_second": n_tokens / dt if dt > 0 else None}
-            if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == steps:
+            if evaluates:
                 row["eval_loss"] = record.eval_losses[step] = validation_loss(run)
             log.write(row)
             trackers.log(row, step)
@@ -366,6 +384,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
 def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict:
     cfg, losses = run.cfg, record.losses
     evals = [record.eval_losses[s] for s in sorted(record.eval_losses)]
+    lost = [record.lost_updates[s] for s in sorted(record.lost_updates, key=int)]
     # per process (sharded: its shards)
     peaks, states, grads = _gather(run.meter.peak_bytes()), _gather(record.opt_peak), _gather(record.grad_peak)
     return {
@@ -393,6 +412,10 @@ def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
         "eval_loss": evals[-1] if evals else None,
+        # the share of the intended update the weights of record did not take (training/updates.py), on a fixed
+        # sample of trainable elements: at the first step and at the last
+        "lost_update_share_first": lost[0] if lost else None,
+        "lost_update_share_last": lost[-1] if lost else None,
         "train_seconds": record.seconds,
         "train_examples": len(run.examples),
         "validation_examples": len(run.validation),

@@ -1,0 +1,133 @@
+"""Updates lost to rounding: the share of an optimizer step's intended update that the weights of record did not
+take, measured on a fixed sample of trainable elements (a few per tensor, so that it costs nothing at 70B).
+
+The intended update of an element is AdamW's, computed in fp32 from the optimizer's state after the step (the
+moments it just wrote): torch's AdamW ``-lr * (m / bc1) / (sqrt(v / bc2) + eps)``, torch-optimi's (whose moments
+are bias-corrected already) ``-lr * m / (sqrt(v) + eps)``, each with its decoupled weight decay
+``-lr * wd * w``. The weights of record are what the recipe keeps between steps: the fp32 master where there is
+one (bf16-master), the bf16 weight plus its Kahan compensation (bf16-kahan), the weight itself otherwise. Then
+
+    lost = 1 - sum(realized * intended) / sum(intended ** 2)
+
+over the sample: 0 where every update is kept (fp32, bf16-master, Kahan up to its buffer's own rounding), near
+1 under pure bf16 when the steps are below half the weights' spacing. Parameters whose state is not AdamW's
+(GaLore's and APOLLO's projected matrices, BAdam's block, whose state sits on its own fp32 copies) are not
+sampled; ``sampled`` says how many elements were.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+PER_TENSOR = 64  # sampled elements of each trainable tensor (all of a smaller one)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") and hasattr(t, "placements") else t
+
+
+class LostUpdates:
+    """Armed for one step at a time (``arm``); ``result`` is that step's lost share, or None if nothing was
+    sampled. Registers optimizer step hooks after the recipe's own (fp32 masters), so that it sees the masters
+    in place before the step and in the optimizer's state after it."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, seed: int = 0, per_tensor: int = PER_TENSOR):
+        self.optimizer = optimizer
+        self.seed, self.per_tensor = seed, per_tensor
+        self.indices: dict[int, torch.Tensor] = {}  # id(parameter) -> flat indices into its local data
+        self.order: dict[int, int] = {}  # id(parameter) -> its position among the optimizer's parameters
+        self.before: dict[int, torch.Tensor] = {}
+        self.armed = False
+        self.result: dict | None = None
+        optimizer.register_step_pre_hook(self._before_step)
+        optimizer.register_step_post_hook(self._after_step)
+
+    def arm(self) -> None:
+        self.armed, self.result = True, None
+
+    def _sample(self, p: torch.Tensor) -> torch.Tensor:
+        key = id(p)
+        if key not in self.indices:
+            n = _local(p).numel()
+            position = self.order.setdefault(key, len(self.order))
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + position)
+            self.indices[key] = (torch.arange(n) if n <= self.per_tensor
+                                 else torch.randperm(n, generator=gen)[: self.per_tensor]).to(_local(p).device)
+        return self.indices[key]
+
+    def _record(self, p: torch.Tensor, state: dict) -> torch.Tensor:
+        """The sampled elements of the weight of record, in fp64."""
+        idx = self._sample(p)
+        source = state.get("master", p.data)
+        value = _local(source).reshape(-1)[idx].double()
+        comp = state.get("kahan_comp")
+        if torch.is_tensor(comp) and comp.shape == p.shape:
+            value = value + _local(comp).reshape(-1)[idx].double()
+        return value
+
+    def _stepping(self, optimizer):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    yield group, p
+
+    def _before_step(self, optimizer, args, kwargs):
+        if not self.armed:
+            return
+        self.before = {id(p): self._record(p, optimizer.state.get(p, {})) for _, p in self._stepping(optimizer)}
+
+    @torch.no_grad()
+    def _after_step(self, optimizer, args, kwargs):
+        if not self.armed:
+            return
+        self.armed = False
+        dot = norm = 0.0
+        count = 0
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                before = self.before.get(id(p))
+                state = optimizer.state.get(p, {})
+                if before is None or not torch.is_tensor(state.get("exp_avg")) or state["exp_avg"].shape != p.shape:
+                    continue
+                intended = self._intended(group, state, idx=self._sample(p), before=before)
+                realized = self._record(p, state) - before
+                dot += float((realized * intended).sum())
+                norm += float((intended * intended).sum())
+                count += intended.numel()
+        self.before = {}
+        if dist_ready():
+            device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+            totals = torch.tensor([dot, norm, count], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(totals)
+            dot, norm, count = float(totals[0]), float(totals[1]), int(totals[2])
+        self.result = {"lost_update_share": (1 - dot / norm) if norm > 0 else None, "lost_update_sampled": count}
+
+    def _intended(self, group: dict, state: dict, idx: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        m = _local(state["exp_avg"]).reshape(-1)[idx].double()
+        v = _local(state["exp_avg_sq"]).reshape(-1)[idx].double()
+        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group.get("weight_decay", 0.0))
+        if "kahan_sum" in group:  # torch-optimi: moments bias-corrected already (debiased betas)
+            update = m / (v.sqrt() + eps)
+        else:  # torch's AdamW: bias corrections from the parameter's own step count
+            beta1, beta2 = group["betas"]
+            step = float(state["step"])
+            update = (m / (1 - beta1 ** step)) / ((v / (1 - beta2 ** step)).sqrt() + eps)
+        return -lr * (update + wd * before)
+
+
+def dist_ready() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
+def warning(share: float, precision: str, lr: float, threshold: float) -> str:
+    return (f"lisa-bench: warning: the first optimizer step lost {share:.0%} of its update to rounding (more than "
+            f"{threshold:.0%}): under precision {precision!r} at lr {lr:g}, steps below half a weight's spacing do not "
+            f"move it. Precisions that keep every update: bf16-master (fp32 masters of what trains), bf16-kahan "
+            f"(Kahan-summed bf16), bf16-mixed, fp32.")
+
+
+def finite(x) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
