@@ -2,7 +2,9 @@
 
 Embedding, LM head and every other parameter outside the decoder blocks always train. Every
 ``interval`` steps, ``gamma`` distinct decoder blocks are sampled (seeded, independent of data
-order) and trained with AdamW; the rest are frozen.
+order) and trained with AdamW; the rest are frozen. Sampling is ``uniform`` (the paper's), ``weighted``
+(by given weights or block norms) or ``cover`` (without replacement within a pass over the blocks, so that
+every block trains once before any trains twice).
 
 Memory is what the paper intends: the optimizer holds state only for parameters that train
 now. On a switch the AdamW moments and ``.grad`` of deactivated blocks are freed and newly
@@ -28,7 +30,7 @@ from ..errors import BadInput
 from ..layers import LayerLayout
 from .base import Method, register
 
-SAMPLING = ("uniform", "weighted")
+SAMPLING = ("uniform", "weighted", "cover")
 UNITS = ("embedding", "head")  # what trains besides the sampled blocks; "none" for nothing
 
 
@@ -36,7 +38,9 @@ UNITS = ("embedding", "head")  # what trains besides the sampled blocks; "none" 
 class LisaOptions:
     gamma: int = 2  # sampled middle layers per interval ("E+H+2L" = 2; 0 = "E+H")
     interval: int = 20  # K: steps between switches
-    sampling: str = "uniform"  # or "weighted"
+    # "uniform": gamma distinct blocks afresh each interval; "weighted": the same by per-block probabilities;
+    # "cover": passes over the blocks, each a seeded permutation drawn gamma at a time (see LayerSampler)
+    sampling: str = "uniform"
     # weighted sampling: per-block probabilities (normalised); None = proportional to each block's
     # weight norm at the start of training (the paper's importance-sampling idea)
     weights: list[float] | None = None
@@ -52,18 +56,38 @@ class LisaOptions:
 
 
 class LayerSampler:
-    """Draws ``gamma`` distinct blocks per interval from its own seeded generator."""
+    """Draws ``gamma`` distinct blocks per interval from its own seeded generator: uniformly, by ``probs``, or
+    (``cover``) in passes over the blocks.
 
-    def __init__(self, num_blocks: int, gamma: int, seed: int, probs: torch.Tensor | None = None):
+    Cover: each pass is a fresh permutation of the blocks (from the same generator), drawn ``gamma`` at a time, so
+    every block trains once in a pass before any trains twice. When fewer than ``gamma`` blocks remain in the pass,
+    the interval takes that remainder and fills up with the first blocks of the next pass's permutation that are
+    not in the remainder; those count as drawn in the next pass, whose other blocks (the remainder's included)
+    follow in its order. Every interval thus has ``gamma`` distinct blocks and every pass still covers all blocks
+    once. ``pending`` (the current pass's blocks not yet drawn, in order) is the state to checkpoint with the
+    generator."""
+
+    def __init__(self, num_blocks: int, gamma: int, seed: int, probs: torch.Tensor | None = None,
+                 cover: bool = False):
         self.num_blocks = num_blocks
         self.gamma = gamma
         self.probs = probs
+        self.cover = cover
+        self.pending: list[int] = []
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample(self) -> list[int]:
         if self.gamma == 0:
             return []
-        if self.probs is None:
+        if self.cover:
+            picked = self.pending[: self.gamma]
+            self.pending = self.pending[self.gamma:]
+            if len(picked) < self.gamma:  # the pass ends: fill up from the next one (see the class docstring)
+                order = [int(i) for i in torch.randperm(self.num_blocks, generator=self.generator)]
+                fill = [b for b in order if b not in picked][: self.gamma - len(picked)]
+                self.pending = [b for b in order if b not in fill]
+                picked = picked + fill
+        elif self.probs is None:
             picked = torch.randperm(self.num_blocks, generator=self.generator)[: self.gamma]
         else:
             picked = torch.multinomial(self.probs, self.gamma, replacement=False, generator=self.generator)
@@ -77,6 +101,9 @@ def validate_lisa_options(options: LisaOptions) -> None:
         raise BadInput(f"lisa interval (--lisa-interval) must be >= 1, got {options.interval}")
     if options.sampling not in SAMPLING:
         raise BadInput(f"unknown lisa sampling {options.sampling!r}; valid choices: {', '.join(SAMPLING)}")
+    if options.sampling == "cover" and options.weights is not None:
+        raise BadInput(f"lisa sampling 'cover' takes no weights, got weights {options.weights}; valid choices: "
+                       f"sampling=weighted with weights, or cover without them")
     units = [u.strip() for u in str(options.always_on).split(",") if u.strip()]
     for unit in units:
         if unit not in UNITS + ("none",) or (unit == "none" and len(units) > 1):
@@ -116,7 +143,7 @@ class Lisa(Method):
     def _sampling_probs(self, model: nn.Module) -> torch.Tensor | None:
         o = self.options
         n = self.layout.num_blocks
-        if o.sampling == "uniform":
+        if o.sampling in ("uniform", "cover"):
             return None
         if o.weights is not None:
             w = torch.tensor(o.weights, dtype=torch.float64)
@@ -151,7 +178,8 @@ class Lisa(Method):
     def build_optimizer(self, model, optim):
         # The sampler starts here, where the weights are final on every process (sharded ones too), so
         # that weighted sampling by block norms sees them and every process draws the same blocks.
-        self.sampler = LayerSampler(self.layout.num_blocks, self.options.gamma, self.seed, self._sampling_probs(model))
+        self.sampler = LayerSampler(self.layout.num_blocks, self.options.gamma, self.seed, self._sampling_probs(model),
+                                    cover=self.options.sampling == "cover")
         # group 0: always-on parameters; group 1: the active blocks (filled at each switch)
         return torch.optim.AdamW(
             [{"params": self._always_on(model)}, {"params": []}], **self._adam_kwargs(optim))
@@ -161,16 +189,21 @@ class Lisa(Method):
 
     def peak_blocks(self, num_blocks: int) -> list[int] | None:
         """Without the embedding trained, backward stops at the lowest sampled block: the run's peak comes when
-        the sample holds block 0 (with the embedding trained it runs to the bottom at every step)."""
+        the sample holds block 0 (with the embedding trained it runs to the bottom at every step). Cover sampling
+        leaves this as it is: with the embedding on, nothing to add; without it, every pass reaches block 0, as
+        uniform sampling may at any interval, so the whole run's peak is the same."""
         if "embedding" in self.options.always_on_units() or self.options.gamma == 0:
             return None
         return list(range(min(self.options.gamma, num_blocks)))
 
     def state_dict(self) -> dict:
-        return {"generator": self.sampler.generator.get_state(), "active": list(self.active)}
+        # pending: cover sampling's blocks left in the current pass (empty for uniform and weighted)
+        return {"generator": self.sampler.generator.get_state(), "active": list(self.active),
+                "pending": list(self.sampler.pending)}
 
     def load_state_dict(self, state, model, optimizer):
         self.sampler.generator.set_state(state["generator"])
+        self.sampler.pending = list(state.get("pending", []))  # checkpoints from before cover sampling lack it
         self.switch(model, optimizer, state["active"])  # the optimizer's groups then match the saved ones
 
     # ---- the switch -------------------------------------------------------------------------

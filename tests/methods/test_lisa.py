@@ -183,3 +183,147 @@ def test_gamma_bounds_inclusive(gamma):
     model, method, opt, batch = _setup(gamma=gamma, interval=2)
     method.on_step_start(0, model, opt)
     assert len(method.active_blocks()) == gamma
+
+
+# ---- cover sampling: passes over the blocks, each block once before any twice ----------------------
+
+def _draws(sampler, n):
+    return [sampler.sample() for _ in range(n)]
+
+
+@pytest.mark.parametrize("num_blocks,gamma", [(8, 2), (8, 4), (8, 8), (8, 1), (8, 3), (7, 2), (10, 4), (32, 5)])
+def test_cover_trains_every_block_once_per_pass(num_blocks, gamma):
+    from lisa_bench.methods.lisa import LayerSampler
+
+    passes = 6
+    sampler = LayerSampler(num_blocks, gamma, seed=11, cover=True)
+    draws = _draws(sampler, passes * -(-num_blocks // gamma))
+    assert all(len(d) == len(set(d)) == gamma for d in draws)  # gamma distinct blocks every interval
+    whole, first_pass = num_blocks // gamma, -(-num_blocks // gamma)  # floor and ceil of N / gamma
+    seen = [b for d in draws[:whole] for b in d]
+    assert len(seen) == len(set(seen))  # no block repeats within the first floor(N / gamma) intervals
+    assert set(b for d in draws[:first_pass] for b in d) == set(range(num_blocks))  # all N by ceil(N / gamma)
+    if num_blocks % gamma == 0:  # exact passes: every block exactly once in each
+        for p in range(passes):
+            assert sorted(b for d in draws[p * whole:(p + 1) * whole] for b in d) == list(range(num_blocks))
+    # after every interval the blocks' training counts differ by at most one: none trains twice before all once
+    counts = [0] * num_blocks
+    for d in draws:
+        for b in d:
+            counts[b] += 1
+        assert max(counts) - min(counts) <= 1, (d, counts)
+
+
+def test_uniform_sampling_does_not_cover():
+    """The check above has teeth: uniform sampling (seeded) trains some block twice before another once."""
+    from lisa_bench.methods.lisa import LayerSampler
+
+    sampler = LayerSampler(8, 2, seed=11)
+    counts = [0] * 8
+    spread = []
+    for d in _draws(sampler, 24):
+        for b in d:
+            counts[b] += 1
+        spread.append(max(counts) - min(counts))
+    assert max(spread) > 1
+
+
+def test_cover_fills_a_short_pass_from_the_next():
+    """N = 7, gamma = 3: pass 1 is intervals 1-2 and one block of interval 3, which fills up with 2 blocks of
+    pass 2 (not the one just taken); pass 2 then runs on with its other 5 blocks (that one included)."""
+    from lisa_bench.methods.lisa import LayerSampler
+
+    sampler = LayerSampler(7, 3, seed=2, cover=True)
+    a, b = sampler.sample(), sampler.sample()
+    assert len(set(a + b)) == 6 and len(sampler.pending) == 1
+    remainder = sampler.pending[0]
+    c = sampler.sample()
+    assert remainder in c and len(set(c)) == 3
+    fill = set(c) - {remainder}
+    assert len(sampler.pending) == 5 and set(sampler.pending) == set(range(7)) - fill  # the remainder's block included
+    d = sampler.sample()
+    rest = set(sampler.pending)  # pass 2's last 2 blocks
+    assert fill | set(d) | rest == set(range(7)) and len(fill) + len(d) + len(rest) == 7
+    e = sampler.sample()
+    assert rest < set(e) and len(set(e)) == 3
+
+
+def test_cover_deterministic_from_seed():
+    from lisa_bench.methods.lisa import LayerSampler
+
+    runs = [_draws(LayerSampler(8, 3, seed=s, cover=True), 12) for s in (4, 4, 5)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    # through the method, as every process builds it (seed = the run's seed)
+    model, method, opt, _ = _setup(gamma=3, interval=2, sampling="cover", seed=4)
+    alone = []
+    for step in range(24):
+        method.on_step_start(step, model, opt)
+        alone.append(method.active_blocks())
+    assert alone[::2] == runs[0]
+
+
+def test_cover_state_dict_resumes_mid_pass():
+    import io
+
+    model, method, opt, _ = _setup(gamma=3, interval=1, sampling="cover", seed=7)
+    method.on_step_start(0, model, opt)  # 5 of the 8 blocks left in this pass
+    assert len(method.sampler.pending) == 5
+    buf = io.BytesIO()
+    torch.save(method.state_dict(), buf)  # as the checkpoint stores it
+    expected = []
+    for step in range(1, 12):
+        method.on_step_start(step, model, opt)
+        expected.append(method.active_blocks())
+    model2, method2, opt2, _ = _setup(gamma=3, interval=1, sampling="cover", seed=99)  # the state, not the seed
+    buf.seek(0)
+    method2.load_state_dict(torch.load(buf, weights_only=False), model2, opt2)
+    assert method2.sampler.pending == torch.load(io.BytesIO(buf.getvalue()), weights_only=False)["pending"]
+    resumed = []
+    for step in range(1, 12):
+        method2.on_step_start(step, model2, opt2)
+        resumed.append(method2.active_blocks())
+    assert resumed == expected
+
+
+def test_checkpoint_without_pass_state_still_loads_for_uniform():
+    model, method, opt, _ = _setup(gamma=2, interval=1, seed=7)
+    method.on_step_start(0, model, opt)
+    state = method.state_dict()
+    state.pop("pending")  # a checkpoint written before cover sampling existed
+    expected = []
+    for step in range(1, 6):
+        method.on_step_start(step, model, opt)
+        expected.append(method.active_blocks())
+    model2, method2, opt2, _ = _setup(gamma=2, interval=1, seed=99)
+    method2.load_state_dict(state, model2, opt2)
+    resumed = []
+    for step in range(1, 6):
+        method2.on_step_start(step, model2, opt2)
+        resumed.append(method2.active_blocks())
+    assert resumed == expected
+
+
+def test_cover_with_weights_refused():
+    from lisa_bench.errors import BadInput
+    from lisa_bench.methods import build_method
+
+    with pytest.raises(BadInput) as err:
+        build_method("lisa", {"sampling": "cover", "weights": [1.0] * 8})
+    assert "'cover'" in str(err.value) and "valid choices" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(BadInput, match="valid choices: uniform, weighted, cover"):
+        build_method("lisa", {"sampling": "round-robin"})
+
+
+def test_cover_experiment_differs_from_lisa_e_h_2l_only_in_sampling(tiny_cfg, tmp_path):
+    from lisa_bench.config import read_experiment
+
+    cover = read_experiment("experiments/lisa-e-h-2l-cover.yaml")
+    plain = read_experiment("experiments/lisa-e-h-2l.yaml")
+    assert cover["method_options"] == {**plain["method_options"], "sampling": "cover"}
+    drop = lambda d: {k: v for k, v in d.items() if k not in ("description", "method_options")}  # noqa: E731
+    assert drop(cover) == drop(plain)
+    # through the training loop: 8 blocks, 2 per interval, so the first 4 intervals train each block once
+    cfg = tiny_cfg("lisa", max_steps=8, seed=3, method_options={"gamma": 2, "interval": 2, "sampling": "cover"})
+    train(cfg, tmp_path / "run", progress=False)
+    rows = [json.loads(x)["active_layers"] for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert sorted(b for r in rows[::2] for b in r) == list(range(8))
