@@ -137,6 +137,48 @@ def test_option_flag_sets_method_options(tmp_path, capsys):
     assert code == 2 and "unknown option 'intervall'" in err
 
 
+@pytest.mark.parametrize("method, option, needle", [
+    ("lisa", "interval=abc", "method 'lisa': option 'interval' must be an integer, got 'abc'"),
+    ("lisa", "gamma=2.5", "method 'lisa': option 'gamma' must be an integer, got 2.5"),
+    ("lisa", "weights=heavy", "method 'lisa': option 'weights' must be a list of numbers or null, got 'heavy'"),
+    ("lisa", "weights=[1, x]", "option 'weights' must be a list of numbers or null, got [1, 'x']"),
+    ("lisa", "reset_always_on_state=maybe", "option 'reset_always_on_state' must be true or false, got 'maybe'"),
+    ("lisa", "sampling=3", "method 'lisa': option 'sampling' must be a string, got 3"),
+    ("lora", "dropout=high", "method 'lora': option 'dropout' must be a finite number, got 'high'"),
+    ("lora", "alpha=[1]", "method 'lora': option 'alpha' must be a finite number or null, got [1]"),
+    ("lora", "also_train=embedding", "option 'also_train' must be a list of strings, got 'embedding'"),
+    ("galore", "target_modules=5", "option 'target_modules' must be a list of strings or a string, got 5"),
+    ("badam", "include_embedding=yes please", "option 'include_embedding' must be true or false, got 'yes please'"),
+])
+def test_a_method_option_of_the_wrong_kind_is_one_line(method, option, needle, capsys, tmp_path):
+    """Each --option value is checked against its option's kind (the method's Options annotations): one line
+    naming the method, the option, the value and the kind wanted, exit 2, nothing written; not a TypeError."""
+    out = tmp_path / "out"
+    code, err = run_cli(BASE + ["--method", method, "--option", option, "--output-dir", str(out)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert not out.exists()
+
+
+def test_method_options_of_the_wrong_kind_in_an_experiment_file(capsys, tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("method: lisa\nmethod_options: {interval: often}\n")
+    code, err = run_cli(BASE + ["--experiment", str(exp), "--output-dir", str(tmp_path / "o")], capsys)
+    assert code == 2 and "method 'lisa': option 'interval' must be an integer, got 'often'" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_method_option_numbers_as_yaml_11_reads_them():
+    """A study file is read by Snakemake as YAML 1.1, where 1e-2 (no dot) is text: taken as the number, as for the
+    recipe's settings; lists of numbers likewise, and ints where a float belongs stay as given."""
+    from lisa_bench.methods import get_method
+
+    lora = get_method("lora").parse_options({"dropout": "1e-2", "alpha": 16, "target_modules": ["q_proj"]})
+    assert lora.dropout == 0.01 and isinstance(lora.dropout, float) and lora.alpha == 16
+    lisa = get_method("lisa").parse_options({"weights": [1, "5e-1"], "layers_attribute": None})
+    assert lisa.weights == [1, 0.5]
+    assert get_method("galore").parse_options({"target_modules": "attn"}).target_modules == "attn"
+
+
 def test_under_a_launcher_only_the_first_process_reports_bad_input(tmp_path, capsys, monkeypatch):
     """torchrun starts one process per GPU and each meets the same bad input: one line, not one per GPU."""
     args = ["train", "--model", "tiny-random-llama", "--max-steps", "2", "--precision", "fp7", "--output-dir", str(tmp_path / "o")]
