@@ -4,13 +4,18 @@
 # the trained one):
 #  1. TinyLlama-1.1B, STEPS steps of full, lora-r128 and lisa-e-h-2l under bf16-mixed, sdpa, batch 4 x 512:
 #     tokens/s and the measured peak (CUDA allocator, max over steps) against `lisa-bench plan`;
-#  2. LLaMA-2-7B under FSDP2 with world size 1 (torchrun), pure bf16, lisa-e-h-2l, FSDP_STEPS steps: the same.
+#  2. LLaMA-2-7B under FSDP2 with world size 1 (torchrun), pure bf16, lisa-e-h-2l, FSDP_STEPS steps: the same;
+#  3. TinyLlama-1.1B, the same three experiments under the recipes that keep every update, bf16-master (fp32
+#     masters of what trains) and bf16-kahan (torch-optimi's Kahan-summed AdamW): peak against the model, and the
+#     share of the update lost to rounding at lr 2e-5.
+# Runs 2 and 3 share the GPU, all at once (7 processes, about 80 GB together): the allocator's peak is each
+# process's own, so the memory checks hold; their tokens/s are marked `concurrent` and are no speed figures.
 #
 #   OUT=results/gpu-recipe bash scripts/gpu_recipe.sh          # about 8 minutes on an H200
 #
 # Each run has its own time limit; a run cut short is recorded as such and the rest go on. The summary,
 # `recipe.csv` (+ .md), is written after every run. Needs torch with CUDA, transformers, peft, accelerate,
-# pandas. DEVICE=cpu TINY=tiny-random-llama BIG=tiny-random-llama STEPS=3 FSDP_STEPS=2 is a dry run on a CPU
+# pandas, tabulate and torch-optimi (carried to the device as a wheel: see the README's GPU section). DEVICE=cpu TINY=tiny-random-llama BIG=tiny-random-llama STEPS=3 FSDP_STEPS=2 is a dry run on a CPU
 # (FSDP2 then needs NPROC=2 gloo processes; on a CPU the peak is the process's resident set, so the dry run
 # checks the script, not the memory model: the CPU's own check is `lisa-bench memory`).
 # `bash scripts/device_dry_run.sh` runs that dry run with the device's package versions and absences.
@@ -48,7 +53,8 @@ rows = []
 for spec_file in sorted(Path(sys.argv[1]).glob("*/*.spec.json")):
     run, spec = spec_file.parent / spec_file.name.removesuffix(".spec.json"), json.loads(spec_file.read_text())
     row = {"model": spec["model"], "experiment": run.name, "launcher": spec["launcher"], "precision": spec["precision"],
-           "batch": spec["batch"], "seq_len": spec["seq_len"], "steps": spec["steps"]}
+           "batch": spec["batch"], "seq_len": spec["seq_len"], "steps": spec["steps"],
+           "concurrent": spec.get("concurrent", False)}
     if (run / "metrics.json").exists():
         m = json.loads((run / "metrics.json").read_text())
         plan = subprocess.run([sys.executable, "-m", "lisa_bench.cli", "plan", "--model", spec["model"],
@@ -61,24 +67,25 @@ for spec_file in sorted(Path(sys.argv[1]).glob("*/*.spec.json")):
                    measured_over_predicted=m["peak_memory_bytes"] / 2**30 / pred,
                    optimizer_state_GiB=m["optimizer_state_bytes_peak"] / 2**30, tokens_per_second=m["tokens_per_second"],
                    train_loss_first=m["train_loss_first"], train_loss_last=m["train_loss_last"], eval_loss=m["eval_loss"],
-                   train_seconds=m["train_seconds"], memory_kind=m["memory_kind"])
+                   train_seconds=m["train_seconds"], memory_kind=m["memory_kind"],
+                   lost_update_first=m.get("lost_update_share_first"), lost_update_last=m.get("lost_update_share_last"))
     else:
         row["status"] = "no metrics.json (cut by its time limit or failed; see its log)"
     rows.append(row)
 table = pd.DataFrame(rows)
-base = table.query("launcher == 'single' and experiment == 'full' and status == 'ok'")
-if len(base):
-    table["speed_vs_full"] = table["tokens_per_second"] / float(base["tokens_per_second"].iloc[0])
+base = table.query("launcher == 'single' and experiment == 'full' and status == 'ok' and not concurrent")
+if len(base):  # speed only where the run had the GPU to itself
+    table["speed_vs_full"] = (table["tokens_per_second"] / float(base["tokens_per_second"].iloc[0])).where(~table["concurrent"])
 table.to_csv(Path(sys.argv[2]) / "recipe.csv", index=False)
 (Path(sys.argv[2]) / "recipe.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
 print(table.to_string(index=False))
 PY
 }
-spec() {  # what the summary needs to predict a run: model, launcher, precision, shape
-    printf '{"model": "%s", "launcher": "%s", "precision": "%s", "batch": %s, "seq_len": %s, "steps": %s}' \
-        "$1" "$2" "$3" "$4" "$MAX_LENGTH" "$5" > "$WORK/train/$6.spec.json"
+spec() {  # what the summary needs to predict a run: model, launcher, precision, shape, whether it shared the GPU
+    printf '{"model": "%s", "launcher": "%s", "precision": "%s", "batch": %s, "seq_len": %s, "steps": %s, "concurrent": %s}' \
+        "$1" "$2" "$3" "$4" "$MAX_LENGTH" "$5" "${7:-false}" > "$WORK/train/$6.spec.json"
 }
-mkdir -p "$WORK/train/recipe" "$WORK/train/fsdp"
+mkdir -p "$WORK/train/recipe" "$WORK/train/fsdp" "$WORK/train/bf16-master" "$WORK/train/bf16-kahan"
 for exp in full lora-r128 lisa-e-h-2l; do
     spec "$TINY" single bf16-mixed "$BATCH" "$STEPS" "recipe/$exp"
     timeout "$RUN_LIMIT" python3 -m lisa_bench.cli train --experiment "$exp" --model "random:$TINY" \
@@ -87,14 +94,33 @@ for exp in full lora-r128 lisa-e-h-2l; do
     rm -rf "$WORK/train/recipe/$exp/model"  # random weights: nothing worth keeping, and 4 GB to write
     summarise
 done
-spec "$BIG" fsdp bf16 "$FSDP_BATCH" "$FSDP_STEPS" "fsdp/lisa-e-h-2l"
-timeout "$FSDP_LIMIT" python3 -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m lisa_bench.cli train \
+spec "$BIG" fsdp bf16 "$FSDP_BATCH" "$FSDP_STEPS" "fsdp/lisa-e-h-2l" true
+(timeout "$FSDP_LIMIT" python3 -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m lisa_bench.cli train \
     --experiment lisa-e-h-2l --model "random:$BIG" --max-steps "$FSDP_STEPS" --precision bf16 \
     --batch-size "$FSDP_BATCH" --sharding fsdp "${COMMON[@]}" --output-dir "$WORK/train/fsdp/lisa-e-h-2l" 2>&1 \
-    | tail -n 5 | tee "$OUT/fsdp-lisa-e-h-2l.log"
-rm -rf "$WORK/train/fsdp/lisa-e-h-2l/model"
+    | tail -n 5 > "$WORK/fsdp-lisa-e-h-2l.log"; rm -rf "$WORK/train/fsdp/lisa-e-h-2l/model") &
+# the recipes that keep every update, at the authors' rates (2e-5; LoRA 2e-4): alongside the FSDP2 run
+for precision in bf16-master bf16-kahan; do
+    for exp in full lora-r128 lisa-e-h-2l; do
+        lr=2e-5; [[ "$exp" == lora-* ]] && lr=2e-4
+        spec "$TINY" single "$precision" "$BATCH" "$STEPS" "$precision/$exp" true
+        (timeout "$RUN_LIMIT" python3 -m lisa_bench.cli train --experiment "$exp" --model "random:$TINY" \
+            --max-steps "$STEPS" --precision "$precision" --lr "$lr" --batch-size "$BATCH" "${COMMON[@]}" \
+            --output-dir "$WORK/train/$precision/$exp" 2>&1 | tail -n 5 > "$WORK/$precision-$exp.log"
+         rm -rf "$WORK/train/$precision/$exp/model") &
+    done
+done
+wait
+tail -n +1 "$WORK"/*.log > "$OUT/concurrent.log"  # each with its name
 summarise
 for run in "$WORK"/train/*/*/; do  # provenance of every run, without the weights
     name=$(basename "$(dirname "$run")")-$(basename "$run")
-    [[ -f "$run/metrics.json" ]] && cp "$run/metrics.json" "$OUT/$name.metrics.json"
+    [[ -f "$run/metrics.json" ]] && cp "$run/metrics.json" "$WORK/$name.metrics.json"
 done
+# the device returns at most 8 files: every run's metrics in one
+python3 - "$WORK" "$OUT/metrics.json" <<'PY'
+import json, sys
+from pathlib import Path
+runs = {p.name.removesuffix(".metrics.json"): json.loads(p.read_text()) for p in sorted(Path(sys.argv[1]).glob("*.metrics.json"))}
+Path(sys.argv[2]).write_text(json.dumps(runs, indent=1) + "\n")
+PY

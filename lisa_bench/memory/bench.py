@@ -311,7 +311,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--steps", type=int, default=3, help="measured steps per cell, after one warm-up step")
     p.add_argument("--precision", "--dtype", dest="precision", default=None,
-                   help="fp32, bf16 (pure) or bf16-mixed (default: bf16 on cuda, fp32 on cpu)")
+                   help="fp32, bf16 (pure), bf16-mixed, bf16-master or bf16-kahan (default: bf16 on cuda, fp32 on cpu)")
     p.add_argument("--attn-implementation", default="eager",
                    help="eager (the paper's protocol, default), sdpa, flash_attention_2")
     p.add_argument("--gradient-checkpointing", action="store_true",

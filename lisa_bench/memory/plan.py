@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--experiments-dir", default="experiments")
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=1, help="sequences per GPU")
-    p.add_argument("--precision", default="bf16", help="fp32, bf16 (default), bf16-mixed")
+    p.add_argument("--precision", default="bf16", help="fp32, bf16 (default), bf16-mixed, bf16-master, bf16-kahan")
     p.add_argument("--attn-implementation", default="eager", help="eager (default, the paper's protocol), sdpa, "
                                                                   "flash_attention_2")
     p.add_argument("--gradient-checkpointing", action="store_true",

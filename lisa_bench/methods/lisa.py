@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import BadInput
 from ..layers import LayerLayout
-from .base import Method, register
+from .base import Method, drop_state, register
 
 SAMPLING = ("uniform", "weighted", "cover")
 UNITS = ("embedding", "head")  # what trains besides the sampled blocks; "none" for nothing
@@ -172,17 +172,13 @@ class Lisa(Method):
         chosen = {id(p): p for unit in self.options.always_on_units() for p in units[unit]}
         return list(chosen.values())
 
-    def _adam_kwargs(self, optim):
-        return dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
-
     def build_optimizer(self, model, optim):
         # The sampler starts here, where the weights are final on every process (sharded ones too), so
         # that weighted sampling by block norms sees them and every process draws the same blocks.
         self.sampler = LayerSampler(self.layout.num_blocks, self.options.gamma, self.seed, self._sampling_probs(model),
                                     cover=self.options.sampling == "cover")
         # group 0: always-on parameters; group 1: the active blocks (filled at each switch)
-        return torch.optim.AdamW(
-            [{"params": self._always_on(model)}, {"params": []}], **self._adam_kwargs(optim))
+        return optim.adamw([{"params": self._always_on(model)}, {"params": []}])
 
     def active_blocks(self) -> list[int]:
         return list(self.active)
@@ -215,14 +211,13 @@ class Lisa(Method):
     def switch(self, model: nn.Module, optimizer: torch.optim.Optimizer, new_active: list[int]) -> None:
         block_group = optimizer.param_groups[1]
         for p in block_group["params"]:
-            optimizer.state.pop(p, None)
             p.grad = None
             p.requires_grad_(False)
+        drop_state(optimizer, block_group)  # moments, and masters or Kahan buffers where the precision has them
         new_params = self.layout.block_params(model, new_active)
         for p in new_params:
             p.requires_grad_(True)
         block_group["params"] = new_params
         if self.options.reset_always_on_state:
-            for p in optimizer.param_groups[0]["params"]:
-                optimizer.state.pop(p, None)
+            drop_state(optimizer, optimizer.param_groups[0])
         self.active = list(new_active)

@@ -326,10 +326,10 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             if step == 0 or evaluates:  # updates lost to rounding: at the first step and where the loss is measured
                 lost.arm()
             loss, stats = train_step(run, micro)
-            if lost.result is not None:
+            if lost.result is not None:  # this step was measured
                 stats.update(lost.result)
-                record.lost_updates[step] = lost.result["lost_update_share"]
-                share = lost.result["lost_update_share"]
+                share = record.lost_updates[step] = lost.result["lost_update_share"]
+                lost.result = None
                 if step == 0 and is_main and share is not None and share > LOST_WARNING:
                     print(lost_warning(share, cfg.precision, cfg.lr, LOST_WARNING), file=sys.stderr)
             dt = stats.pop("seconds")

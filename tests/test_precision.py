@@ -1,0 +1,174 @@
+"""Precision recipes: pure bf16 drops small updates, bf16-master and bf16-kahan keep them; masters live in the
+optimizer's state (LISA's switch frees them), the state bytes are the memory model's, a run resumes exactly,
+and what a recipe cannot serve is refused."""
+
+import json
+
+import pytest
+import torch
+
+from lisa_bench.config import TrainConfig
+from lisa_bench.errors import BadInput
+from lisa_bench.methods import METHODS, OptimConfig, build_method, load_all
+from lisa_bench.precision import PRECISIONS, prepare_optimizer, resolve_precision, state_bytes
+from lisa_bench.training import train
+
+load_all()
+
+
+def _steps(precision: str, steps=50, lr=2e-5, seed=0) -> torch.Tensor:
+    """A 256 x 256 weight of scale 0.02 after AdamW steps on gradients of scale 0.01 under a recipe."""
+    prec = resolve_precision(precision)
+    gen = torch.Generator().manual_seed(seed)
+    w0 = torch.randn(256, 256, generator=gen) * 0.02
+    grads = [torch.randn(256, 256, generator=gen) * 0.01 for _ in range(steps)]
+    p = torch.nn.Parameter(w0.to(prec.weights, copy=True))
+    opt = prepare_optimizer(prec, build_method("full", None), OptimConfig(lr=lr, kahan=prec.kahan).adamw([p]))
+    for g in grads:
+        p.grad = g.to(p.dtype)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return p.detach().double() - w0.to(prec.weights).double()
+
+
+def test_sound_recipes_keep_the_update_pure_bf16_loses_it():
+    reference = _steps("fp32")
+    kept = {name: float((_steps(name) * reference).sum() / (reference * reference).sum())
+            for name in ("bf16", "bf16-master", "bf16-kahan")}
+    assert kept["bf16"] < 0.3  # most steps are below half a weight's spacing
+    assert kept["bf16-master"] > 0.95 and kept["bf16-kahan"] > 0.8, kept
+
+
+def _random_steps(model, method, optimizer, steps, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        method.on_step_start(step, model, optimizer)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.grad = (torch.randn(p.shape, generator=gen) * 0.01).to(p.dtype)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        yield step
+
+
+@pytest.mark.parametrize("precision", ["bf16-master", "bf16-kahan"])
+def test_lisa_switch_frees_masters_and_buffers_and_the_state_is_the_formula(precision):
+    from lisa_bench.models import load_model
+
+    prec = resolve_precision(precision)
+    model = load_model("tiny-random-llama", dtype="bf16").model
+    method = build_method("lisa", {"gamma": 2, "interval": 2}, seed=0)
+    model = method.prepare_model(model)
+    optimizer = prepare_optimizer(prec, method, method.build_optimizer(model, OptimConfig(lr=1e-3, kahan=prec.kahan)))
+    seen = set()
+    for step in _random_steps(model, method, optimizer, 8):
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        held = list(optimizer.state)
+        assert {id(p) for p in held} == {id(p) for p in trainable}  # nothing of the blocks switched away from
+        extra = "master" if prec.masters else "kahan_comp"
+        assert all(optimizer.state[p][extra].dtype == (torch.float32 if prec.masters else torch.bfloat16)
+                   for p in held)
+        assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+        assert method.optimizer_bytes(optimizer) == state_bytes(prec, method, held)
+        seen.add(tuple(method.active_blocks()))
+    assert len(seen) > 1  # it switched
+
+
+@pytest.mark.parametrize("precision", ["bf16-master", "bf16-kahan"])
+@pytest.mark.parametrize("method", sorted(m for m, cls in METHODS.items() if cls.trains))
+def test_every_method_under_the_sound_recipes(method, precision, tiny_cfg, tmp_path):
+    """Trains, or is refused with its reason; bf16 weights throughout; the state bytes are the memory model's."""
+    from lisa_bench.memory.model import predict
+    from lisa_bench.models import model_config
+
+    cfg = tiny_cfg(method, max_steps=3, precision=precision, **METHODS[method].quick_test)
+    if precision == "bf16-kahan" and METHODS[method].own_optimizer:
+        with pytest.raises(BadInput, match=f"cannot serve method '{method}': it builds"):
+            train(cfg, tmp_path / "run", progress=False)
+        assert not (tmp_path / "run").exists()
+        return
+    metrics = train(cfg, tmp_path / "run", progress=False)
+    assert metrics["precision"] == precision and metrics["train_loss_last"] < metrics["train_loss_first"]
+    pred = predict(model_config("tiny-random-llama"), method, cfg.method_options, 8, 96, precision, 3)
+    if method != "lisa-callback":  # its state follows the blocks visited, not the first steps
+        assert metrics["optimizer_state_bytes_peak"] == pred.optimizer_bytes
+
+
+def test_masters_state_is_fp32_moments_plus_the_master(tiny_cfg, tmp_path):
+    n_tensors = len(list(__import__("lisa_bench.models", fromlist=["x"]).load_model("tiny-random-llama").model.parameters()))
+    master = train(tiny_cfg("full", max_steps=2, precision="bf16-master"), tmp_path / "m", progress=False)
+    kahan = train(tiny_cfg("full", max_steps=2, precision="bf16-kahan"), tmp_path / "k", progress=False)
+    n = master["total_params"]
+    assert master["optimizer_state_bytes_peak"] == 12 * n + 4 * n_tensors  # fp32 m, v and master; a step counter each
+    assert kahan["optimizer_state_bytes_peak"] == 6 * n  # bf16 m, v and compensation; optimi counts steps per group
+
+
+@pytest.mark.parametrize("precision", ["bf16-master", "bf16-kahan"])
+def test_resumed_run_is_the_uninterrupted_one(precision, tiny_cfg, tmp_path):
+    """Masters and Kahan buffers are in the checkpoint: a run stopped at step 7 resumes from step 4 exactly."""
+    from lisa_bench.training import loop
+
+    cfg = tiny_cfg("lisa", max_steps=9, checkpoint_every=4, precision=precision, lr=1e-3,
+                   method_options={"gamma": 2, "interval": 3})
+    train(cfg, tmp_path / "whole", progress=False)
+    real, calls = loop.train_step, {"n": 0}
+
+    def dies_at_step_7(run, micro):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real(run, micro)
+
+    loop.train_step = dies_at_step_7
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "cut", progress=False)
+    finally:
+        loop.train_step = real
+    metrics = train(cfg, tmp_path / "cut", progress=False)
+    assert metrics["resumed_from_step"] == 4
+
+    def log(run):
+        return [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+    assert [r["loss"] for r in log(tmp_path / "cut")] == [r["loss"] for r in log(tmp_path / "whole")]
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "cut" / "model" / "model.safetensors"), load_file(tmp_path / "whole" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lost_updates_are_logged_and_pure_bf16_warns_once(tiny_cfg, tmp_path, capsys):
+    lossy = train(tiny_cfg("full", max_steps=4, eval_every=2, precision="bf16", lr=2e-5), tmp_path / "b", progress=False)
+    err = capsys.readouterr().err
+    assert err.count("lost") == 1 and "bf16-master" in err and "lr 2e-05" in err
+    assert lossy["lost_update_share_first"] > 0.5
+    rows = [json.loads(x) for x in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "lost_update_share" in r] == [0, 1, 3]  # the first step, every held-out point
+    sound = train(tiny_cfg("full", max_steps=4, precision="bf16-master", lr=2e-5), tmp_path / "m", progress=False)
+    assert "lost" not in capsys.readouterr().err
+    assert abs(sound["lost_update_share_first"]) < 0.01 and abs(sound["lost_update_share_last"]) < 0.01
+
+
+def test_kahan_without_torch_optimi_is_refused(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optimi", None)  # an import of it fails
+    with pytest.raises(BadInput, match="needs the torch-optimi package"):
+        TrainConfig(method="full", max_steps=2, precision="bf16-kahan").build_method()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--precision", "fp8"], "unknown precision 'fp8'; valid choices: fp32, bf16, bf16-mixed, bf16-master, bf16-kahan"),
+    (["--method", "galore", "--precision", "bf16-kahan"], "cannot serve method 'galore'"),
+])
+def test_bad_precision_on_the_command_line(args, needle, tmp_path, capsys):
+    from lisa_bench.cli import main
+
+    base = ["train", "--method", "full", "--model", "tiny-random-llama", "--max-steps", "2", "--device", "cpu",
+            "--output-dir", str(tmp_path / "out")]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
