@@ -174,6 +174,33 @@ def test_cli_unreachable_judge_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "j").exists()
 
 
+def test_openai_judge_without_a_key_is_refused_before_any_call(tmp_path, capsys, monkeypatch):
+    """OpenAI's endpoint with no key: one line at once (it used to try the endpoint 6 times over 31 s), no judge
+    built, nothing written, exit 2. A custom --judge-base-url may need no key: not refused for that."""
+    from lisa_bench.evaluation.mt_bench import judge as judge_module
+
+    def no_call(*args, **kwargs):
+        raise AssertionError("the judge endpoint was to be called")
+
+    monkeypatch.setattr(judge_module.OpenAIJudge, "__init__", no_call)
+    monkeypatch.setattr(judge_module.OpenAIJudge, "complete", no_call)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("EMPTY_KEY", "")
+    bench = load_bench("offline")
+    path = tmp_path / "answers.jsonl"
+    path.write_text("".join(json.dumps(a) + "\n" for a in _answers(bench, 1)))
+    args = ["mt-bench", "judge", "--answers", str(path), "--judge", "openai:gpt-4", "--cache",
+            str(tmp_path / "c.jsonl"), "--no-progress", "--output-dir", str(tmp_path / "j")]
+    for more, env in (([], "$OPENAI_API_KEY"), (["--judge-api-key-env", "EMPTY_KEY"], "$EMPTY_KEY")):
+        assert main(args + more) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "judge 'openai:gpt-4' calls https://api.openai.com/v1, which needs an " \
+            f"API key, and {env} is not set" in err and "--judge-base-url" in err, err
+        assert not (tmp_path / "j").exists() and not (tmp_path / "c.jsonl").exists()
+    with pytest.raises(AssertionError, match="endpoint was to be called"):  # a local server: its key is not asked
+        main(args + ["--judge-base-url", "http://127.0.0.1:9/v1"])
+
+
 def test_answer_file_must_match_questions(tmp_path, capsys):
     path = tmp_path / "answers.jsonl"
     path.write_text(json.dumps({"question_id": 4242, "model_id": "m", "choices": [{"turns": ["a", "b"]}]}) + "\n")

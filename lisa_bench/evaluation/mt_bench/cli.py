@@ -126,8 +126,9 @@ def _cmd_judge(args) -> int:
     from ...models.smollm2 import cache_root
     from ...provenance import provenance
     from .data import load_bench
-    from .judge import JudgmentCache, judge_answers, make_judge, summarize
+    from .judge import JudgmentCache, check_judge_key, judge_answers, make_judge, summarize
 
+    check_judge_key(args.judge, args.judge_base_url, os.environ.get(args.judge_api_key_env), args.judge_api_key_env)
     device = str(resolve_device(args.device))
     bench = load_bench(args.questions)
     answers = read_answers(Path(args.answers), bench)

@@ -24,6 +24,9 @@ RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 RATING_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 
 
+DEFAULT_URL = "https://api.openai.com/v1"  # an openai: judge's endpoint without --judge-base-url
+
+
 class JudgeUnavailable(BadInput):
     """The judge endpoint kept failing after its retries."""
 
@@ -44,7 +47,7 @@ class OpenAIJudge:
         import openai
 
         self.name = model
-        self.url = base_url or "https://api.openai.com/v1"
+        self.url = base_url or DEFAULT_URL
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout)
         self.retries, self.backoff, self.max_tokens = retries, backoff, max_tokens
 
@@ -115,8 +118,18 @@ class HFJudge:
             return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
+def check_judge_key(spec: str, base_url: str | None, api_key: str | None, key_env: str = "OPENAI_API_KEY") -> None:
+    """OpenAI's own endpoint refuses every call without a key: say so before any call (and any retry) is made. A
+    custom ``base_url`` (a vLLM or llama.cpp server) may need no key, so it is not refused."""
+    if spec.startswith("openai:") and not base_url and not api_key:
+        raise BadInput(f"judge {spec!r} calls {DEFAULT_URL}, which needs an API key, and ${key_env} is not set; set "
+                       f"it (or name another variable with --judge-api-key-env), or give --judge-base-url for an "
+                       f"endpoint that needs none")
+
+
 def make_judge(spec: str, base_url: str | None = None, api_key: str | None = None, device: str = "cpu",
                expected_rating: bool = False, retries: int = 5, max_new_tokens: int = 512):
+    check_judge_key(spec, base_url, api_key)
     kind, _, name = spec.partition(":")
     if kind == "openai" and name:
         return OpenAIJudge(name, base_url, api_key, retries=retries)
