@@ -47,6 +47,12 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
 
     for model in config["models"]:
         _check_model(model, "models")
+    root = Path(experiments_dir).parent  # the project directory, where the jobs run
+    _check_dataset(config["dataset"], root)
+    for base in (config.get("comparisons") or {}).get("baselines", []):
+        if base not in config["experiments"]:
+            raise choices_error("experiment", base, config["experiments"], where="config comparisons.baselines",
+                                more=" (the study's experiments)")
     launcher, processes = config["launcher"]["type"], config["launcher"].get("num_processes", 1)
     if launcher == "single" and processes != 1:
         raise BadInput(f"config launcher.num_processes: {processes} with type 'single', which runs one process; "
@@ -103,6 +109,24 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
     mt_bench = config.get("mt_bench")
     if mt_bench and mt_bench["judge"].startswith("hf:"):
         _check_model(mt_bench["judge"][3:], "mt_bench.judge")
+    if mt_bench:
+        source = mt_bench["questions"]
+        if source not in ("offline", "upstream") and not (root / source / "question.jsonl").is_file():
+            raise choices_error("question source", source, ["offline", "upstream"], where="config mt_bench.questions",
+                                more=", or a directory with question.jsonl and judge_prompts.jsonl")
+
+
+def _check_dataset(name: str, root: Path) -> None:
+    """The study's dataset: a registered name, or a local .json/.jsonl file (relative to the project directory)."""
+    from .data.registry import dataset_names
+
+    if name in dataset_names():
+        return
+    if Path(name).suffix in (".json", ".jsonl"):
+        if not (root / name).is_file():
+            raise BadInput(f"config dataset: file {name!r} does not exist (in {str(root.resolve())!r})")
+        return
+    raise choices_error("dataset", name, dataset_names(), where="config dataset", more=", or a local .json/.jsonl file")
 
 
 def _check_sweep(config: dict, overrides: dict) -> None:

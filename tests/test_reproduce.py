@@ -28,6 +28,11 @@ def test_reproduce_rejects_unknown_study(tmp_path, capsys):
     ({"gpu_memory": 0}, "config gpu_memory 0 must be positive"),
     ({"gpu_memory": 80}, "config gpu_memory 80 is 80 bytes, less than 1 MiB: give a unit, e.g. 80GiB"),
     ({"training": {"lr": "fast"}}, "config experiments[base]: lr must be a finite number, got 'fast'"),
+    # a baseline not in the study: refused before any job (it once ran to the end with no comparison against it)
+    ({"comparisons": {"baselines": ["lora-r64"]}}, "config comparisons.baselines: unknown experiment 'lora-r64'; "
+                                                   "valid choices: base, full, lora-r128, lisa-e-h-2l"),
+    ({"experiment_overrides": {"lisa-e-h-2l": {"method_options": {"interval": "5x"}}}},
+     "config experiments[lisa-e-h-2l]: method 'lisa': option 'interval' must be an integer, got '5x'"),
 ])
 def test_reproduce_checks_study_settings_before_snakemake(edit, needle, tmp_path, capsys):
     _bad_study_is_one_line(tmp_path, capsys, edit, needle)
