@@ -79,7 +79,7 @@ def _cmd_reproduce(args) -> int:
     extra = [a for a in args.snakemake_args if a != "--"]
     cmd = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", str(configfile.resolve()),
            *extra]
-    # the pipeline's shell commands call `lisa-bench`: the one installed next to this interpreter
+    # the rules run the suite with Snakemake's own interpreter; tools installed next to it come first on PATH too
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     print("[lisa-bench] snakemake " + " ".join(cmd[3:]), flush=True)
     start = time.perf_counter()

@@ -12,7 +12,7 @@ rule weight_norms:
         f"{RUNS}/benchmarks/weight_norms.tsv"
     threads: EVAL_THREADS
     shell:
-        "OMP_NUM_THREADS={threads} lisa-bench analyze-norms --runs {input} --output-dir $(dirname {output[0]}) "
+        "OMP_NUM_THREADS={threads} {LISA_BENCH} analyze-norms --runs {input} --output-dir $(dirname {output[0]}) "
         "> {log} 2>&1"
 
 
@@ -45,7 +45,7 @@ rule memory_table:
         timeout=f"--cell-timeout {MEMORY['cell_timeout']}" if MEMORY.get("cell_timeout") else "",
         device=config["device"],
     shell:
-        "OMP_NUM_THREADS={threads} lisa-bench memory --models {params.models} --methods {params.methods} {params.overrides} "
+        "OMP_NUM_THREADS={threads} {LISA_BENCH} memory --models {params.models} --methods {params.methods} {params.overrides} "
         "--seq-len {params.seq} --batch-size {params.batch} --steps {params.steps} --dtype {params.dtype} "
         "--attn-implementation {params.attn} {params.checkpointing} "
         "--device {params.device} {params.timeout} --output-dir $(dirname {output[0]}) > {log} 2>&1"
@@ -84,5 +84,5 @@ rule tables_and_figures:
         baselines=",".join((config.get("comparisons") or {}).get("baselines", ["lora-r128", "full"])),
         bootstrap=(config.get("comparisons") or {}).get("bootstrap", 2000),
     shell:
-        "lisa-bench report --runs-dir {RUNS} --output-dir {RESULTS} --name {NAME} --baselines {params.baselines} "
+        "{LISA_BENCH} report --runs-dir {RUNS} --output-dir {RESULTS} --name {NAME} --baselines {params.baselines} "
         "--bootstrap {params.bootstrap} > {log} 2>&1"

@@ -2,6 +2,7 @@
 
 import json
 import shlex
+import sys
 from pathlib import Path
 
 from lisa_bench.study import check_study
@@ -21,11 +22,16 @@ MEMORY = config.get("memory", {})
 OVERRIDES = config.get("experiment_overrides") or {}
 GPU_DEFAULT = 0 if config["device"] == "cpu" else 1
 
+# The suite run by the interpreter Snakemake itself runs under (the one that imported lisa_bench above), so no rule
+# needs `lisa-bench` or `torchrun` on PATH: `.venv/bin/snakemake` from a shell where .venv is not activated works.
+PYTHON = shlex.quote(sys.executable)
+LISA_BENCH = f"{PYTHON} -m lisa_bench.cli"
 PROCESSES = config["launcher"].get("num_processes", 1)
+TORCHRUN = f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {PROCESSES} -m lisa_bench.cli"
 LAUNCH = {  # torchrun starts one process per GPU; fsdp adds --set sharding=fsdp (training_flags)
-    "single": "lisa-bench",
-    "ddp": f"torchrun --standalone --nproc_per_node {PROCESSES} -m lisa_bench.cli",
-    "fsdp": f"torchrun --standalone --nproc_per_node {PROCESSES} -m lisa_bench.cli",
+    "single": LISA_BENCH,
+    "ddp": TORCHRUN,
+    "fsdp": TORCHRUN,
 }[config["launcher"]["type"]]
 
 

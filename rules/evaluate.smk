@@ -25,7 +25,7 @@ rule lm_eval:
         engine=LM.get("engine", "hf"),
         device=config["device"],
     shell:
-        "OMP_NUM_THREADS={threads} lisa-bench eval --run {input} --task-specs {params.specs} {params.limit} "
+        "OMP_NUM_THREADS={threads} {LISA_BENCH} eval --run {input} --task-specs {params.specs} {params.limit} "
         "--batch-size {params.batch} --engine {params.engine} --device {params.device} "
         "--output-dir $(dirname {output}) > {log} 2>&1"
 
@@ -52,7 +52,7 @@ rule mt_bench_answer:
         engine=MT.get("engine", "hf"),
         device=config["device"],
     shell:
-        "OMP_NUM_THREADS={threads} lisa-bench mt-bench answer --run {input} --questions {params.questions} "
+        "OMP_NUM_THREADS={threads} {LISA_BENCH} mt-bench answer --run {input} --questions {params.questions} "
         "--max-new-tokens {params.tokens} {params.limit} --seed {wildcards.seed} --device {params.device} "
         "--batch-size {params.batch} --engine {params.engine} "
         "--model-id {wildcards.model}/{wildcards.exp}/seed{wildcards.seed} --no-progress "
@@ -82,6 +82,6 @@ rule mt_bench_judge:
         device=config["device"],
         cache=f"{RUNS}/mt_bench/judgments_cache.jsonl",
     shell:
-        "OMP_NUM_THREADS={threads} lisa-bench mt-bench judge --answers {input} --questions {params.questions} "
+        "OMP_NUM_THREADS={threads} {LISA_BENCH} mt-bench judge --answers {input} --questions {params.questions} "
         "--judge {params.judge} {params.url} {params.expected} --parallel {params.parallel} --device {params.device} "
         "--cache {params.cache} --no-progress --output-dir $(dirname {output}) > {log} 2>&1"

@@ -56,4 +56,4 @@ rule sweep_best:
     log:
         f"{RUNS}/logs/sweep/{{model}}/{{exp}}/best.log",
     shell:
-        "lisa-bench sweep-best --runs {input} --output {output} > {log} 2>&1"
+        "{LISA_BENCH} sweep-best --runs {input} --output {output} > {log} 2>&1"

@@ -11,7 +11,7 @@ rule fetch_model:
         mem_mb=res("fetch_model", "mem_mb", 4000),
         runtime=res("fetch_model", "runtime", 30),
     shell:
-        "lisa-bench fetch --model {wildcards.model} --marker {output} > {log} 2>&1"
+        "{LISA_BENCH} fetch --model {wildcards.model} --marker {output} > {log} 2>&1"
 
 
 rule train:

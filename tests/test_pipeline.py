@@ -84,6 +84,46 @@ def test_tiny_pipeline_end_to_end(workdir):
     assert (workdir / "report.html").stat().st_size > 10_000
 
 
+def test_the_rules_need_no_lisa_bench_on_path(workdir):
+    """`.venv/bin/snakemake` (or a plain `snakemake` run by the suite's interpreter) from a shell where .venv is not
+    activated: every rule runs the suite with the interpreter Snakemake runs under, never a `lisa-bench` or
+    `torchrun` looked up on PATH (it stopped at the first job with `lisa-bench: command not found`)."""
+    import shlex
+
+    fake = workdir / "elsewhere"  # on PATH instead of .venv/bin: a lisa-bench and torchrun that are not the suite's
+    fake.mkdir()
+    for tool in ("lisa-bench", "torchrun"):
+        (fake / tool).write_text("#!/bin/sh\necho \"$0 from PATH was called\" >&2\nexit 97\n")
+        (fake / tool).chmod(0o755)
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join([str(fake)] + [p for p in os.environ["PATH"].split(os.pathsep) if p.rstrip("/") != venv_bin])
+    env = {**os.environ, "PATH": path}
+    suite = f"{shlex.quote(sys.executable)} -m lisa_bench.cli "
+
+    def snakemake(study, *args):
+        (workdir / "config" / "plain.yaml").write_text(study)
+        return subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "1", "--configfile",
+                               "config/plain.yaml"], cwd=workdir, capture_output=True, text=True, env=env, timeout=600)
+
+    torchrun = f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc_per_node 2 -m lisa_bench.cli "
+    ddp_sweep = TINY.replace("launcher: {type: single}", "launcher: {type: ddp, num_processes: 2}") + \
+        "sweep: {lr: {lisa-e-h-2l: [1.0e-3]}, steps: 2}\n"  # the sweep's rules too
+    for study, launch in ((TINY, suite), (ddp_sweep, torchrun)):
+        dry = snakemake(study, "-n", "-p")  # every job's shell command, printed
+        assert dry.returncode == 0, dry.stderr[-2000:]
+        commands = [ln.split("Shell command:", 1)[1].strip().removeprefix("OMP_NUM_THREADS=1 ")
+                    for ln in dry.stdout.splitlines() if "Shell command:" in ln]
+        commands = [c for c in commands if c != "None"]
+        assert len(commands) >= 12 and "lisa-bench " not in "\n".join(commands), dry.stdout[-3000:]
+        assert all(c.startswith((suite, launch)) for c in commands), commands
+        assert any(" train " in c and c.startswith(launch) for c in commands), commands
+    # and one job for real, with the fake tools first on PATH
+    job = snakemake(TINY, "runs/tiny/models/tiny-random-llama.fetched")
+    log = workdir / "runs" / "tiny" / "logs" / "fetch" / "tiny-random-llama.log"
+    assert job.returncode == 0, job.stderr[-2000:] + (log.read_text() if log.exists() else "")
+    assert (workdir / "runs" / "tiny" / "models" / "tiny-random-llama.fetched").read_text().startswith("tiny-random-llama")
+
+
 BAD_STUDIES = [
     ("experiments: [base, lisa-e-h-99l]", "unknown experiment 'lisa-e-h-99l'"),
     ("launcher: {type: fsdp}", "sharding 'fsdp' on the CPU needs at least 2 processes"),
@@ -111,6 +151,15 @@ BAD_STUDIES = [
     ("gpu_memory: lots", "config gpu_memory 'lots' is not a size"),
     ("lm_eval: {tasks: [{name: synthetic_qa, shots: 2}]}", "unknown key 'shots'"),
     ("lm_eval: {tasks: [{name: [synthetic_qa]}]}", "task name ['synthetic_qa'] must be a non-empty string"),
+    # every key that names an experiment, a dataset or a question set: refused before any job, with the choices
+    ("comparisons: {baselines: [lora-r128]}",
+     "config comparisons.baselines: unknown experiment 'lora-r128'; valid choices: base, lisa-e-h-2l (the study's"),
+    ("dataset: alpaca-gpt5", "config dataset: unknown dataset 'alpaca-gpt5'; valid choices: synthetic-instruct"),
+    ("dataset: data/missing.jsonl", "config dataset: file 'data/missing.jsonl' does not exist"),
+    ("mt_bench: {questions: offlne, judge: 'hf:tiny-random-llama'}",
+     "config mt_bench.questions: unknown question source 'offlne'; valid choices: offline, upstream, or a directory"),
+    ("experiments: [base, lisa-e-h-2l]\nexperiment_overrides: {lisa-e-h-2l: {method_options: {interval: often}}}",
+     "config experiments[lisa-e-h-2l]: method 'lisa': option 'interval' must be an integer, got 'often'"),
 ]
 
 
