@@ -107,59 +107,77 @@ def _low(p: torch.Tensor) -> bool:
 
 class MasterWeights:
     """Gives an optimizer fp32 masters of its low-precision parameters, whatever the optimizer (AdamW, GaLore's,
-    APOLLO's): before each step every low-precision parameter with a gradient has its storage swapped for its
-    fp32 master (created from the weight at its first step) and its gradient cast to fp32, so that the optimizer
-    steps the master and creates fp32 state; after the step the weight is the master rounded to nearest and the
-    master goes into the parameter's optimizer state. Loading a state dict casts the saved masters and moments
-    to fp32, not to the weights' dtype. The parameter objects never change, so DDP's hooks, FSDP2's shards and
-    the method's bookkeeping see the same parameters throughout."""
+    APOLLO's). For the length of each step, every low-precision parameter with a gradient stands aside in the
+    optimizer's groups for its fp32 master (created from the weight at its first step), with the gradient cast
+    to fp32 and the parameter's state moved along, so that the optimizer steps the master and keeps fp32 state;
+    afterwards the weight is the master rounded to nearest, and the master goes back into the parameter's
+    optimizer state. Loading a state dict casts the saved masters and moments to fp32 the same way (torch casts
+    loaded state to each parameter's dtype). The model's parameters themselves never change identity or dtype,
+    so DDP's hooks, FSDP2's shards (DTensor masters of the local shards) and the method's bookkeeping hold."""
 
     def __init__(self, optimizer: torch.optim.Optimizer):
         self.optimizer = optimizer
-        self.swapped: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parameter, its own low-precision data)
+        self.stood_in: list[tuple[dict, int, torch.Tensor, torch.Tensor]] = []  # (group, index, parameter, master)
+        self.owner: dict[int, torch.Tensor] = {}  # id(master) -> its parameter, during a step
         self.handles = [optimizer.register_step_pre_hook(self._before_step),
                         optimizer.register_step_post_hook(self._after_step),
                         optimizer.register_load_state_dict_pre_hook(self._before_load),
                         optimizer.register_load_state_dict_post_hook(self._after_load)]
 
+    def _stand_in(self, optimizer, group: dict, i: int, p: torch.Tensor, master: torch.Tensor) -> None:
+        group["params"][i] = master
+        if p in optimizer.state:
+            optimizer.state[master] = optimizer.state.pop(p)
+        self.stood_in.append((group, i, p, master))
+        self.owner[id(master)] = p
+
     def _before_step(self, optimizer, args, kwargs):
         for group in optimizer.param_groups:
-            for p in group["params"]:
+            for i, p in enumerate(group["params"]):
                 if p.grad is None or not _low(p):
                     continue
-                master = optimizer.state.get(p, {}).get("master")
+                master = optimizer.state.get(p, {}).pop("master", None)
                 if master is None:
                     master = p.detach().to(torch.float32)
-                own = p.data
-                p.data = master
-                p.grad = p.grad.to(torch.float32)
-                self.swapped.append((p, own))
+                master = torch.nn.Parameter(master)
+                master.grad = p.grad.to(torch.float32)
+                p.grad = None
+                self._stand_in(optimizer, group, i, p, master)
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs):
-        for p, own in self.swapped:
-            master = p.data
-            own.copy_(master)  # round to nearest
-            p.data = own
-            p.grad = None  # the fp32 copy; the step is over
-            optimizer.state[p]["master"] = master
-        self.swapped.clear()
+        for group, i, p, master in self.stood_in:
+            p.copy_(master)  # round to nearest
+            group["params"][i] = p
+            state = optimizer.state.pop(master, {})
+            state["master"] = master.detach()
+            optimizer.state[p] = state
+        self.stood_in.clear()
+        self.owner.clear()
 
     def _before_load(self, optimizer, state_dict):
-        # the saved state (masters, moments) is cast to each parameter's dtype on load: make that fp32 for the
-        # parameters that had a master, for the duration of the load
+        # torch casts the loaded state to each parameter's dtype: let an fp32 stand-in take the place of each
+        # parameter that had a master, for the duration of the load
         saved = [i for g in state_dict["param_groups"] for i in g["params"]]
-        mine = [p for g in optimizer.param_groups for p in g["params"]]
-        for index, p in zip(saved, mine):
+        places = [(g, i) for g in optimizer.param_groups for i in range(len(g["params"]))]
+        for index, (group, i) in zip(saved, places):
+            p = group["params"][i]
             if "master" in state_dict["state"].get(index, {}) and _low(p):
-                own = p.data
-                p.data = own.to(torch.float32)
-                self.swapped.append((p, own))
+                self._stand_in(optimizer, group, i, p, torch.empty_like(p, dtype=torch.float32))
 
     def _after_load(self, optimizer):
-        for p, own in self.swapped:
-            p.data = own
-        self.swapped.clear()
+        for group, i, p, stand_in in self.stood_in:
+            group["params"][i] = p
+            if stand_in in optimizer.state:
+                optimizer.state[p] = optimizer.state.pop(stand_in)
+        self.stood_in.clear()
+        self.owner.clear()
+
+
+def model_parameter(optimizer, p: torch.Tensor) -> torch.Tensor:
+    """The model's parameter behind what an optimizer's group holds (its fp32 master, during a masters step)."""
+    masters = getattr(optimizer, "_lisa_bench_masters", None)
+    return masters.owner.get(id(p), p) if masters is not None else p
 
 
 def master_bytes(params) -> int:

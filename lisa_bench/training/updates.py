@@ -57,9 +57,9 @@ class LostUpdates:
                                  else torch.randperm(n, generator=gen)[: self.per_tensor]).to(_local(p).device)
         return self.indices[key]
 
-    def _record(self, p: torch.Tensor, state: dict) -> torch.Tensor:
-        """The sampled elements of the weight of record, in fp64."""
-        idx = self._sample(p)
+    def _record(self, p: torch.Tensor, state: dict, key: torch.Tensor | None = None) -> torch.Tensor:
+        """The sampled elements of the weight of record, in fp64 (``key``: the model parameter ``p`` stands for)."""
+        idx = self._sample(p if key is None else key)
         source = state.get("master", p.data)
         value = _local(source).reshape(-1)[idx].double()
         comp = state.get("kahan_comp")
@@ -76,7 +76,11 @@ class LostUpdates:
     def _before_step(self, optimizer, args, kwargs):
         if not self.armed:
             return
-        self.before = {id(p): self._record(p, optimizer.state.get(p, {})) for _, p in self._stepping(optimizer)}
+        from ..precision import model_parameter
+
+        # under bf16-master the groups hold the fp32 masters now, in the place of the parameters they stand for
+        self.before = {id(model_parameter(optimizer, p)): self._record(p, optimizer.state.get(p, {}), model_parameter(optimizer, p))
+                       for _, p in self._stepping(optimizer)}
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs):

@@ -170,3 +170,20 @@ def test_one_process_without_a_launcher_gets_a_process_group_of_its_own(tmp_path
     env = {k: v for k, v in ENV.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("precision", ["bf16-master", "bf16-kahan"])
+def test_fsdp2_under_the_recipes_that_keep_every_update(precision, tmp_path):
+    """bf16 weights sharded, with fp32 masters (or Kahan buffers) of each process's shards in the optimizer's
+    state: the run follows one process's on the global batch (to bf16's precision) and each process holds its
+    share of the state."""
+    extra = ["--max-steps", "6", "--checkpoint-every", "0", "--precision", precision, "--lisa-interval", "3"]
+    sharded = _train("lisa", tmp_path / "fsdp", 2, ["--batch-size", "4", "--sharding", "fsdp", *extra])
+    single = _train("lisa", tmp_path / "single", 1, ["--batch-size", "8", *extra])
+    a, b = _log(tmp_path / "fsdp"), _log(tmp_path / "single")
+    assert [r["active_layers"] for r in a] == [r["active_layers"] for r in b]
+    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) < 2e-2  # bf16 sums in another order
+    assert a[-1]["loss"] < a[0]["loss"] - 0.1
+    per_process = sharded["optimizer_state_bytes_per_process"]
+    assert max(per_process) < 0.6 * single["optimizer_state_bytes_peak"] <= 0.6 * sum(per_process) + 1000
+    assert abs(sharded["lost_update_share_last"]) < 0.05 and abs(single["lost_update_share_last"]) < 0.05
