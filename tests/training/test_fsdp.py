@@ -108,9 +108,10 @@ def test_lisa_switch_frees_shards_on_every_process(tmp_path):
     assert report["alive_before_switch"] == report["freed"] == [True, True, True]
 
 
-@pytest.mark.parametrize("launcher", ["fsdp", "ddp"])
-def test_killed_run_resumes_to_the_same_result(launcher, tmp_path):
-    extra = ["--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "3"]
+@pytest.mark.parametrize("launcher, precision", [("fsdp", "fp32"), ("ddp", "fp32"), ("fsdp", "bf16-master")])
+def test_killed_run_resumes_to_the_same_result(launcher, precision, tmp_path):
+    """bf16-master: each process's fp32 masters of its shards are in the checkpoint (DCP), loaded back in fp32."""
+    extra = ["--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "3", "--precision", precision]
     extra += ["--sharding", "fsdp"] if launcher == "fsdp" else []
     _train("lisa", tmp_path / "reference", 2, extra)
     out, partial = tmp_path / "run", tmp_path / ".run.partial"
@@ -126,9 +127,13 @@ def test_killed_run_resumes_to_the_same_result(launcher, tmp_path):
     metrics = _train("lisa", out, 2, extra)
     assert metrics["resumed_from_step"] in (3, 6, 9)
     assert [r["step"] for r in _log(out)] == list(range(12))
-    assert [r["loss"] for r in _log(out)] == pytest.approx([r["loss"] for r in _log(tmp_path / "reference")], rel=1e-6)
+    # bf16 on the CPU is not bit-reproducible across two fresh 2-process runs (measured: step 0's loss 5.576027 and
+    # 5.576043 under pure bf16), so there the runs agree to bf16's precision; exactness of the masters on resume
+    # is tested on one process (tests/test_precision.py)
+    rel, atol = (1e-6, 1e-6) if precision == "fp32" else (1e-3, 2e-2)
+    assert [r["loss"] for r in _log(out)] == pytest.approx([r["loss"] for r in _log(tmp_path / "reference")], rel=rel)
     wa, wb = _weights(out, "lisa"), _weights(tmp_path / "reference", "lisa")
-    assert max(float((wa[k] - wb[k]).abs().max()) for k in wb) < 1e-6
+    assert max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wb) < atol
     reference = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     for key in ("optimizer_state_bytes_per_process", "gradient_bytes_per_process"):  # each process's own, resumed
         assert metrics[key] == reference[key], key
