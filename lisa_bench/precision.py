@@ -215,6 +215,8 @@ def step_temporary_bytes(precision: Precision, method, params: list[torch.Tensor
     if precision.masters and not method.keeps_masters:
         return (method.step_temporary_bytes([_as_fp32(p) for p in params], device_type)
                 + master_bytes(params) // 2)
+    if precision.kahan and device_type == "cuda":
+        return 0  # torch-optimi's fused triton kernel: each element in registers, no buffers
     return method.step_temporary_bytes(params, device_type)
 
 

@@ -27,7 +27,7 @@ PY
 export PATH="$(dirname "$PY"):$PATH" PYTHONPATH="$SIM/block:$SIM/site"
 python3 -c "import transformers, importlib.util as u; assert transformers.__version__ == '5.17.0'; assert u.find_spec('datasets') is None"
 rm -rf "$SIM/out" "$SIM/work"
-OUT="$SIM/out" WORK="$SIM/work" DEVICE=cpu TINY=tiny-random-llama BIG=tiny-random-llama STEPS=3 FSDP_STEPS=2 NPROC=2 \
+OUT="$SIM/out" WORK="$SIM/work" RUN_LIMIT=900 DEVICE=cpu TINY=tiny-random-llama BIG=tiny-random-llama STEPS=3 FSDP_STEPS=2 NPROC=2 \
     MAX_LENGTH=64 bash scripts/gpu_recipe.sh > "$SIM/log.txt" 2>&1 || true
 cat "$SIM/out/recipe.md"
 if grep -q "no metrics.json" "$SIM/out/recipe.csv" || [[ $(grep -c ",ok," "$SIM/out/recipe.csv") -ne 10 ]]; then

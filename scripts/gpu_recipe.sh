@@ -11,7 +11,7 @@
 # Runs 2 and 3 share the GPU, all at once (7 processes, about 80 GB together): the allocator's peak is each
 # process's own, so the memory checks hold; their tokens/s are marked `concurrent` and are no speed figures.
 #
-#   OUT=results/gpu-recipe bash scripts/gpu_recipe.sh          # about 8 minutes on an H200
+#   OUT=results/gpu-recipe bash scripts/gpu_recipe.sh          # at most 3 x RUN_LIMIT + FSDP_LIMIT seconds
 #
 # Each run has its own time limit; a run cut short is recorded as such and the rest go on. The summary,
 # `recipe.csv` (+ .md), is written after every run. Needs torch with CUDA, transformers, peft, accelerate,
@@ -104,7 +104,7 @@ for precision in bf16-master bf16-kahan; do
     for exp in full lora-r128 lisa-e-h-2l; do
         lr=2e-5; [[ "$exp" == lora-* ]] && lr=2e-4
         spec "$TINY" single "$precision" "$BATCH" "$STEPS" "$precision/$exp" true
-        (timeout "$RUN_LIMIT" python3 -m lisa_bench.cli train --experiment "$exp" --model "random:$TINY" \
+        (timeout "$FSDP_LIMIT" python3 -m lisa_bench.cli train --experiment "$exp" --model "random:$TINY" \
             --max-steps "$STEPS" --precision "$precision" --lr "$lr" --batch-size "$BATCH" "${COMMON[@]}" \
             --output-dir "$WORK/train/$precision/$exp" 2>&1 | tail -n 5 > "$WORK/$precision-$exp.log"
          rm -rf "$WORK/train/$precision/$exp/model") &
