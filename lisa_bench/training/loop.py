@@ -323,13 +323,11 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             shares = run.plan.step(step)
             micro = [_micro_batch(run, idx) for idx in shares]
             evaluates = (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == steps
-            if step == 0 or evaluates:  # updates lost to rounding: at the first step and where the loss is measured
-                lost.arm()
             loss, stats = train_step(run, micro)
-            if lost.result is not None:  # this step was measured
-                stats.update(lost.result)
-                share = record.lost_updates[step] = lost.result["lost_update_share"]
-                lost.result = None
+            if step == 0 or evaluates:  # updates lost to rounding since the last such point: the first step alone
+                window = lost.take()  # first, then the window up to each held-out-loss point
+                stats.update(window)
+                share = record.lost_updates[step] = window["lost_update_share"]
                 if step == 0 and is_main and share is not None and share > LOST_WARNING:
                     print(lost_warning(share, cfg.precision, cfg.lr, LOST_WARNING), file=sys.stderr)
             dt = stats.pop("seconds")
@@ -413,7 +411,7 @@ def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict
         "train_loss_last": losses[-1] if losses else None,
         "eval_loss": evals[-1] if evals else None,
         # the share of the intended update the weights of record did not take (training/updates.py), on a fixed
-        # sample of trainable elements: at the first step and at the last
+        # sample of trainable elements: at the first step, and over the window since the last held-out-loss point
         "lost_update_share_first": lost[0] if lost else None,
         "lost_update_share_last": lost[-1] if lost else None,
         "train_seconds": record.seconds,

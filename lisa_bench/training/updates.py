@@ -12,7 +12,9 @@ one (bf16-master), the bf16 weight plus its Kahan compensation (bf16-kahan), the
 over the sample: 0 where every update is kept (fp32, bf16-master, Kahan up to its buffer's own rounding), near
 1 under pure bf16 when the steps are below half the weights' spacing. Parameters whose state is not AdamW's
 (GaLore's and APOLLO's projected matrices, BAdam's block, whose state sits on its own fp32 copies) are not
-sampled; ``sampled`` says how many elements were.
+sampled; ``sampled`` says how many elements were. Not counted: what LISA's switch drops with a block's fp32 master
+(the part of its updates still below half the bf16 weight's spacing, at most half a spacing per element and
+interval), since no optimizer step happens there.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 
 
 class LostUpdates:
-    """Armed for one step at a time (``arm``); ``result`` is that step's lost share, or None if nothing was
-    sampled. Registers optimizer step hooks after the recipe's own (fp32 masters), so that it sees the masters
-    in place before the step and in the optimizer's state after it."""
+    """Follows every optimizer step on the sample (hooks registered after the recipe's own, so that it sees the
+    fp32 masters in place during the step and in the optimizer's state after it) and sums, per sampled element,
+    the intended and the realized updates since the last ``take()``. ``take()`` gives the share lost over that
+    window and starts the next: the training loop takes it after the first step and at every held-out-loss point,
+    so that the last window spans the run's end (one step alone there, at the end of a cosine schedule, would be
+    updates far below any spacing). A resumed run starts a new window at its first step."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, seed: int = 0, per_tensor: int = PER_TENSOR):
         self.optimizer = optimizer
@@ -39,13 +44,11 @@ class LostUpdates:
         self.indices: dict[int, torch.Tensor] = {}  # id(parameter) -> flat indices into its local data
         self.order: dict[int, int] = {}  # id(parameter) -> its position among the optimizer's parameters
         self.before: dict[int, torch.Tensor] = {}
-        self.armed = False
-        self.result: dict | None = None
+        self.intended: dict[int, torch.Tensor] = {}  # id(parameter) -> summed intended update of its sample
+        self.realized: dict[int, torch.Tensor] = {}
+        self.steps = 0
         optimizer.register_step_pre_hook(self._before_step)
         optimizer.register_step_post_hook(self._after_step)
-
-    def arm(self) -> None:
-        self.armed, self.result = True, None
 
     def _sample(self, p: torch.Tensor) -> torch.Tensor:
         key = id(p)
@@ -67,28 +70,20 @@ class LostUpdates:
             value = value + _local(comp).reshape(-1)[idx].double()
         return value
 
-    def _stepping(self, optimizer):
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    yield group, p
-
+    @torch.no_grad()
     def _before_step(self, optimizer, args, kwargs):
-        if not self.armed:
-            return
         from ..precision import model_parameter
 
         # under bf16-master the groups hold the fp32 masters now, in the place of the parameters they stand for
-        self.before = {id(model_parameter(optimizer, p)): self._record(p, optimizer.state.get(p, {}), model_parameter(optimizer, p))
-                       for _, p in self._stepping(optimizer)}
+        self.before = {}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    owner = model_parameter(optimizer, p)
+                    self.before[id(owner)] = self._record(p, optimizer.state.get(p, {}), owner)
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs):
-        if not self.armed:
-            return
-        self.armed = False
-        dot = norm = 0.0
-        count = 0
         for group in optimizer.param_groups:
             for p in group["params"]:
                 before = self.before.get(id(p))
@@ -97,16 +92,26 @@ class LostUpdates:
                     continue
                 intended = self._intended(group, state, idx=self._sample(p), before=before)
                 realized = self._record(p, state) - before
-                dot += float((realized * intended).sum())
-                norm += float((intended * intended).sum())
-                count += intended.numel()
+                key = id(p)
+                self.intended[key] = self.intended.get(key, 0) + intended
+                self.realized[key] = self.realized.get(key, 0) + realized
         self.before = {}
+        self.steps += 1
+
+    def take(self) -> dict:
+        """The share lost over the steps since the last call (a collective where processes share the run)."""
+        dot = sum(float((self.realized[k] * u).sum()) for k, u in self.intended.items())
+        norm = sum(float((u * u).sum()) for u in self.intended.values())
+        count = sum(u.numel() for u in self.intended.values())
         if dist_ready():
             device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
             totals = torch.tensor([dot, norm, count], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(totals)
             dot, norm, count = float(totals[0]), float(totals[1]), int(totals[2])
-        self.result = {"lost_update_share": (1 - dot / norm) if norm > 0 else None, "lost_update_sampled": count}
+        result = {"lost_update_share": (1 - dot / norm) if norm > 0 else None, "lost_update_sampled": count,
+                  "lost_update_steps": self.steps}
+        self.intended, self.realized, self.steps = {}, {}, 0
+        return result
 
     def _intended(self, group: dict, state: dict, idx: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
         m = _local(state["exp_avg"]).reshape(-1)[idx].double()
