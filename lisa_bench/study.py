@@ -33,11 +33,20 @@ def _check_on_model(cfg, model_name: str, where: str) -> None:
         config = model_config(model_name)
     except BadInput:
         return
+    from .precision import LOW, resolve_precision
+
+    precision = resolve_precision(cfg.precision)
     try:
         with torch.device("meta"):  # the method's own modules too (peft's adapters): no initialisation runs
-            cfg.build_method().prepare_model(AutoModelForCausalLM.from_config(config))
+            method = cfg.build_method()
+            model = method.prepare_model(AutoModelForCausalLM.from_config(config, dtype=precision.weights))
     except BadInput as exc:
         raise BadInput(f"{where} on {model_name}: {exc}") from None
+    if method.trains and not precision.keeps_updates and \
+            any(p.requires_grad and p.dtype in LOW for p in model.parameters()):
+        from .memory.plan import lost_updates_note
+
+        print(f"{lost_updates_note(cfg.precision, [cfg.method])} ({where} on {model_name})", file=sys.stderr)
 
 
 def check_study(config: dict, experiments_dir: str | Path = "experiments") -> None:

@@ -35,6 +35,7 @@ class Prediction:
     buckets_bytes: int = 0  # DDP: the reducer's gradient buckets, per GPU
     flops_per_token: float = 0.0  # matrix FLOPs of forward and backward (see speed.py)
     step_traffic_per_token: float = 0.0  # the optimizer step's memory traffic, per token
+    loses_updates: bool = False  # pure bf16 with trainable bf16 weights: steps below half their spacing are lost
 
     @property
     def peak_bytes(self) -> int:
@@ -113,7 +114,7 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
     from transformers import AutoModelForCausalLM
 
     from ..methods import OptimConfig, build_method
-    from ..precision import resolve_precision
+    from ..precision import LOW, check_method, resolve_precision
 
     prec = resolve_precision(precision)
     compute = Compute.of(prec, attention, checkpointing, device_type)
@@ -124,13 +125,14 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
                        f"{', '.join(LLAMA_STYLE)}; {config.model_type} is traced in fp32/bf16 with eager attention "
                        f"and no checkpointing only")
     m = build_method(method, options, seed=0)
+    check_method(prec, m)  # a recipe that cannot serve the method has no memory to predict
     with torch.device("meta"):  # the method's own modules too (peft's adapters): no initialisation runs
         model = m.prepare_model(AutoModelForCausalLM.from_config(config, dtype=prec.weights,
                                                                  attn_implementation="eager"))
     layout = m.find_blocks(model)
     weights = _nbytes(model.parameters())
-    optimizer = m.build_optimizer(model, OptimConfig(lr=1e-5))  # torch's AdamW stands in for optimi's on meta tensors
-    t = simulate_optimizer(m, model, optimizer, max(1, steps), device_type, prec)
+    opt = m.build_optimizer(model, OptimConfig(lr=1e-5))  # torch's AdamW stands in for optimi's on meta tensors
+    t = simulate_optimizer(m, model, opt, max(1, steps), device_type, prec)
     measured = range(1, steps) if steps > 1 else range(1)
     grads = max(t.grads[s] for s in measured)
     optimizer = max(t.after[s] for s in measured)
@@ -156,7 +158,8 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
     flops, traffic = work_per_token(model, layout, batch * seq)
     transient = backward_transient_bytes(config, batch, seq, compute, largest)
     pred = Prediction(weights, grads, optimizer, activations, transient,
-                      step, max(t.forward[s] for s in measured), flops_per_token=flops, step_traffic_per_token=traffic)
+                      step, max(t.forward[s] for s in measured), flops_per_token=flops, step_traffic_per_token=traffic,
+                      loses_updates=not prec.keeps_updates and any(p.dtype in LOW for p in opt.state))
     if launcher == "fsdp":
         return sharded(pred, model, layout, processes)
     if launcher == "ddp" and processes > 1 and m.ddp_wrappable:  # LISA syncs gradients itself, without buckets
@@ -177,7 +180,8 @@ def sharded(pred: Prediction, model: nn.Module, layout, processes: int) -> Predi
     return Prediction(-(-pred.weights_bytes // n), -(-pred.grads_bytes // n), -(-pred.optimizer_bytes // n),
                       pred.activations_bytes, pred.transient_bytes, -(-pred.step_bytes // n),
                       -(-pred.optimizer_forward_bytes // n), gathered_bytes=root + 2 * block + block_grads,
-                      flops_per_token=pred.flops_per_token, step_traffic_per_token=pred.step_traffic_per_token / n)
+                      flops_per_token=pred.flops_per_token, step_traffic_per_token=pred.step_traffic_per_token / n,
+                      loses_updates=pred.loses_updates)
 
 
 def outside_trains(model: nn.Module, layout) -> dict[str, bool]:

@@ -80,7 +80,8 @@ def plan_rows(config, model: str, cell: MemoryCell, shape: Shape, gpu_memories: 
                "gpus": gpus, "gpu_memory_GiB": gpu_memory / 2**30, "batch_per_gpu": shape.batch_size,
                "seq_len": shape.seq_len, "precision": shape.precision, "attention": shape.attn_implementation,
                "checkpointing": shape.gradient_checkpointing, "peak_GiB": here.peak_bytes / 2**30,
-               "fits": here.peak_bytes <= gpu_memory, "largest_batch_per_gpu": largest}
+               "fits": here.peak_bytes <= gpu_memory, "largest_batch_per_gpu": largest,
+               "loses_updates": here.loses_updates}
         for part in PARTS:
             row[f"{part}_GiB"] = getattr(here, f"{part}_bytes") / 2**30
         rows.append(row)
@@ -127,4 +128,15 @@ def _cmd_plan(args) -> int:
               f"{args.batch_size} x {args.seq_len} tokens per GPU, {args.precision}, {args.attn_implementation} "
               f"attention, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}:")
         print(shown.to_markdown(index=False, floatfmt=".1f"))
+    lossy = [r["experiment"] for r in rows if r["loses_updates"]]
+    if lossy:
+        print(lost_updates_note(args.precision, lossy), file=sys.stderr)
     return 0
+
+
+def lost_updates_note(precision: str, experiments: list[str]) -> str:
+    from ..training.updates import SMOLLM2_LOST_AT_2E5
+
+    return (f"lisa-bench: note: under {precision} the bf16 weights that {', '.join(experiments)} train"
+            f"{'s' if len(experiments) == 1 else ''} lose every AdamW step below half their spacing (on SmolLM2-135M "
+            f"{SMOLLM2_LOST_AT_2E5} of the weights at lr 2e-5); bf16-master or bf16-kahan keep every update")

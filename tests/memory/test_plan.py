@@ -62,12 +62,14 @@ def test_plan_formats(capsys):
     (["--num-gpus", "4"], "--num-gpus 4 needs --launcher ddp or fsdp"),
     (["--precision", "fp8"], "unknown precision 'fp8'"),
     (["--model", "gpt2-small", "--attn-implementation", "sdpa"], "the memory model covers"),
+    (["--precision", "bf16-kahan", "--experiments", "galore-r128"], "cannot serve method 'galore'"),
 ])
 def test_plan_bad_input(extra, needle, capsys):
     args = {"--model": "llama-2-7b", "--gpu-memory": "24GiB"}
     for flag, value in zip(extra[::2], extra[1::2]):
         args[flag] = value
-    argv = ["plan", *[x for kv in args.items() for x in kv], "--experiments", "full"]
+    args.setdefault("--experiments", "full")
+    argv = ["plan", *[x for kv in args.items() for x in kv]]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
@@ -88,3 +90,16 @@ def test_whole_run_peak_of_a_method_that_reaches_block_0_late():
     lisa = MemoryCell("lisa-e-h-2l", "lisa", json.dumps({"gamma": 2, "interval": 20}))  # E trains: no difference
     assert plan_row(cfg, "llama-2-7b", lisa, shape, 80 * 2**30)["peak_GiB"] == \
         plan_row(cfg, "llama-2-7b", lisa, shape, 80 * 2**30, whole_run=False)["peak_GiB"]
+
+
+def test_plan_says_where_pure_bf16_loses_updates(capsys):
+    """Pure bf16 with trainable bf16 weights (full, LISA) gets a note; LoRA's fp32 adapters and the recipes that keep
+    every update do not."""
+    args = ["plan", "--model", "tinyllama-1.1b", "--gpu-memory", "80GiB", "--experiments", "full,lora-r128,lisa-e-h-2l"]
+    assert main(args + ["--precision", "bf16"]) == 0
+    err = capsys.readouterr().err
+    assert "under bf16 the bf16 weights that full, lisa-e-h-2l train lose every AdamW step below half" in err
+    assert "lora" not in err and "bf16-master or bf16-kahan keep every update" in err
+    for precision in ("bf16-master", "bf16-kahan", "bf16-mixed"):
+        assert main(args + ["--precision", precision]) == 0
+        assert "lose" not in capsys.readouterr().err
