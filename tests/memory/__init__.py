@@ -10,7 +10,7 @@ def committed_cells(device: str | None = None):
 
     from lisa_bench.memory.bench import MemoryCell, Shape
 
-    for csv in sorted(RESULTS.glob("*/memory.csv")) + sorted(RESULTS.glob("*/memory/memory.csv")):
+    for csv in sorted(set(RESULTS.glob("*/memory.csv")) | set(RESULTS.glob("*/*/memory.csv"))):  # e.g. cpu-precision/<recipe>/
         table = pd.read_csv(csv)
         for row in table[table["status"] == "ok"].to_dict("records"):
             cell = MemoryCell.from_row(row)
