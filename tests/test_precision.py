@@ -172,3 +172,14 @@ def test_bad_precision_on_the_command_line(args, needle, tmp_path, capsys):
     assert len(err) == 1 and needle in err[0]
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
+
+
+def test_memory_command_refuses_a_recipe_that_cannot_serve_a_method(tmp_path, capsys):
+    from lisa_bench.cli import main
+
+    argv = ["memory", "--models", "tiny-random-llama", "--steps", "1", "--dtype", "bf16-kahan", "--methods",
+            "full,galore-r128", "--output-dir", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--methods galore-r128: precision 'bf16-kahan' cannot serve method 'galore'" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -437,6 +437,13 @@ def _cmd_memory(args) -> int:
     names = [e for e in args.methods.split(",") if e]
     _check_overrides(overrides, names, args.experiments_dir)
     cells = [MemoryCell.from_experiment(e, args.experiments_dir, overrides.get(e)) for e in names]
+    from ..precision import check_method
+
+    for cell in cells:  # a recipe that cannot serve a method is bad input, before anything is written
+        try:
+            check_method(resolve_precision(precision), cell.build())
+        except BadInput as exc:
+            raise BadInput(f"--methods {cell.experiment}: {exc}") from None
     out = Path(args.output_dir)
     atomic.write_json(out / "memory_provenance.json", provenance(vars(args) | shape.columns(), torch.device(device)))
     rows, trace = [], []
