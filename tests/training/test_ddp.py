@@ -12,13 +12,16 @@ import pytest
 pytestmark = pytest.mark.slow  # subprocesses: real launches and kills
 
 
-@pytest.mark.parametrize("method", ["lisa", "full"])
-def test_two_process_training_keeps_replicas_in_sync(method, tmp_path):
+@pytest.mark.parametrize("method, precision", [("lisa", "fp32"), ("full", "fp32"), ("full", "bf16-master"),
+                                               ("lisa", "bf16-kahan")])
+def test_two_process_training_keeps_replicas_in_sync(method, precision, tmp_path):
+    """Under the recipes that keep every update too: each replica's fp32 masters (or Kahan buffers) take the same
+    averaged gradients, so the bf16 weights stay equal."""
     out = tmp_path / method
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "lisa_bench.cli", "train", "--method", method, "--model", "tiny-random-llama", "--max-steps", "6",
            "--batch-size", "4", "--max-length", "96", "--lr", "1e-3", "--train-size", "64", "--eval-size", "16", "--device", "cpu",
-           "--no-progress", "--output-dir", str(out)]
+           "--no-progress", "--precision", precision, "--output-dir", str(out)]
     if method == "lisa":
         cmd += ["--lisa-interval", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -32,7 +35,7 @@ def test_two_process_training_keeps_replicas_in_sync(method, tmp_path):
         pytest.fail(f"two-process training did not finish in 240 s: {stderr[-2000:]}")
     assert proc.returncode == 0, stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["num_processes"] == 2
+    assert metrics["num_processes"] == 2 and metrics["precision"] == precision
     assert metrics["replicas_in_sync"] is True
     assert stdout.count("method=") == 1
     rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
