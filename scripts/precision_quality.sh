@@ -13,7 +13,7 @@ STEPS=${STEPS:-50} SEEDS=${SEEDS:-0} RATES=${RATES:-authors tuned} EVAL_SIZE=${E
 WORK=${WORK:-runs/precision-quality}
 PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$WORK"
 rate() {  # rates, method -> lr
     case "$1/$2" in
         authors/lora-r128) echo 2e-4 ;; authors/*) echo 2e-5 ;;
