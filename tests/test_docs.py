@@ -91,9 +91,9 @@ class Command:
         return f"{self.page.relative_to(ROOT)}:{self.line}: {self.text}"
 
 
-def page_commands(page: Path) -> list[Command]:
+def page_commands(page: Path, text: str | None = None) -> list[Command]:
     out: list[Command] = []
-    for info, code, first in fenced_blocks(page.read_text()):
+    for info, code, first in fenced_blocks(page.read_text() if text is None else text):
         words = info.split()
         if not words or words[0] not in SHELL_FENCES:
             continue
@@ -355,18 +355,9 @@ def test_a_renamed_flag_fails(parser):
 
 
 def test_needs_marks_are_read():
-    cmds = page_commands_from_text("```bash needs-hub\nlisa-bench fetch --model x   # needs: gpu, key\n```\n")
-    assert cmds[0].needs == {"hub", "gpu", "key"}
-
-
-def page_commands_from_text(text: str) -> list[Command]:
-    path = ROOT / "docs" / "_probe.md"
-    orig = Path.read_text
-    try:
-        Path.read_text = lambda self, *a, **k: text if self == path else orig(self, *a, **k)  # type: ignore
-        return page_commands(path)
-    finally:
-        Path.read_text = orig  # type: ignore
+    text = "```bash needs-hub\nlisa-bench fetch --model x   # needs: gpu, key\n```\n```python\nlisa-bench x\n```\n"
+    cmds = page_commands(ROOT / "docs" / "probe.md", text)
+    assert len(cmds) == 1 and cmds[0].needs == {"hub", "gpu", "key"} and cmds[0].text == "lisa-bench fetch --model x"
 
 
 # ---------------------------------------------------------------- links
