@@ -106,25 +106,13 @@ def test_masters_state_is_fp32_moments_plus_the_master(tiny_cfg, tmp_path):
 @pytest.mark.parametrize("precision", ["bf16-master", "bf16-kahan"])
 def test_resumed_run_is_the_uninterrupted_one(precision, tiny_cfg, tmp_path):
     """Masters and Kahan buffers are in the checkpoint: a run stopped at step 7 resumes from step 4 exactly."""
-    from lisa_bench.training import loop
+    from tests.training import interrupted_at_step
 
     cfg = tiny_cfg("lisa", max_steps=9, checkpoint_every=4, precision=precision, lr=1e-3,
                    method_options={"gamma": 2, "interval": 3})
     train(cfg, tmp_path / "whole", progress=False)
-    real, calls = loop.train_step, {"n": 0}
-
-    def dies_at_step_7(run, micro):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        return real(run, micro)
-
-    loop.train_step = dies_at_step_7
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
-    finally:
-        loop.train_step = real
+    with interrupted_at_step(7):
+        train(cfg, tmp_path / "cut", progress=False)
     metrics = train(cfg, tmp_path / "cut", progress=False)
     assert metrics["resumed_from_step"] == 4
 

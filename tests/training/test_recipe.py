@@ -96,25 +96,12 @@ def test_tensorboard_tracker_writes_offline(tiny_cfg, tmp_path):
 def test_resumed_run_continues_mid_epoch(tiny_cfg, tmp_path):
     """A run stopped after a checkpoint in the middle of an epoch resumes with the data an uninterrupted
     run sees (the plan is a function of the step)."""
-    from lisa_bench.training import loop
+    from tests.training import interrupted_at_step
 
     cfg = tiny_cfg("full", max_steps=9, train_size=24, batch_size=4, checkpoint_every=4)  # 6 steps an epoch
     train(cfg, tmp_path / "whole", progress=False)
-    real = loop.train_step
-    calls = {"n": 0}
-
-    def dies_at_step_7(run, micro):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        return real(run, micro)
-
-    loop.train_step = dies_at_step_7
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
-    finally:
-        loop.train_step = real
+    with interrupted_at_step(7):
+        train(cfg, tmp_path / "cut", progress=False)
     metrics = train(cfg, tmp_path / "cut", progress=False)
     assert metrics["resumed_from_step"] == 4
     assert [r["loss"] for r in _log(tmp_path / "cut")] == pytest.approx([r["loss"] for r in _log(tmp_path / "whole")],
