@@ -15,7 +15,7 @@
 #
 # Each run has its own time limit; a run cut short is recorded as such and the rest go on. The summary,
 # `recipe.csv` (+ .md), is written after every run. Needs torch with CUDA, transformers, peft, accelerate,
-# pandas, tabulate and torch-optimi (carried to the device as a wheel: see the README's GPU section). DEVICE=cpu TINY=tiny-random-llama BIG=tiny-random-llama STEPS=3 FSDP_STEPS=2 is a dry run on a CPU
+# pandas, tabulate and torch-optimi (carried to the device as a wheel: results/gpu-recipe/README.md). DEVICE=cpu TINY=tiny-random-llama BIG=tiny-random-llama STEPS=3 FSDP_STEPS=2 is a dry run on a CPU
 # (FSDP2 then needs NPROC=2 gloo processes; on a CPU the peak is the process's resident set, so the dry run
 # checks the script, not the memory model: the CPU's own check is `lisa-bench memory`).
 # `bash scripts/device_dry_run.sh` runs that dry run with the device's package versions and absences.

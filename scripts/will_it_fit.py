@@ -1,4 +1,4 @@
-"""The README's "will it fit?" table: `lisa-bench plan` for LLaMA-2-7B, Mistral-7B and LLaMA-2-70B on GPUs of
+"""The "will it fit?" table of docs/memory.md: `lisa-bench plan` for LLaMA-2-7B, Mistral-7B and LLaMA-2-70B on GPUs of
 24, 48 and 80 GB, under two recipes, in one process (the same `plan_rows` the CLI prints).
 
     python scripts/will_it_fit.py --out results/plan
