@@ -41,7 +41,6 @@ class Precision:
     masters: bool = False  # fp32 master and fp32 optimizer state for each trainable low-precision parameter
     kahan: bool = False  # AdamW with Kahan-summed updates (torch-optimi), state in the weights' dtype
     keeps_updates: bool = True  # False: updates below half a weight's spacing are lost (pure bf16)
-    help: str = ""
 
     def autocast(self, device_type: str):
         if self.autocast_dtype is None:
@@ -52,31 +51,18 @@ class Precision:
     def weights_name(self) -> str:
         return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.weights]
 
-    @property
-    def state_dtype(self) -> torch.dtype | None:
-        """The dtype AdamW's moments take for a low-precision parameter (None: the parameter's own)."""
-        return torch.float32 if self.masters else None
 
-
-PRECISIONS = {
-    "fp32": Precision("fp32", torch.float32, help="float32 weights, gradients and AdamW state"),
-    "bf16": Precision("bf16", torch.bfloat16, keeps_updates=False,
-                      help="pure bf16 weights, gradients and AdamW state: updates below half a weight's spacing are lost"),
-    "bf16-mixed": Precision("bf16-mixed", torch.float32, torch.bfloat16,
-                            help="fp32 weights (frozen ones too), gradients and state; bf16 autocast"),
-    "bf16-master": Precision("bf16-master", torch.bfloat16, masters=True,
-                             help="bf16 weights; fp32 master and fp32 AdamW moments of what trains (DeepSpeed's bf16)"),
-    "bf16-kahan": Precision("bf16-kahan", torch.bfloat16, kahan=True,
-                            help="bf16 weights and AdamW moments with a bf16 Kahan compensation buffer (torch-optimi)"),
+PRECISIONS = {  # what each keeps and costs: the module's docstring
+    "fp32": Precision("fp32", torch.float32),
+    "bf16": Precision("bf16", torch.bfloat16, keeps_updates=False),
+    "bf16-mixed": Precision("bf16-mixed", torch.float32, torch.bfloat16),
+    "bf16-master": Precision("bf16-master", torch.bfloat16, masters=True),
+    "bf16-kahan": Precision("bf16-kahan", torch.bfloat16, kahan=True),
 }
 
 
 def resolve_precision(name: str) -> Precision:
     return PRECISIONS[check_choice("precision", name, PRECISIONS)]
-
-
-def precision_help() -> str:
-    return "; ".join(f"{p.name}: {p.help}" for p in PRECISIONS.values())
 
 
 def check_method(precision: Precision, method) -> None:
@@ -119,10 +105,10 @@ class MasterWeights:
         self.optimizer = optimizer
         self.stood_in: list[tuple[dict, int, torch.Tensor, torch.Tensor]] = []  # (group, index, parameter, master)
         self.owner: dict[int, torch.Tensor] = {}  # id(master) -> its parameter, during a step
-        self.handles = [optimizer.register_step_pre_hook(self._before_step),
-                        optimizer.register_step_post_hook(self._after_step),
-                        optimizer.register_load_state_dict_pre_hook(self._before_load),
-                        optimizer.register_load_state_dict_post_hook(self._after_load)]
+        optimizer.register_step_pre_hook(self._before_step)
+        optimizer.register_step_post_hook(self._after_step)
+        optimizer.register_load_state_dict_pre_hook(self._before_load)
+        optimizer.register_load_state_dict_post_hook(self._after_load)
 
     def _stand_in(self, optimizer, group: dict, i: int, p: torch.Tensor, master: torch.Tensor) -> None:
         group["params"][i] = master

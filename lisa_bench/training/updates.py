@@ -19,8 +19,6 @@ interval), since no optimizer step happens there.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 PER_TENSOR = 64  # sampled elements of each trainable tensor (all of a smaller one)
@@ -140,6 +138,3 @@ def warning(share: float, precision: str, lr: float, threshold: float) -> str:
             f"move it. Precisions that keep every update: bf16-master (fp32 masters of what trains), bf16-kahan "
             f"(Kahan-summed bf16), bf16-mixed, fp32.")
 
-
-def finite(x) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
