@@ -49,12 +49,12 @@ rows = []
 for m in sorted(Path(sys.argv[1]).glob("*/*/*/metrics.json")):
     run = m.parent
     metrics = json.loads(m.read_text())
-    scores = json.loads((run / "eval" / "scores.json").read_text()) if (run / "eval" / "scores.json").exists() else {}
-    qa = scores.get("synthetic_qa", {})
+    scores = json.loads((run / "eval" / "scores.json").read_text()) if (run / "eval" / "scores.json").exists() else []
+    qa = next((s["value"] for s in scores if s["task"] == "synthetic_qa" and s["metric"] == "exact_match"), None)
     rows.append({"rates": run.parent.parent.name, "precision": run.parent.name, "experiment": run.name.rsplit("-seed", 1)[0],
                  "seed": metrics["seed"], "lr": metrics["provenance"]["config"]["lr"], "steps": metrics["steps"],
                  "eval_loss": metrics["eval_loss"], "train_loss_last": metrics["train_loss_last"],
-                 "exact_match": qa.get("exact_match", qa.get("score")) if isinstance(qa, dict) else qa,
+                 "exact_match": qa,
                  "lost_update_first": metrics["lost_update_share_first"], "lost_update_last": metrics["lost_update_share_last"],
                  "train_seconds": metrics["train_seconds"]})
 table = pd.DataFrame(rows)
