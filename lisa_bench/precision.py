@@ -65,6 +65,12 @@ def resolve_precision(name: str) -> Precision:
     return PRECISIONS[check_choice("precision", name, PRECISIONS)]
 
 
+def loses_updates(precision: Precision, trained) -> bool:
+    """Whether the recipe rounds away small steps of any of the ``trained`` parameters (pure bf16 on bf16 weights;
+    LoRA's fp32 adapters keep theirs)."""
+    return not precision.keeps_updates and any(p.dtype in LOW for p in trained)
+
+
 def check_method(precision: Precision, method) -> None:
     """Refuse a method the recipe cannot serve, with the method's own reason."""
     if precision.kahan and method.trains and method.own_optimizer:

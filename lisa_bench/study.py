@@ -33,7 +33,7 @@ def _check_on_model(cfg, model_name: str, where: str) -> None:
         config = model_config(model_name)
     except BadInput:
         return
-    from .precision import LOW, resolve_precision
+    from .precision import loses_updates, resolve_precision
 
     precision = resolve_precision(cfg.precision)
     try:
@@ -42,8 +42,7 @@ def _check_on_model(cfg, model_name: str, where: str) -> None:
             model = method.prepare_model(AutoModelForCausalLM.from_config(config, dtype=precision.weights))
     except BadInput as exc:
         raise BadInput(f"{where} on {model_name}: {exc}") from None
-    if method.trains and not precision.keeps_updates and \
-            any(p.requires_grad and p.dtype in LOW for p in model.parameters()):
+    if method.trains and loses_updates(precision, (p for p in model.parameters() if p.requires_grad)):
         from .memory.plan import lost_updates_note
 
         print(f"{lost_updates_note(cfg.precision, [cfg.method])} ({where} on {model_name})", file=sys.stderr)

@@ -107,14 +107,14 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
             device_type: str = "cpu", attention: str = "eager", checkpointing: bool = False, launcher: str = "single",
             processes: int = 1, whole_run: bool = False) -> Prediction:
     """The memory of ``steps`` training steps of a registered method (step 0 is a warm-up, the rest are
-    measured) at a precision (fp32, bf16, bf16-mixed, bf16-master, bf16-kahan), attention implementation and with or without
-    gradient checkpointing (the precision also says what the optimizer keeps: fp32 masters, Kahan buffers), per GPU of a ``launcher`` (single, ddp, fsdp) over ``processes`` GPUs with
-    ``batch`` sequences on each. Counts on a meta-device model; nothing is allocated. ``whole_run``: the
+    measured) at a precision (fp32, bf16, bf16-mixed, bf16-master, bf16-kahan: what the optimizer keeps besides
+    its moments too), attention implementation and with or without gradient checkpointing, per GPU of a
+    ``launcher`` (single, ddp, fsdp) over ``processes`` GPUs with ``batch`` sequences on each. Counts on a meta-device model; nothing is allocated. ``whole_run``: the
     activations of the step where the whole run peaks (``Method.peak_blocks``), not those of the first steps."""
     from transformers import AutoModelForCausalLM
 
     from ..methods import OptimConfig, build_method
-    from ..precision import LOW, check_method, resolve_precision
+    from ..precision import check_method, loses_updates, resolve_precision
 
     prec = resolve_precision(precision)
     compute = Compute.of(prec, attention, checkpointing, device_type)
@@ -159,7 +159,7 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
     transient = backward_transient_bytes(config, batch, seq, compute, largest)
     pred = Prediction(weights, grads, optimizer, activations, transient,
                       step, max(t.forward[s] for s in measured), flops_per_token=flops, step_traffic_per_token=traffic,
-                      loses_updates=not prec.keeps_updates and any(p.dtype in LOW for p in opt.state))
+                      loses_updates=loses_updates(prec, opt.state))
     if launcher == "fsdp":
         return sharded(pred, model, layout, processes)
     if launcher == "ddp" and processes > 1 and m.ddp_wrappable:  # LISA syncs gradients itself, without buckets

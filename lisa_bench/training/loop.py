@@ -324,8 +324,8 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             micro = [_micro_batch(run, idx) for idx in shares]
             evaluates = (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == steps
             loss, stats = train_step(run, micro)
-            if step == 0 or evaluates:  # updates lost to rounding since the last such point: the first step alone
-                window = lost.take()  # first, then the window up to each held-out-loss point
+            if step == 0 or evaluates:  # updates lost to rounding: the first step, then each window to a held-out point
+                window = lost.take()
                 stats.update(window)
                 share = record.lost_updates[step] = window["lost_update_share"]
                 if step == 0 and is_main and share is not None and share > LOST_WARNING:
@@ -382,7 +382,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
 def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict:
     cfg, losses = run.cfg, record.losses
     evals = [record.eval_losses[s] for s in sorted(record.eval_losses)]
-    lost = [record.lost_updates[s] for s in sorted(record.lost_updates, key=int)]
+    lost = [record.lost_updates[s] for s in sorted(record.lost_updates)]
     # per process (sharded: its shards)
     peaks, states, grads = _gather(run.meter.peak_bytes()), _gather(record.opt_peak), _gather(record.grad_peak)
     return {
