@@ -12,7 +12,7 @@ from .errors import BadInput
 TRAIN_FIELDS = ("method", "model", "dataset", "max_steps", "num_epochs", "seed", "batch_size", "grad_accum_steps",
                 "max_length", "lr", "scheduler", "warmup_steps", "warmup_ratio", "precision", "attn_implementation",
                 "device", "train_size", "gradient_checkpointing", "group_by_length", "eval_every", "eval_batch_size",
-                "eval_size", "memory_snapshot", "checkpoint_every", "report_to", "method_module", "sharding",
+                "eval_size", "curve_size", "memory_snapshot", "checkpoint_every", "report_to", "method_module", "sharding",
                 "global_batch_size")
 
 
@@ -82,6 +82,8 @@ def _add_train(sub) -> None:
     p.add_argument("--eval-every", type=int, help="held-out loss every N steps (always at the end)")
     p.add_argument("--eval-batch-size", type=int, help="examples per held-out batch (default: --batch-size)")
     p.add_argument("--eval-size", type=int, help="use the first N held-out conversations")
+    p.add_argument("--curve-size", type=int, help="score the --eval-every points on the first N of them only "
+                                                  "(the final held-out loss stays on all)")
     p.add_argument("--report-to", help="none (default), tensorboard, wandb (offline unless WANDB_MODE is set)")
     p.add_argument("--checkpoint-every", type=int,
                    help="steps between resumable checkpoints (default 50; 0: none). A rerun with the same settings "

@@ -57,6 +57,9 @@ class TrainConfig:
     eval_every: int | None = None  # validation loss every N steps (always at the end)
     eval_batch_size: int | None = None  # default: batch_size
     eval_size: int | None = None  # first N validation conversations (None: the whole held-out split)
+    # first N of those for the eval_every points (a learning curve at a fraction of the cost); the run's final
+    # held-out loss (metrics.json) is still on all eval_size of them. None: every point on all of them
+    curve_size: int | None = None
     norm_every: int | None = None  # weight-norm snapshot period (None: ~10 per run)
     checkpoint_every: int = 50  # steps between resumable checkpoints (0: none); DDP and FSDP2 included
     memory_snapshot: bool = False  # CUDA only: dump an allocator snapshot (PyTorch memory visualizer)
@@ -89,10 +92,17 @@ class TrainConfig:
                                  ("grad_accum_steps", self.grad_accum_steps, 1), ("max_length", self.max_length, 8),
                                  ("checkpoint_every", self.checkpoint_every, 0), ("warmup_steps", self.warmup_steps, 0),
                                  ("eval_every", self.eval_every, 1), ("eval_batch_size", self.eval_batch_size, 1),
-                                 ("eval_size", self.eval_size, 1), ("norm_every", self.norm_every, 1),
+                                 ("eval_size", self.eval_size, 1), ("curve_size", self.curve_size, 1),
+                                 ("norm_every", self.norm_every, 1),
                                  ("train_size", self.train_size, 1)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
                 raise BadInput(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.eval_every is not None and self.max_steps is not None and self.eval_every > self.max_steps:
+            raise BadInput(f"eval_every {self.eval_every} is larger than the run (max_steps {self.max_steps}): it "
+                           f"would log no held-out point before the end; valid: 1 to {self.max_steps}, or none")
+        if self.curve_size is not None and self.eval_size is not None and self.curve_size > self.eval_size:
+            raise BadInput(f"curve_size {self.curve_size} is more than eval_size {self.eval_size}: the curve's "
+                           f"conversations are the first of the scored ones; valid: 1 to {self.eval_size}")
         if self.num_epochs is not None and not self.num_epochs > 0:
             raise BadInput(f"num_epochs must be > 0, got {self.num_epochs!r}")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:

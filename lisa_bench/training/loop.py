@@ -60,6 +60,7 @@ class Run:
     precision: Precision
     examples: list[dict]
     validation: list[dict]
+    curve: list[dict]  # the held-out examples of the eval_every points (the first curve_size conversations')
     plan: StepPlan
     steps: int  # optimizer steps of the whole run
     schedule: Schedule
@@ -77,7 +78,8 @@ class Record:
     """What the run has done so far; part of every checkpoint."""
 
     losses: list = field(default_factory=list)
-    eval_losses: dict = field(default_factory=dict)  # step -> held-out loss
+    eval_losses: dict = field(default_factory=dict)  # step -> held-out loss (None: only the curve's was taken)
+    curve_losses: dict = field(default_factory=dict)  # step -> held-out loss on the curve's conversations
     tokens: int = 0
     padded_tokens: int = 0  # token slots of the micro-batches, padding included
     seconds: float = 0.0
@@ -117,6 +119,9 @@ def setup(cfg: TrainConfig) -> Run:
         raise BadInput(f"dataset {cfg.dataset!r} has no example with response tokens within max_length={cfg.max_length}")
     held_out = load_conversations(cfg.dataset, "validation", seed=cfg.seed, size=cfg.eval_size, allow_empty=True)
     validation = encode_all(held_out, loaded.tokenizer, cfg.max_length)
+    # encode_all keeps the conversations' order, so the curve's examples are a prefix of the held-out ones
+    curve = validation if cfg.curve_size is None else \
+        validation[:len(encode_all(held_out[:cfg.curve_size], loaded.tokenizer, cfg.max_length))]
     model = method.prepare_model(loaded.model)
     layout = method.find_blocks(model)
     if cfg.gradient_checkpointing:
@@ -149,12 +154,15 @@ def setup(cfg: TrainConfig) -> Run:
                        f"{len(examples)} training examples")
     steps = (cfg.max_steps if cfg.max_steps is not None else plan.steps_for_epochs(cfg.num_epochs)) \
         if method.trains else 0
+    if method.trains and cfg.eval_every is not None and cfg.eval_every > steps:
+        raise BadInput(f"eval_every {cfg.eval_every} is larger than the run ({steps} steps): it would log no "
+                       f"held-out point before the end; valid: 1 to {steps}, or none")
     raw_model = model
     if method.ddp_wrappable and not sharded:
         model = accelerator.prepare_model(model)
     if cfg.memory_snapshot and accelerator.device.type != "cuda":
         raise BadInput("memory_snapshot needs a CUDA device (torch.cuda.memory._record_memory_history)")
-    return Run(cfg, method, model, raw_model, optimizer, accelerator, precision, examples, validation, plan, steps,
+    return Run(cfg, method, model, raw_model, optimizer, accelerator, precision, examples, validation, curve, plan, steps,
                Schedule.of(cfg, steps), PadCollator(loaded.tokenizer.pad_token_id), layout, loaded.tokenizer, loaded,
                MemoryMeter(accelerator.device), sharded=sharded,
                manual_sync=accelerator.num_processes > 1 and not method.ddp_wrappable and not sharded)
@@ -234,20 +242,22 @@ def _nothing():
 
 
 @torch.no_grad()
-def validation_loss(run: Run) -> float | None:
-    """Mean loss over every response token of the held-out split (each process takes its share)."""
-    if not run.validation:
+def validation_loss(run: Run, examples: list[dict] | None = None) -> float | None:
+    """Mean loss over every response token of the held-out split, or of ``examples`` (each process takes its
+    share)."""
+    examples = run.validation if examples is None else examples
+    if not examples:
         return None
     acc, device = run.accelerator, run.accelerator.device
     size = run.cfg.eval_batch_size or run.plan.batch_size
-    mine = run.validation[acc.process_index::acc.num_processes]
+    mine = examples[acc.process_index::acc.num_processes]
     # every process runs the same number of batches (a sharded model gathers its weights in each forward
     # on all of them together); a process short of examples repeats one and does not count it
-    batches = -(-len(run.validation) // acc.num_processes // size) if run.sharded else -(-len(mine) // size)
+    batches = -(-len(examples) // acc.num_processes // size) if run.sharded else -(-len(mine) // size)
     total = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, tokens
     run.raw_model.eval()
     for i in range(0, batches * size, size):
-        rows, counted = (mine[i:i + size], True) if mine[i:i + size] else (run.validation[:1], False)
+        rows, counted = (mine[i:i + size], True) if mine[i:i + size] else (examples[:1], False)
         batch = {k: v.to(device) for k, v in run.collate(rows).items()}
         with run.precision.autocast(device.type):
             summed = run.raw_model(**batch, use_cache=False, num_items_in_batch=1).loss  # reduction to a sum
@@ -271,6 +281,7 @@ def _resume(run: Run, ckpt: Checkpoint, record: Record) -> int:
         return 0
     record.__dict__.update(state["record"])  # what every process shares: process 0's
     record.eval_losses = {int(k): v for k, v in record.eval_losses.items()}
+    record.curve_losses = {int(k): v for k, v in record.curve_losses.items()}
     record.lost_updates = {int(k): v for k, v in record.lost_updates.items()}
     mine = {key: values[run.accelerator.process_index] for key, values in state["per_process"].items()}
     run.meter.peak = mine.pop("memory_peak")  # each process's own peaks, not process 0's
@@ -343,8 +354,11 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
             row = {"step": step, "loss": loss, "lr": lr, "active_layers": active,
                    "trainable_params": n_trainable, "optimizer_state_bytes": opt_bytes, **stats,
                    "tokens": n_tokens, "step_seconds": dt, "tokens_per_second": n_tokens / dt if dt > 0 else None}
-            if evaluates:
-                row["eval_loss"] = record.eval_losses[step] = validation_loss(run)
+            if evaluates:  # the curve's points all on the same conversations; the final score on all of them
+                row["eval_loss"] = record.curve_losses[step] = validation_loss(run, run.curve)
+                row["eval_examples"] = len(run.curve)
+                record.eval_losses[step] = row["eval_loss"] if run.curve is run.validation else (
+                    validation_loss(run) if step + 1 == steps else None)
             log.write(row)
             trackers.log(row, step)
             bar.update(1)
@@ -381,7 +395,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
 
 def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict:
     cfg, losses = run.cfg, record.losses
-    evals = [record.eval_losses[s] for s in sorted(record.eval_losses)]
+    evals = [record.eval_losses[s] for s in sorted(record.eval_losses) if record.eval_losses[s] is not None]
     lost = [record.lost_updates[s] for s in sorted(record.lost_updates)]
     # per process (sharded: its shards)
     peaks, states, grads = _gather(run.meter.peak_bytes()), _gather(record.opt_peak), _gather(record.grad_peak)
@@ -417,6 +431,7 @@ def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict
         "train_seconds": record.seconds,
         "train_examples": len(run.examples),
         "validation_examples": len(run.validation),
+        "curve_examples": len(run.curve),
         "decoder_blocks": run.layout.num_blocks,
         "num_processes": run.accelerator.num_processes,
         "replicas_in_sync": in_sync,

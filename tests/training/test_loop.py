@@ -102,3 +102,38 @@ def test_training_and_validation_forwards_build_no_kv_cache(tiny_cfg, tmp_path, 
     model = load_model("tiny-random-llama").model  # the check itself can fail: a plain forward builds one
     model(input_ids=torch.tensor([[1, 2, 3]]))
     assert made
+
+
+def test_learning_curve_on_the_first_held_out_conversations_and_final_score_on_all(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("full", max_steps=4, eval_every=2, eval_size=16, curve_size=6)
+    metrics = train(cfg, tmp_path / "curve", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "curve" / "train_log.jsonl").read_text().splitlines()]
+    points = [r for r in rows if "eval_loss" in r]
+    # (a conversation with no response token within max_length is no example: 16 conversations give fewer)
+    assert [r["step"] for r in points] == [1, 3] and {r["eval_examples"] for r in points} == {metrics["curve_examples"]}
+    assert 0 < metrics["curve_examples"] <= 6 < metrics["validation_examples"] <= 16
+    # the final score is on all 16 conversations, so it differs from the curve's last point on the first 6
+    assert metrics["eval_loss"] != pytest.approx(points[-1]["eval_loss"])
+    whole = train(tiny_cfg("full", max_steps=4, eval_every=2, eval_size=16), tmp_path / "whole", progress=False)
+    assert whole["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-6)  # the same run, the same score
+    assert whole["curve_examples"] == whole["validation_examples"] == metrics["validation_examples"]
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(max_steps=4, eval_every=5), "eval_every 5 is larger than the run (max_steps 4)"),
+    (dict(eval_size=8, curve_size=9), "curve_size 9 is more than eval_size 8"),
+    (dict(curve_size=0), "curve_size must be an integer >= 1, got 0"),
+])
+def test_learning_curve_settings_refused(tiny_cfg, kw, message):
+    from lisa_bench.errors import BadInput
+
+    with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+        tiny_cfg("full", **kw).validate()
+
+
+def test_eval_every_beyond_an_epoch_run_is_refused(tiny_cfg, tmp_path):
+    from lisa_bench.errors import BadInput
+
+    with pytest.raises(BadInput, match="eval_every 1000 is larger than the run"):
+        train(tiny_cfg("full", max_steps=None, num_epochs=1, eval_every=1000), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
