@@ -77,8 +77,10 @@ def _cmd_reproduce(args) -> int:
 
     root, configfile, name = _study(args, check=check_study_file)  # bad input: one line, before Snakemake
     extra = [a for a in args.snakemake_args if a != "--"]
-    cmd = [sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", str(configfile.resolve()),
-           *extra]
+    # the extra arguments first: targets after --configfile (which takes several files) would be read as config
+    # files, and our options after them end any list option the user left open
+    cmd = [sys.executable, "-m", "snakemake", *extra, "--cores", str(args.cores), "--configfile",
+           str(configfile.resolve())]
     # the rules run the suite with Snakemake's own interpreter; tools installed next to it come first on PATH too
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     print("[lisa-bench] snakemake " + " ".join(cmd[3:]), flush=True)

@@ -106,6 +106,7 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
         raise choices_error("experiment", key, listed, where="config experiment_overrides")
     specs = parse_task_specs(config["lm_eval"]["tasks"], "config lm_eval.tasks")
     check_tasks([s.name for s in specs], where="config lm_eval.tasks")
+    _check_figure_score(config, [s.name for s in specs])
     for model in memory.get("models", []):
         _check_model(model, "memory.models")
     for exp in memory.get("methods", []):
@@ -135,6 +136,21 @@ def _check_dataset(name: str, root: Path) -> None:
             raise BadInput(f"config dataset: file {name!r} does not exist (in {str(root.resolve())!r})")
         return
     raise choices_error("dataset", name, dataset_names(), where="config dataset", more=", or a local .json/.jsonl file")
+
+
+def _check_figure_score(config: dict, tasks: list[str]) -> None:
+    """figures.score names a score the study will have: the held-out loss, MT-Bench's where it runs MT-Bench,
+    or a metric of one of its lm-eval tasks (``task/metric``; the metric itself is checked by the report, which
+    sees what lm-eval returned)."""
+    score = (config.get("figures") or {}).get("score")
+    if score is None:
+        return
+    valid = ["eval_loss"] + (["mt_bench"] if config.get("mt_bench") else []) + [f"{t}/<metric>" for t in tasks]
+    task, _, metric = score.partition("/")
+    if not (score == "eval_loss" or (score == "mt_bench" and config.get("mt_bench")) or (task in tasks and metric)):
+        raise choices_error("figure score", score, valid, where="config figures.score",
+                            more=" (the held-out loss, MT-Bench's overall score where the study runs it, a metric "
+                                 "of its lm_eval tasks)")
 
 
 def _check_sweep(config: dict, overrides: dict) -> None:

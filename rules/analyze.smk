@@ -58,6 +58,10 @@ def table_outputs():
     figures = [report(f"{RESULTS}/figures/{f}.png", category="Figures", caption=f"../report/{c}.rst")
                for f, c in (("loss_curves", "loss"), ("memory_over_steps", "memory_steps"),
                             ("score_vs_memory", "pareto"))]
+    if (config.get("training") or {}).get("eval_every"):  # a held-out point every N steps: learning curves
+        tables.append(report(f"{RESULTS}/tables/curves.csv", category="Tables", caption="../report/curves.rst"))
+        figures.append(report(f"{RESULTS}/figures/learning_curves.png", category="Figures",
+                              caption="../report/curves.rst"))
     if MT:
         tables.append(report(f"{RESULTS}/tables/mt_bench.csv", category="Tables", caption="../report/mt_bench.rst"))
         figures.append(report(f"{RESULTS}/figures/mt_bench_categories.png", category="Figures",
@@ -83,6 +87,7 @@ rule tables_and_figures:
     params:
         baselines=",".join((config.get("comparisons") or {}).get("baselines", ["lora-r128", "full"])),
         bootstrap=(config.get("comparisons") or {}).get("bootstrap", 2000),
+        score=f"--score {(config.get('figures') or {})['score']}" if (config.get("figures") or {}).get("score") else "",
     shell:
         "{LISA_BENCH} report --runs-dir {RUNS} --output-dir {RESULTS} --name {NAME} --baselines {params.baselines} "
-        "--bootstrap {params.bootstrap} > {log} 2>&1"
+        "--bootstrap {params.bootstrap} {params.score} > {log} 2>&1"

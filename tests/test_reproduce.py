@@ -33,6 +33,14 @@ def test_reproduce_rejects_unknown_study(tmp_path, capsys):
                                                    "valid choices: base, full, lora-r128, lisa-e-h-2l"),
     ({"experiment_overrides": {"lisa-e-h-2l": {"method_options": {"interval": "5x"}}}},
      "config experiments[lisa-e-h-2l]: method 'lisa': option 'interval' must be an integer, got '5x'"),
+    ({"experiment_overrides": {"lisa-e-h-2l": {"method_options": {"sampling": "round-robin"}}}},
+     "config experiments[lisa-e-h-2l]: unknown lisa sampling 'round-robin'; valid choices: uniform, weighted, cover"),
+    ({"training": {"max_steps": 10, "eval_every": 25}},
+     "config experiments[base]: eval_every 25 is larger than the run (max_steps 10)"),
+    # a figure asked for a score the study has no task for (the default study runs synthetic_qa and _mc)
+    ({"figures": {"score": "mmlu/acc"}}, "config figures.score: unknown figure score 'mmlu/acc'; valid choices: "
+                                         "eval_loss, mt_bench, synthetic_qa/<metric>, synthetic_mc/<metric>"),
+    ({"figures": {"score": "synthetic_mc"}}, "config figures.score: unknown figure score 'synthetic_mc'"),
 ])
 def test_reproduce_checks_study_settings_before_snakemake(edit, needle, tmp_path, capsys):
     _bad_study_is_one_line(tmp_path, capsys, edit, needle)
@@ -141,3 +149,21 @@ def test_stage_times_sum_the_benchmark_files_per_stage(tmp_path):
     write_stage_times(table, tmp_path / "out", wall=90.0)
     assert "1.5 min" in (tmp_path / "out" / "stage_times.md").read_text()
     assert stage_times(tmp_path / "nothing").empty
+
+
+def test_snakemake_arguments_after_the_double_dash_come_before_the_config_file(monkeypatch, capsys):
+    """Targets after `--` reach Snakemake as targets: after --configfile (which takes several files) Snakemake
+    read them as config files and failed."""
+    import subprocess
+
+    import lisa_bench.reproduce as reproduce
+
+    seen = []
+    monkeypatch.setattr(reproduce.subprocess, "run",
+                        lambda cmd, **kw: seen.append(cmd) or subprocess.CompletedProcess(cmd, 1))
+    root = Path(__file__).resolve().parents[1]
+    target = "runs/default/eval/smollm2-135m/full/seed0/scores.json"
+    assert main(["reproduce", "--directory", str(root), "--", "-n", target]) == 1
+    cmd = seen[0]
+    assert cmd[cmd.index("snakemake") + 1:cmd.index("--cores")] == ["-n", target]
+    assert cmd[-2:] == ["--configfile", str((root / "config" / "default.yaml").resolve())]

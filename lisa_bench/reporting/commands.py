@@ -15,13 +15,17 @@ def add_report_parser(sub) -> None:
     p.add_argument("--baselines", default="lora-r128,full",
                    help="experiments the paired comparisons are against (default: lora-r128,full)")
     p.add_argument("--bootstrap", type=int, default=2000, help="resamples of the comparisons' intervals")
+    p.add_argument("--score", default=None,
+                   help="what figures/score_vs_memory plots: eval_loss (the final held-out loss), mt_bench (its "
+                        "overall score) or an lm-eval task/metric such as synthetic_qa/exact_match (default: "
+                        "mt_bench where the study has it, else eval_loss)")
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args) -> int:
     from .report import collect
 
-    collect(args.runs_dir, args.output_dir, args.name, tuple(args.baselines.split(",")), args.bootstrap)
+    collect(args.runs_dir, args.output_dir, args.name, tuple(args.baselines.split(",")), args.bootstrap, args.score)
     return 0
 
 

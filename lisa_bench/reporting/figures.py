@@ -180,16 +180,43 @@ def mt_bench_categories(scores: pd.DataFrame, path: Path) -> list[Path]:
 
 def score_vs_memory(points: pd.DataFrame, path: Path, score: str = "overall",
                     label: str = "MT-Bench overall") -> list[Path]:
-    """Score against peak training memory, one point per experiment, with the 95% intervals over seeds as
-    error bars where there are several seeds."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    xerr = points.get("peak_memory_MiB_ci95")
+    """The figure a method is picked from: the final score against the measured peak memory (left) and the
+    optimizer state (right), one point per experiment, with the 95% intervals over seeds as error bars where
+    there are several seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     yerr = points.get(f"{score}_ci95")
-    ax.errorbar(points["peak_memory_MiB"], points[score], xerr=xerr, yerr=yerr, fmt="o", capsize=3)
-    for _, r in points.iterrows():
-        ax.annotate(r["experiment"], (r["peak_memory_MiB"], r[score]), fontsize=7)
-    ax.set_xlabel("peak training memory (MiB)")
-    ax.set_ylabel(label)
+    for ax, x, xlabel in ((axes[0], "peak_memory_MiB", "measured peak training memory (MiB)"),
+                          (axes[1], "optimizer_state_MiB", "optimizer state (MiB, from the state tensors)")):
+        ax.errorbar(points[x], points[score], xerr=points.get(f"{x}_ci95"), yerr=yerr, fmt="o", capsize=3)
+        for _, r in points.iterrows():
+            ax.annotate(r["experiment"], (r[x], r[score]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylabel(label)
+    return save(fig, path)
+
+
+def learning_curves(points: pd.DataFrame, path: Path, machine: str) -> list[Path]:
+    """Held-out loss against optimizer steps (left) and against training seconds (right), one line per
+    experiment: the mean over seeds, with each seed's points faint behind it. ``points``: curves_table's rows."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, ((model, exp), sub) in enumerate(points.groupby(["model", "experiment"], sort=True)):
+        colour = colours[i % len(colours)]
+        mean = sub.groupby("step")[["seconds", "eval_loss"]].mean()
+        seeds = sub["seed"].nunique()
+        label = f"{exp} ({model}, {seeds} seed{'s' if seeds > 1 else ''})"
+        for ax, x in ((axes[0], mean.index), (axes[1], mean["seconds"])):
+            ax.plot(x, mean["eval_loss"], marker="o", ms=3, color=colour, label=label)
+        if seeds > 1:
+            for _, run in sub.groupby("seed"):
+                axes[0].plot(run["step"], run["eval_loss"], color=colour, alpha=0.25, lw=0.8)
+                axes[1].plot(run["seconds"], run["eval_loss"], color=colour, alpha=0.25, lw=0.8)
+    sizes = sorted(points["eval_examples"].dropna().astype(int).unique())
+    held = f" ({'/'.join(map(str, sizes))} held-out examples)" if sizes else ""
+    axes[0].set_ylabel("held-out loss" + held)
+    axes[0].set_xlabel("optimizer step")
+    axes[1].set_xlabel(f"training seconds, each job's own (held-out passes excluded; {machine})")
+    axes[0].legend(fontsize=7)
     return save(fig, path)
 
 

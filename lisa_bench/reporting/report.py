@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from .. import atomic
+from ..errors import choices_error
 from . import figures
-from .tables import (comparisons_table, lm_eval_table, mean_std, mt_bench_table, runs, samples_table, training_table,
-                     write_table)
+from .tables import (comparisons_table, curves_table, lm_eval_table, mean_std, mt_bench_table, runs, samples_table,
+                     training_table, write_table)
 
 
 def _write_provenance(root: Path, out: Path, name: str) -> None:
@@ -32,12 +33,39 @@ def _write_provenance(root: Path, out: Path, name: str) -> None:
     atomic.write_json(out / "provenance.json", {"report": report, "runs": found})
 
 
+def _machine(root: Path) -> str:
+    """The machine the study's jobs trained on, as the runs' provenance records it (for the seconds axis)."""
+    for *_, path in runs(root, "train", "metrics.json"):
+        device = (json.loads(path.read_text()).get("provenance") or {}).get("device") or {}
+        if device:
+            cores = f", {device['cpu_count']} CPU cores" if device.get("cpu_count") else ""
+            return f"{device.get('device', '?')}{cores}"
+    return "machine not recorded"
+
+
+def _score_columns(ev: pd.DataFrame, mt: pd.DataFrame) -> dict[str, str]:
+    """The scores a study's quality-against-memory figure can plot: name -> column of its table."""
+    columns = {"eval_loss": "eval_loss"}
+    if len(mt):
+        columns["mt_bench"] = "overall"
+    for column in (ev["task_metric"].unique() if len(ev) else []):
+        columns.setdefault(column.split(" (")[0], column)  # synthetic_qa/exact_match (0-shot, chat)
+    return columns
+
+
 def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tuple[str, ...] = ("lora-r128", "full"),
-            resamples: int = 2000) -> dict[str, pd.DataFrame]:
+            resamples: int = 2000, score: str | None = None) -> dict[str, pd.DataFrame]:
+    """``score``: what the quality-against-memory figure plots (eval_loss, mt_bench or a task/metric of the
+    study's lm-eval scores); default MT-Bench's overall score where the study has one, else the held-out loss."""
     root, out = Path(runs_dir), Path(out_dir)
     tables = {}
+    train, ev, mt = training_table(root), lm_eval_table(root), mt_bench_table(root)
+    scores = _score_columns(ev, mt)
+    if score is not None and score not in scores:  # before anything is written
+        raise choices_error("figure score", score, list(scores), where="report",
+                            more=" (the held-out loss, MT-Bench's overall score, the study's lm-eval metrics)")
+    score = score or ("mt_bench" if "mt_bench" in scores else "eval_loss")
     _write_provenance(root, out, name)
-    train = training_table(root)
     if len(train):
         t = mean_std(train, ["model", "experiment", "method"],
                      ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "loss_last", "eval_loss"])
@@ -49,7 +77,19 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tup
         figures.loss_curves(logs, out / "figures" / "loss_curves")
         figures.memory_over_steps([p.parent for *_, p in logs], out / "figures" / "memory_over_steps")
         figures.blocks_heatmap(logs, out / "figures" / "lisa_layers")
-    ev = lm_eval_table(root)
+    curves = curves_table(root)
+    if len(curves) and curves.groupby(["model", "experiment", "seed"]).size().max() > 1:  # eval_every was set
+        wide = curves.groupby(["model", "experiment", "step"])["eval_loss"].mean().unstack("step")
+        wide.columns = [f"step {c}" for c in wide.columns]
+        wide["seeds"] = curves.groupby(["model", "experiment"])["seed"].nunique()
+        sizes = "/".join(str(int(n)) for n in sorted(curves["eval_examples"].dropna().unique()))
+        write_table(wide, out / "tables" / "curves",
+                    f"Learning curves ({name}): held-out loss after each logged optimizer step, mean over seeds"
+                    f"{f' ({sizes} held-out examples)' if sizes else ''}; each run's points, with its training "
+                    f"seconds, in curve_points.csv")
+        atomic.write_text(out / "tables" / "curve_points.csv", curves.to_csv(index=False))
+        figures.learning_curves(curves, out / "figures" / "learning_curves", _machine(root))
+        tables["curves"] = wide
     if len(ev):
         stats = mean_std(ev, ["model", "experiment", "task_metric"], ["value"]).reset_index()
         t = stats.pivot_table(index=["model", "experiment"], columns="task_metric", values="value", aggfunc="first")
@@ -72,7 +112,6 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tup
                     f"Learning-rate sweep ({name}): held-out loss of each grid point, mean over the sweep's seeds")
         figures.lr_sweep(grid, out / "sweep" / "lr_sweep")
         tables["sweep"] = grid
-    mt = mt_bench_table(root)
     if len(mt):
         values = [c for c in mt.columns if c.startswith("cat_") or c.startswith("turn_")] + ["overall", "failure_rate"]
         t = mean_std(mt, ["model", "experiment"], values)
@@ -80,16 +119,19 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tup
         tables["mt_bench"] = t
         cats = t[[c for c in t.columns if c.startswith("cat_") and not c.endswith("_std")]]
         figures.mt_bench_categories(cats.rename(columns=lambda c: c[4:]), out / "figures" / "mt_bench_categories")
-    if "training" in tables:  # MT-Bench's overall score where there is one, else the first lm-eval score
-        if "mt_bench" in tables:
-            score, label, frame = "overall", "MT-Bench overall", tables["mt_bench"]
-        elif "lm_eval" in tables:
-            score = [c for c in tables["lm_eval"].columns if "/" in c and not c.endswith("ci95")][0]
-            label, frame = score, tables["lm_eval"].rename(columns={f"{score} ci95": f"{score}_ci95"})
+    if "training" in tables:
+        column, pareto = scores[score], tables["training"].reset_index()
+        if score == "eval_loss":
+            label = "final held-out loss"
         else:
-            return tables
-        pareto = tables["training"].reset_index().merge(frame.reset_index(), on=["model", "experiment"])
-        figures.score_vs_memory(pareto, out / "figures" / "score_vs_memory", score, label)
+            if score == "mt_bench":
+                frame, label = tables["mt_bench"], f"MT-Bench overall ({mt['judge'].iloc[0]})"
+            else:
+                frame, label = tables["lm_eval"].rename(columns={f"{column} ci95": f"{column}_ci95"}), column
+            frame = frame.reset_index()
+            pareto = pareto.merge(frame[["model", "experiment", column] + [c for c in (f"{column}_ci95",)
+                                                                            if c in frame]], on=["model", "experiment"])
+        figures.score_vs_memory(pareto, out / "figures" / "score_vs_memory", column, label)
     return tables
 
 

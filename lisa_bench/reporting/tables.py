@@ -109,6 +109,23 @@ def training_table(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def curves_table(root: Path) -> pd.DataFrame:
+    """Every held-out-loss point of every run's learning curve (a study's ``training.eval_every``): the optimizer
+    steps done, the training seconds to that point (the job's own step times, held-out passes excluded) and the
+    loss on the curve's held-out conversations."""
+    rows = []
+    for model, exp, seed, path in runs(root, "train", "train_log.jsonl"):
+        log = pd.read_json(path, lines=True)
+        if not len(log) or "eval_loss" not in log:
+            continue
+        log["seconds"] = log["step_seconds"].cumsum()
+        for _, r in log[log["eval_loss"].notna()].iterrows():
+            rows.append({"model": model, "experiment": exp, "seed": seed, "step": int(r["step"]) + 1,
+                         "seconds": float(r["seconds"]), "eval_loss": float(r["eval_loss"]),
+                         "eval_examples": r.get("eval_examples")})
+    return pd.DataFrame(rows, columns=["model", "experiment", "seed", "step", "seconds", "eval_loss", "eval_examples"])
+
+
 def lm_eval_table(root: Path) -> pd.DataFrame:
     rows = []
     for model, exp, seed, path in runs(root, "eval", "scores.json"):
