@@ -166,6 +166,37 @@ class MasterWeights:
         self.owner.clear()
 
 
+def _local_tensor(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t  # FSDP2: this process's shard
+
+
+def stochastic_round_(weight: torch.Tensor, exact: torch.Tensor, seed: int) -> None:
+    """Write fp32 ``exact`` into bf16 ``weight``, rounded to one of its two bf16 neighbours at random, up with
+    probability (exact - lower) / spacing: unbiased, so progress below the spacing survives in expectation
+    (nearest rounding drops all of it). The usual bit trick: add a uniform 16-bit integer to the fp32 bits and
+    truncate them to bf16's upper 16 (on the magnitude bits, so the same for either sign)."""
+    w, x = _local_tensor(weight), _local_tensor(exact).to(torch.float32).contiguous()
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    noise = torch.randint(0, 1 << 16, x.shape, generator=generator, dtype=torch.int32, device=x.device)
+    bits = (x.view(torch.int32) + noise) & ~0xFFFF
+    w.copy_(bits.view(torch.float32))  # exactly representable in bf16: the copy rounds nothing
+
+
+@torch.no_grad()
+def settle(p: torch.Tensor, state: dict, seed: int | None) -> None:
+    """Before a parameter's optimizer state is freed (LISA's switch): write its exact value, the fp32 master
+    (bf16-master) or the weight plus its Kahan compensation (bf16-kahan), into the bf16 weight by stochastic
+    rounding, so that the progress below the weight's spacing is kept in expectation rather than dropped with
+    the state. ``seed`` (of the rounding's random draws) None: keep the weight as it is (rounded to nearest)."""
+    if seed is None or p.dtype != torch.bfloat16:
+        return
+    master, comp = state.get("master"), state.get("kahan_comp")
+    if master is not None:
+        stochastic_round_(p.data, master, seed)
+    elif torch.is_tensor(comp) and comp.shape == p.shape:
+        stochastic_round_(p.data, _local_tensor(p.data).float() + _local_tensor(comp).float(), seed)
+
+
 def model_parameter(optimizer, p: torch.Tensor) -> torch.Tensor:
     """The model's parameter behind what an optimizer's group holds (its fp32 master, during a masters step)."""
     masters = getattr(optimizer, "_lisa_bench_masters", None)

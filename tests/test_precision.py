@@ -74,6 +74,48 @@ def test_lisa_switch_frees_masters_and_buffers_and_the_state_is_the_formula(prec
     assert len(seen) > 1  # it switched
 
 
+def test_stochastic_rounding_lands_on_the_two_neighbours_without_bias():
+    from lisa_bench.precision import stochastic_round_
+
+    exact = torch.full((200_000,), 1.0 + 0.3 * 2**-7)  # 0.3 of the way from 1 to the next bf16 value, 1 + 2^-7
+    w = torch.empty(exact.shape, dtype=torch.bfloat16)
+    stochastic_round_(w, exact, seed=0)
+    assert set(w.float().unique().tolist()) == {1.0, 1.0 + 2**-7}
+    assert float(w.double().mean()) == pytest.approx(float(exact[0]), abs=3 * 2**-7 * 0.46 / 200_000**0.5)
+    negative = torch.empty_like(w)
+    stochastic_round_(negative, -exact, seed=0)  # the same on the magnitude for either sign
+    assert torch.equal(negative, -w)
+    again = torch.empty_like(w)
+    stochastic_round_(again, exact, seed=0)
+    assert torch.equal(again, w)  # the same draws from the same seed (every DDP replica alike)
+
+
+@pytest.mark.parametrize("kind", ["master", "kahan_comp"])
+def test_lisa_switch_keeps_the_sub_spacing_progress_in_expectation(kind):
+    """A block leaving LISA's sampled set takes its exact value (fp32 master, or weight plus Kahan buffer) into
+    its bf16 weight by stochastic rounding; nearest rounding (the weight as it stood) drops the progress below
+    half its spacing."""
+    from lisa_bench.methods.base import drop_state
+
+    gen = torch.Generator().manual_seed(0)
+    w = (torch.randn(512, 512, generator=gen) * 0.02).to(torch.bfloat16)
+    spacing = torch.ldexp(torch.ones(w.shape), torch.frexp(w.float())[1] - 8)  # bf16 spacing around each weight
+    progress = 0.25 * spacing * torch.sign(torch.randn(w.shape, generator=gen))  # a quarter spacing, either way
+    exact = w.float() + progress
+    state = {"master": exact.clone()} if kind == "master" else {"kahan_comp": progress.to(torch.bfloat16)}
+    kept = {}
+    for name, seed in (("nearest", None), ("stochastic", 7)):
+        p = torch.nn.Parameter(w.clone(), requires_grad=False)
+        opt = torch.optim.AdamW([p])
+        opt.state[p] = dict(state)
+        drop_state(opt, opt.param_groups[0], seed)
+        assert p not in opt.state
+        moved = p.detach().float() - w.float()
+        kept[name] = float((moved * progress).sum() / (progress * progress).sum())
+    assert kept["nearest"] == 0.0
+    assert kept["stochastic"] == pytest.approx(1.0, abs=0.02)
+
+
 @pytest.mark.parametrize("precision", ["bf16-master", "bf16-kahan"])
 @pytest.mark.parametrize("method", sorted(m for m, cls in METHODS.items() if cls.trains))
 def test_every_method_under_the_sound_recipes(method, precision, tiny_cfg, tmp_path):
@@ -149,6 +191,8 @@ def test_kahan_without_torch_optimi_is_refused(monkeypatch):
 @pytest.mark.parametrize("args, needle", [
     (["--precision", "fp8"], "unknown precision 'fp8'; valid choices: fp32, bf16, bf16-mixed, bf16-master, bf16-kahan"),
     (["--method", "galore", "--precision", "bf16-kahan"], "cannot serve method 'galore'"),
+    (["--method", "lisa", "--precision", "bf16-master", "--option", "switch_rounding=up"],
+     "unknown lisa switch_rounding 'up'; valid choices: stochastic, nearest"),
 ])
 def test_bad_precision_on_the_command_line(args, needle, tmp_path, capsys):
     from lisa_bench.cli import main

@@ -57,12 +57,19 @@ class OptimConfig:
         return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
 
-def drop_state(optimizer: torch.optim.Optimizer, group: dict) -> None:
+def drop_state(optimizer: torch.optim.Optimizer, group: dict, rounding_seed: int | None = None) -> None:
     """Free the optimizer state of a group's parameters, so that they start afresh when they next step. An
     optimizer that counts steps per group rather than per parameter (torch-optimi, under bf16-kahan) has its
-    group's count restarted too, so that bias correction starts from step 1 as torch's per-parameter count does."""
-    for p in group["params"]:
-        optimizer.state.pop(p, None)
+    group's count restarted too, so that bias correction starts from step 1 as torch's per-parameter count does.
+    With a ``rounding_seed``, a bf16 weight whose state holds its exact value (an fp32 master, a Kahan buffer)
+    gets that value by stochastic rounding first (``precision.settle``; the same draws on every process, so DDP
+    replicas stay equal); without, it keeps its nearest rounding."""
+    from ..precision import settle
+
+    for i, p in enumerate(group["params"]):
+        state = optimizer.state.pop(p, None)
+        if state:
+            settle(p, state, None if rounding_seed is None else rounding_seed * 1_000_003 + i)
     if "setup" in group and "step" in group:  # torch-optimi: the next step re-creates the group's counter at 0
         group["setup"] = False
 

@@ -31,6 +31,7 @@ from ..layers import LayerLayout
 from .base import Method, drop_state, register
 
 SAMPLING = ("uniform", "weighted", "cover")
+ROUNDING = ("stochastic", "nearest")
 UNITS = ("embedding", "head")  # what trains besides the sampled blocks; "none" for nothing
 
 
@@ -46,6 +47,10 @@ class LisaOptions:
     weights: list[float] | None = None
     layers_attribute: str | None = None  # dotted path of the decoder-block ModuleList, if not found
     reset_always_on_state: bool = False  # also restart embedding/head moments at each switch
+    # bf16 weights with an exact copy in the optimizer state (bf16-master's fp32 master, bf16-kahan's buffer): at
+    # a switch the leaving block's weights get that value by "stochastic" rounding (unbiased: what the block
+    # learnt below the bf16 spacing survives in expectation) or keep their "nearest" rounding, which drops it
+    switch_rounding: str = "stochastic"
     # what trains at every step besides the sampled blocks: "embedding,head" (the paper's E+H: the embedding,
     # and the head with the final norm), "embedding", "head", or "none" (only the sampled blocks train)
     always_on: str = "embedding,head"
@@ -99,6 +104,8 @@ def validate_lisa_options(options: LisaOptions) -> None:
         raise BadInput(f"lisa gamma (--lisa-layers) must be >= 0, got {options.gamma}")
     if options.interval < 1:
         raise BadInput(f"lisa interval (--lisa-interval) must be >= 1, got {options.interval}")
+    if options.switch_rounding not in ROUNDING:
+        raise BadInput(f"unknown lisa switch_rounding {options.switch_rounding!r}; valid choices: {', '.join(ROUNDING)}")
     if options.sampling not in SAMPLING:
         raise BadInput(f"unknown lisa sampling {options.sampling!r}; valid choices: {', '.join(SAMPLING)}")
     if options.sampling == "cover" and options.weights is not None:
@@ -206,18 +213,21 @@ class Lisa(Method):
     def on_step_start(self, step, model, optimizer):
         if step % self.options.interval != 0:
             return
-        self.switch(model, optimizer, self.sampler.sample())
+        self.switch(model, optimizer, self.sampler.sample(), step)
 
-    def switch(self, model: nn.Module, optimizer: torch.optim.Optimizer, new_active: list[int]) -> None:
+    def switch(self, model: nn.Module, optimizer: torch.optim.Optimizer, new_active: list[int],
+               step: int | None = None) -> None:
         block_group = optimizer.param_groups[1]
         for p in block_group["params"]:
             p.grad = None
             p.requires_grad_(False)
-        drop_state(optimizer, block_group)  # moments, and masters or Kahan buffers where the precision has them
+        # moments, and masters or Kahan buffers where the precision has them (their value written back first)
+        seed = self.seed * 100_003 + step if step is not None and self.options.switch_rounding == "stochastic" else None
+        drop_state(optimizer, block_group, seed)
         new_params = self.layout.block_params(model, new_active)
         for p in new_params:
             p.requires_grad_(True)
         block_group["params"] = new_params
         if self.options.reset_always_on_state:
-            drop_state(optimizer, optimizer.param_groups[0])
+            drop_state(optimizer, optimizer.param_groups[0], None if seed is None else seed + 1)
         self.active = list(new_active)

@@ -12,9 +12,10 @@ one (bf16-master), the bf16 weight plus its Kahan compensation (bf16-kahan), the
 over the sample: 0 where every update is kept (fp32, bf16-master, Kahan up to its buffer's own rounding), near
 1 under pure bf16 when the steps are below half the weights' spacing. Parameters whose state is not AdamW's
 (GaLore's and APOLLO's projected matrices, BAdam's block, whose state sits on its own fp32 copies) are not
-sampled; ``sampled`` says how many elements were. Not counted: what LISA's switch drops with a block's fp32 master
-(the part of its updates still below half the bf16 weight's spacing, at most half a spacing per element and
-interval), since no optimizer step happens there.
+sampled; ``sampled`` says how many elements were. Not counted: what LISA's switch does to a block's fp32 master
+or Kahan buffer, since no optimizer step happens there: with ``switch_rounding: stochastic`` (the default) the
+weight takes the master's value by unbiased rounding, the sub-spacing part kept in expectation; with ``nearest``
+that part (at most half a spacing per element and interval) is dropped.
 """
 
 from __future__ import annotations
