@@ -12,13 +12,14 @@ device: cpu
 models: [tiny-random-llama]
 dataset: synthetic-instruct
 seeds: [0, 1]
-training: {max_steps: 3, max_length: 96, train_size: 64, eval_size: 16}
+training: {max_steps: 3, max_length: 96, train_size: 64, eval_size: 16, eval_every: 2, curve_size: 8}
 experiments: [full, lisa-e-h-2l]
 launcher: {type: single}
 stages: [train]
 sweep: {steps: 2, seeds: [0], lr: {lisa-e-h-2l: [1.0e-4, 1.0e-2]}}
 comparisons: {baselines: [full], bootstrap: 200}
 lm_eval: {tasks: [synthetic_mc], limit: 12}
+figures: {score: synthetic_mc/acc}
 """
 
 
@@ -26,7 +27,8 @@ lm_eval: {tasks: [synthetic_mc], limit: 12}
 @pytest.mark.pipeline
 def test_sweep_seeds_and_intervals(workdir):
     """A study with a learning-rate sweep and two seeds, without MT-Bench: the final runs use the chosen rate,
-    every table has its 95% intervals over seeds, and the comparisons pair the same questions."""
+    every table has its 95% intervals over seeds, and the comparisons pair the same questions; with eval_every,
+    its learning curves (on curve_size held-out conversations), and the score figure on the study's score."""
     (workdir / "config" / "tinysweep.yaml").write_text(SWEEP)
     proc = snakemake(workdir, "--cores", "2", "--configfile", "config/tinysweep.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -47,6 +49,13 @@ def test_sweep_seeds_and_intervals(workdir):
     assert set(comparisons["experiment"]) == {"lisa-e-h-2l"} and set(comparisons["baseline"]) == {"full"}
     assert (comparisons["questions"] == 12).all() and (comparisons["ci_low"] <= comparisons["ci_high"]).all()
     assert (results / "figures" / "score_vs_memory.png").exists()
+    curves = pd.read_csv(results / "tables" / "curves.csv")
+    assert list(curves.filter(like="step ").columns) == ["step 2", "step 3"] and (curves["seeds"] == 2).all()
+    points = pd.read_csv(results / "tables" / "curve_points.csv")
+    assert (points["eval_examples"] <= 8).all()  # the examples of the first 8 held-out conversations ...
+    metrics = json.loads((runs / "train" / "tiny-random-llama" / "full" / "seed0" / "metrics.json").read_text())
+    assert metrics["curve_examples"] <= 8 < metrics["validation_examples"]  # ... the final score on all 16
+    assert (results / "figures" / "learning_curves.png").exists()
 
 
 @pytest.mark.parametrize("edit, needle", [

@@ -15,8 +15,8 @@ import pandas as pd
 from .. import atomic
 from ..errors import choices_error
 from . import figures
-from .tables import (comparisons_table, curves_table, lm_eval_table, mean_std, mt_bench_table, runs, samples_table,
-                     training_table, write_table)
+from .tables import (comparisons_table, curves_table, equal_seconds_table, lm_eval_table, mean_std, mt_bench_table,
+                     runs, samples_table, training_table, write_table)
 
 
 def _write_provenance(root: Path, out: Path, name: str) -> None:
@@ -68,8 +68,10 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tup
     _write_provenance(root, out, name)
     if len(train):
         t = mean_std(train, ["model", "experiment", "method"],
-                     ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "loss_last", "eval_loss"])
-        t = t[[c for c in t.columns if not (c.startswith("optimizer_state") and c != "optimizer_state_MiB")]]
+                     ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "loss_last", "eval_loss",
+                      "train_seconds", "blocks_never_trained"])
+        keep = ("optimizer_state_MiB", "train_seconds", "blocks_never_trained")  # no spread shown for these
+        t = t[[c for c in t.columns if not any(c.startswith(k) and c != k for k in keep)]]
         write_table(t, out / "tables" / "training",
                     f"Training ({name}): memory, speed, final training loss and held-out loss per method")
         tables["training"] = t
@@ -90,6 +92,12 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tup
         atomic.write_text(out / "tables" / "curve_points.csv", curves.to_csv(index=False))
         figures.learning_curves(curves, out / "figures" / "learning_curves", _machine(root))
         tables["curves"] = wide
+        same = equal_seconds_table(curves)
+        write_table(same.set_index(["model", "experiment"]), out / "tables" / "equal_seconds",
+                    f"Equal training time ({name}): each experiment's held-out loss on its curve (mean over seeds, "
+                    f"linear between logged points) at the seconds the quickest experiment's whole run took, next to "
+                    f"its own last point ({_machine(root)})")
+        tables["equal_seconds"] = same
     if len(ev):
         stats = mean_std(ev, ["model", "experiment", "task_metric"], ["value"]).reset_index()
         t = stats.pivot_table(index=["model", "experiment"], columns="task_metric", values="value", aggfunc="first")

@@ -95,17 +95,58 @@ def comparisons_table(samples: pd.DataFrame, baselines: list[str], resamples: in
     return pd.DataFrame(rows, columns=cols)
 
 
+def blocks_never_trained(log_path: Path, blocks: int) -> int | None:
+    """Decoder blocks no step trained, from the run's log of the blocks each step trained (``active_layers``);
+    None for a method that does not log them (it trains every block, or none, throughout)."""
+    if not log_path.is_file():
+        return None
+    trained, logged = set(), False
+    for line in log_path.read_text().splitlines():
+        active = json.loads(line).get("active_layers") if line.strip() else None
+        if active is not None:
+            logged = True
+            trained.update(active)
+    return blocks - len(trained) if logged else None
+
+
 def training_table(root: Path) -> pd.DataFrame:
     rows = []
     for model, exp, seed, path in runs(root, "train", "metrics.json"):
         m = json.loads(path.read_text())
+        never = blocks_never_trained(path.parent / "train_log.jsonl", m.get("decoder_blocks", 0))
         rows.append({"model": model, "experiment": exp, "method": m["method"], "seed": seed,
                      "trainable_params": m["trainable_params_peak"],
                      "optimizer_state_MiB": m["optimizer_state_bytes_peak"] / 2**20,
                      "peak_memory_MiB": m["peak_memory_bytes"] / 2**20, "memory_kind": m["memory_kind"],
                      "tokens_per_second": m["tokens_per_second"], "loss_first": m["train_loss_first"],
                      "loss_last": m["train_loss_last"], "eval_loss": m.get("eval_loss"),
-                     "precision": m.get("precision"), "padding_fraction": m.get("padding_fraction")})
+                     "precision": m.get("precision"), "padding_fraction": m.get("padding_fraction"),
+                     "train_seconds": m.get("train_seconds"), "blocks_never_trained": never})
+    return pd.DataFrame(rows)
+
+
+def equal_seconds_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """Each experiment's held-out loss (mean over seeds) at the training seconds the quickest experiment took for
+    its whole run, read off its learning curve by linear interpolation between logged points; next to its own
+    final point and seconds. Which method is ahead for the same training time (an experiment whose first logged
+    point comes after that time has none)."""
+    mean = curves.groupby(["model", "experiment", "step"])[["seconds", "eval_loss"]].mean().reset_index()
+    ends = mean.loc[mean.groupby(["model", "experiment"])["step"].idxmax()].set_index(["model", "experiment"])
+    rows = []
+    for model, sub_model in mean.groupby("model"):
+        budget = float(ends.loc[model, "seconds"].min())
+        for exp, sub in sub_model.groupby("experiment"):
+            sub = sub.sort_values("seconds")
+            at = (float(pd.Series(sub["eval_loss"].values, index=sub["seconds"].values)
+                        .reindex(sorted(set(sub["seconds"]) | {budget})).interpolate("index").loc[budget])
+                  if sub["seconds"].iloc[0] <= budget else None)
+            rows.append({"model": model, "experiment": exp, "seconds": budget, "eval_loss_at_seconds": at,
+                         "step_at_seconds": float(pd.Series(sub["step"].values, index=sub["seconds"].values)
+                                                  .reindex(sorted(set(sub["seconds"]) | {budget}))
+                                                  .interpolate("index").loc[budget]) if at is not None else None,
+                         "final_seconds": float(ends.loc[(model, exp), "seconds"]),
+                         "final_step": int(ends.loc[(model, exp), "step"]),
+                         "final_curve_loss": float(ends.loc[(model, exp), "eval_loss"])})
     return pd.DataFrame(rows)
 
 

@@ -49,6 +49,12 @@ def test_learning_curves_table_and_figures(tmp_path):
     for fig in ("learning_curves", "score_vs_memory"):
         assert (tmp_path / "out" / "figures" / f"{fig}.png").stat().st_size > 0
     assert "curves" in tables
+    same = pd.read_csv(tmp_path / "out" / "tables" / "equal_seconds.csv").set_index("experiment")
+    # the quickest whole run took 2 s (fast); slow (1 s a step) is at step 2 then, its first point: 1.85 mean
+    assert (same["seconds"] == 2.0).all() and same.loc["slow", "eval_loss_at_seconds"] == pytest.approx(1.85)
+    assert same.loc["fast", "eval_loss_at_seconds"] == pytest.approx(1.15) and same.loc["slow", "final_seconds"] == 4.0
+    training = pd.read_csv(tmp_path / "out" / "tables" / "training.csv")
+    assert training["blocks_never_trained"].isna().all()  # no run logged its active blocks
 
 
 def test_no_curve_without_eval_every(tmp_path):
@@ -75,3 +81,13 @@ def test_figure_score_the_study_lacks_is_refused_before_writing(tmp_path, capsys
     assert code == 2 and len(err) == 1
     assert "unknown figure score 'synthetic_qa/exact_match'; valid choices: eval_loss" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_blocks_never_trained_from_the_log(tmp_path):
+    from lisa_bench.reporting.tables import blocks_never_trained
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "active_layers": a}) + "\n" for s, a in enumerate([[0, 3], [0, 3], [5, 1]])))
+    assert blocks_never_trained(log, 8) == 4  # 0, 1, 3, 5 trained of 8
+    log.write_text(json.dumps({"step": 0, "loss": 1.0}) + "\n")
+    assert blocks_never_trained(log, 8) is None  # a method that trains every block throughout logs none
