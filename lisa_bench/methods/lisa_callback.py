@@ -19,7 +19,7 @@ class LisaCallback(Lisa):
         super().build_optimizer(model, optim)  # starts the sampler
         return optim.adamw(list(model.parameters()))
 
-    def switch(self, model, optimizer, new_active):
+    def switch(self, model, optimizer, new_active, step=None):  # keeps every state: nothing to write back
         for p in self.layout.block_params(model, self.active):
             p.requires_grad_(False)
         for p in self.layout.block_params(model, new_active):
