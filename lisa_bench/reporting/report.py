@@ -90,13 +90,14 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tup
                     f"{f' ({sizes} held-out examples)' if sizes else ''}; each run's points, with its training "
                     f"seconds, in curve_points.csv")
         atomic.write_text(out / "tables" / "curve_points.csv", curves.to_csv(index=False))
-        figures.learning_curves(curves, out / "figures" / "learning_curves", _machine(root))
+        machine = _machine(root)
+        figures.learning_curves(curves, out / "figures" / "learning_curves", machine)
         tables["curves"] = wide
         same = equal_seconds_table(curves)
         write_table(same.set_index(["model", "experiment"]), out / "tables" / "equal_seconds",
                     f"Equal training time ({name}): each experiment's held-out loss on its curve (mean over seeds, "
                     f"linear between logged points) at the seconds the quickest experiment's whole run took, next to "
-                    f"its own last point ({_machine(root)})")
+                    f"its own last point ({machine})")
         tables["equal_seconds"] = same
     if len(ev):
         stats = mean_std(ev, ["model", "experiment", "task_metric"], ["value"]).reset_index()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import atomic
@@ -137,13 +138,11 @@ def equal_seconds_table(curves: pd.DataFrame) -> pd.DataFrame:
         budget = float(ends.loc[model, "seconds"].min())
         for exp, sub in sub_model.groupby("experiment"):
             sub = sub.sort_values("seconds")
-            at = (float(pd.Series(sub["eval_loss"].values, index=sub["seconds"].values)
-                        .reindex(sorted(set(sub["seconds"]) | {budget})).interpolate("index").loc[budget])
-                  if sub["seconds"].iloc[0] <= budget else None)
-            rows.append({"model": model, "experiment": exp, "seconds": budget, "eval_loss_at_seconds": at,
-                         "step_at_seconds": float(pd.Series(sub["step"].values, index=sub["seconds"].values)
-                                                  .reindex(sorted(set(sub["seconds"]) | {budget}))
-                                                  .interpolate("index").loc[budget]) if at is not None else None,
+            reached = sub["seconds"].iloc[0] <= budget
+            rows.append({"model": model, "experiment": exp, "seconds": budget,
+                         "eval_loss_at_seconds": float(np.interp(budget, sub["seconds"], sub["eval_loss"]))
+                         if reached else None,
+                         "step_at_seconds": float(np.interp(budget, sub["seconds"], sub["step"])) if reached else None,
                          "final_seconds": float(ends.loc[(model, exp), "seconds"]),
                          "final_step": int(ends.loc[(model, exp), "step"]),
                          "final_curve_loss": float(ends.loc[(model, exp), "eval_loss"])})

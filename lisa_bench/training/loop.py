@@ -78,8 +78,7 @@ class Record:
     """What the run has done so far; part of every checkpoint."""
 
     losses: list = field(default_factory=list)
-    eval_losses: dict = field(default_factory=dict)  # step -> held-out loss (None: only the curve's was taken)
-    curve_losses: dict = field(default_factory=dict)  # step -> held-out loss on the curve's conversations
+    eval_losses: dict = field(default_factory=dict)  # step -> held-out loss on all the held-out conversations
     tokens: int = 0
     padded_tokens: int = 0  # token slots of the micro-batches, padding included
     seconds: float = 0.0
@@ -281,7 +280,6 @@ def _resume(run: Run, ckpt: Checkpoint, record: Record) -> int:
         return 0
     record.__dict__.update(state["record"])  # what every process shares: process 0's
     record.eval_losses = {int(k): v for k, v in record.eval_losses.items()}
-    record.curve_losses = {int(k): v for k, v in record.curve_losses.items()}
     record.lost_updates = {int(k): v for k, v in record.lost_updates.items()}
     mine = {key: values[run.accelerator.process_index] for key, values in state["per_process"].items()}
     run.meter.peak = mine.pop("memory_peak")  # each process's own peaks, not process 0's
@@ -355,10 +353,11 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
                    "trainable_params": n_trainable, "optimizer_state_bytes": opt_bytes, **stats,
                    "tokens": n_tokens, "step_seconds": dt, "tokens_per_second": n_tokens / dt if dt > 0 else None}
             if evaluates:  # the curve's points all on the same conversations; the final score on all of them
-                row["eval_loss"] = record.curve_losses[step] = validation_loss(run, run.curve)
-                row["eval_examples"] = len(run.curve)
-                record.eval_losses[step] = row["eval_loss"] if run.curve is run.validation else (
-                    validation_loss(run) if step + 1 == steps else None)
+                row["eval_loss"], row["eval_examples"] = validation_loss(run, run.curve), len(run.curve)
+                if run.curve is run.validation:
+                    record.eval_losses[step] = row["eval_loss"]
+                elif step + 1 == steps:
+                    record.eval_losses[step] = validation_loss(run)
             log.write(row)
             trackers.log(row, step)
             bar.update(1)
@@ -395,7 +394,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
 
 def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict:
     cfg, losses = run.cfg, record.losses
-    evals = [record.eval_losses[s] for s in sorted(record.eval_losses) if record.eval_losses[s] is not None]
+    evals = [record.eval_losses[s] for s in sorted(record.eval_losses)]
     lost = [record.lost_updates[s] for s in sorted(record.lost_updates)]
     # per process (sharded: its shards)
     peaks, states, grads = _gather(run.meter.peak_bytes()), _gather(record.opt_peak), _gather(record.grad_peak)
