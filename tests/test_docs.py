@@ -496,6 +496,24 @@ def cpu_claims_claims() -> list[str]:
             f"{match['full']}"]
 
 
+def cpu_budget_claims() -> list[str]:
+    train = rows("results/cpu-budget/tables/training.csv")
+    study = yaml.safe_load((ROOT / "config/cpu-budget.yaml").read_text())
+    loss = {e: rnd(one(train, experiment=e)["eval_loss"], 3)
+            for e in ("lisa-e-h-2l", "lora-r128", "full", "lisa-e-h-2l-cover")}
+    assert one(train, experiment="lisa-e-h-2l-cover")["blocks_never_trained"] in ("0", "0.0")
+    seeds = {r["seeds"] for r in train}
+    assert len(seeds) == 1
+    count = {"1": "one seed", "2": "2 seeds"}[seeds.pop()]
+    claims = yaml.safe_load((ROOT / "config/cpu-claims.yaml").read_text())
+    times = study["training"]["max_steps"] // claims["training"]["max_steps"]
+    assert times * claims["training"]["max_steps"] == study["training"]["max_steps"]
+    return [f"Quality with {times} times the budget", f"at {study['training']['max_steps']} steps",
+            f"LISA E+H+2L ends at a held-out loss of {loss['lisa-e-h-2l']} against LoRA r128's {loss['lora-r128']} "
+            f"and full fine-tuning's {loss['full']}",
+            f"at {loss['lisa-e-h-2l-cover']}", f"({count};"]
+
+
 def default_claims() -> list[str]:
     stages = (ROOT / "results/default/stage_times.md").read_text()
     wall = re.search(r"wall time of this `lisa-bench reproduce`: ([\d.]+) min", stages).group(1)
@@ -515,7 +533,7 @@ NOT_FROM_RESULTS = {
 def test_readme_numbers_come_from_committed_files():
     text = README.read_text()
     body = flat(text)
-    claims = gpu_h200_claims() + gpu_recipe_claims() + cpu_claims_claims() + default_claims()
+    claims = gpu_h200_claims() + gpu_recipe_claims() + cpu_claims_claims() + cpu_budget_claims() + default_claims()
     for claim in claims:
         assert claim in body, f"README.md does not say {claim!r} (recomputed from results/)"
     assert check_verdict_table(text) == 2
