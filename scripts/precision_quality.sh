@@ -7,6 +7,7 @@
 # Cut from the 100 steps x seeds 0 and 1 to STEPS steps x SEEDS to fit the time on 2 cores.
 #
 #   bash scripts/precision_quality.sh results/cpu-precision/quality     # quality.csv, quality.md
+#   (rows already in OUT/quality.csv stay unless rerun: a later sitting adds its rates or seeds to them)
 set -euo pipefail
 OUT=${1:?usage: scripts/precision_quality.sh OUT_DIR}
 STEPS=${STEPS:-50} SEEDS=${SEEDS:-0} RATES=${RATES:-authors tuned} EVAL_SIZE=${EVAL_SIZE:-100} QA_LIMIT=${QA_LIMIT:-50}
@@ -59,6 +60,11 @@ for m in sorted(Path(sys.argv[1]).glob("*/*/*/metrics.json")):
                  "train_seconds": metrics["train_seconds"]})
 table = pd.DataFrame(rows)
 out = Path(sys.argv[2])
+key = ["rates", "precision", "experiment", "seed"]
+if (out / "quality.csv").exists():  # rows of another sitting (runs/ need not survive it) stay unless rerun here
+    kept = pd.read_csv(out / "quality.csv")
+    kept = kept[~kept.set_index(key).index.isin(table.set_index(key).index)] if len(table) else kept
+    table = pd.concat([kept, table], ignore_index=True)
 table.to_csv(out / "quality.csv", index=False)
 text = []
 for rates, part in table.groupby("rates", sort=False):
