@@ -215,7 +215,7 @@ def learning_curves(points: pd.DataFrame, path: Path, machine: str) -> list[Path
     held = f" ({'/'.join(map(str, sizes))} held-out examples)" if sizes else ""
     axes[0].set_ylabel("held-out loss" + held)
     axes[0].set_xlabel("optimizer step")
-    axes[1].set_xlabel(f"training seconds, each job's own (held-out passes excluded; {machine})")
+    axes[1].set_xlabel(f"training seconds, each job's own\n(held-out passes excluded; {machine})")
     axes[0].legend(fontsize=7)
     return save(fig, path)
 
