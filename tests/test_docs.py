@@ -514,6 +514,28 @@ def cpu_budget_claims() -> list[str]:
             f"at {loss['lisa-e-h-2l-cover']}", f"({count};"]
 
 
+def cpu_ablations_claims() -> list[str]:
+    train = rows("results/cpu-ablations/tables/training.csv")
+    comp = rows("results/cpu-ablations/tables/comparisons.csv")
+    study = yaml.safe_load((ROOT / "config/cpu-ablations.yaml").read_text())
+    loss = {e: rnd(one(train, experiment=e)["eval_loss"], 3) for e in ("lisa-e-h-2l-k13", "lisa-e-h-2l-k122", "lisa-e-h-8l")}
+    em = one(comp, task_metric="synthetic_qa/exact_match", experiment="lisa-e-h-8l", baseline="lisa-e-h-2l-k13")
+    assert float(em["ci_low"]) > 0  # "question by question": the paired interval excludes zero
+    seeds = {r["seeds"] for r in train}
+    assert seeds == {str(len(study["seeds"]))}
+    def options(exp: str) -> dict:  # the experiment file's method options under the study's overrides
+        own = yaml.safe_load((ROOT / f"experiments/{exp}.yaml").read_text())["method_options"]
+        return {**own, **study["experiment_overrides"].get(exp, {}).get("method_options", {})}
+    k = [options(f"lisa-e-h-2l-k{n}") for n in (122, 25, 13)]
+    g = [options(e) for e in ("lisa-e-h-2l-k13", "lisa-e-h-4l", "lisa-e-h-8l")]
+    assert {o["gamma"] for o in k} == {2} and {o["interval"] for o in g} == {13}
+    return [f"for {study['training']['max_steps']} steps", f"{len(study['seeds'])} seeds",
+            f"switching every {k[0]['interval']}, {k[1]['interval']} or {k[2]['interval']} steps with 2 layers, and "
+            f"{g[0]['gamma']}, {g[1]['gamma']} or {g[2]['gamma']} layers every 13 steps",
+            f"held-out loss of {loss['lisa-e-h-2l-k13']} against {loss['lisa-e-h-2l-k122']} without switching",
+            f"8 layers at {loss['lisa-e-h-8l']}", f"exact match +{rnd(em['difference'], 3)} question by question"]
+
+
 def default_claims() -> list[str]:
     stages = (ROOT / "results/default/stage_times.md").read_text()
     wall = re.search(r"wall time of this `lisa-bench reproduce`: ([\d.]+) min", stages).group(1)
@@ -533,7 +555,7 @@ NOT_FROM_RESULTS = {
 def test_readme_numbers_come_from_committed_files():
     text = README.read_text()
     body = flat(text)
-    claims = gpu_h200_claims() + gpu_recipe_claims() + cpu_claims_claims() + cpu_budget_claims() + default_claims()
+    claims = gpu_h200_claims() + gpu_recipe_claims() + cpu_claims_claims() + cpu_budget_claims() + cpu_ablations_claims() + default_claims()
     for claim in claims:
         assert claim in body, f"README.md does not say {claim!r} (recomputed from results/)"
     assert check_verdict_table(text) == 2
