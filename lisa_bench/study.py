@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sys
 
-from .errors import BadInput, choices_error
+from .errors import BadInput, check_choice, choices_error
 from .memory.fit import check_fit, parse_bytes
 
 
@@ -104,6 +104,7 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
     listed = list(dict.fromkeys(config["experiments"] + memory.get("methods", [])))
     for key in [k for k in overrides if k not in listed]:
         raise choices_error("experiment", key, listed, where="config experiment_overrides")
+    _check_experiment_seeds(config)
     specs = parse_task_specs(config["lm_eval"]["tasks"], "config lm_eval.tasks")
     check_tasks([s.name for s in specs], where="config lm_eval.tasks")
     _check_figure_score(config, [s.name for s in specs])
@@ -123,6 +124,24 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
         if source not in ("offline", "upstream") and not (root / source / "question.jsonl").is_file():
             raise choices_error("question source", source, ["offline", "upstream"], where="config mt_bench.questions",
                                 more=", or a directory with question.jsonl and judge_prompts.jsonl")
+
+
+def experiment_seeds(config: dict, exp: str) -> list[int]:
+    """The seeds an experiment trains: its own `experiment_seeds` entry (a subset of the study's), else every seed."""
+    return list((config.get("experiment_seeds") or {}).get(exp) or config["seeds"])
+
+
+def _check_experiment_seeds(config: dict) -> None:
+    """`experiment_seeds: {experiment: [seeds]}` names experiments of the study and seeds of its `seeds`, so that a
+    study can run one seed of everything and a second of what its time allows."""
+    seeds = config["seeds"]
+    for exp, own in (config.get("experiment_seeds") or {}).items():
+        check_choice("experiment", exp, config["experiments"], where="config experiment_seeds")
+        if not isinstance(own, list) or not own:
+            raise BadInput(f"config experiment_seeds[{exp}]: {own!r} is not a non-empty list of seeds; valid choices: "
+                           f"a list of the study's seeds ({', '.join(map(str, seeds))})")
+        for seed in own:
+            check_choice("seed", seed, seeds, where=f"config experiment_seeds[{exp}]", more=" (the study's seeds)")
 
 
 def _check_dataset(name: str, root: Path) -> None:

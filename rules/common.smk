@@ -5,7 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from lisa_bench.study import check_study
+from lisa_bench.study import check_study, experiment_seeds
 
 check_study(config)
 
@@ -14,7 +14,6 @@ RUNS = f"runs/{NAME}"
 # The pipeline's tables and figures; the committed reference of a study lives in results/<name>/, apart,
 # so a fresh clone's run is never short-circuited by it (`lisa-bench publish` copies a finished study there).
 RESULTS = f"{RUNS}/results"
-SEEDS = config["seeds"]
 MODELS = config["models"]
 EXPERIMENTS = config["experiments"]
 STAGES = config.get("stages", ["train", "memory"])
@@ -77,9 +76,11 @@ def memory_experiment_files(wildcards=None):
 
 
 def trained_runs():
-    return expand(f"{RUNS}/train/{{model}}/{{exp}}/seed{{seed}}", model=MODELS, exp=EXPERIMENTS, seed=SEEDS)
+    return run_outputs("train")
 
 
-def run_outputs(stage, filename):
-    return expand(f"{RUNS}/{stage}/{{model}}/{{exp}}/seed{{seed}}/{filename}", model=MODELS, exp=EXPERIMENTS,
-                  seed=SEEDS)
+def run_outputs(stage, filename=None):
+    """One path per model, experiment and seed of it (`experiment_seeds` may give an experiment fewer seeds)."""
+    tail = f"/{filename}" if filename else ""
+    return [f"{RUNS}/{stage}/{model}/{exp}/seed{seed}{tail}"
+            for model in MODELS for exp in EXPERIMENTS for seed in experiment_seeds(config, exp)]

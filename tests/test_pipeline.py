@@ -4,6 +4,7 @@ fresh clone); the sweep: test_sweep.py."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -158,9 +159,28 @@ BAD_STUDIES = [
     ("dataset: data/missing.jsonl", "config dataset: file 'data/missing.jsonl' does not exist"),
     ("mt_bench: {questions: offlne, judge: 'hf:tiny-random-llama'}",
      "config mt_bench.questions: unknown question source 'offlne'; valid choices: offline, upstream, or a directory"),
+    ("experiment_seeds: {lora-r128: [0]}",
+     "config experiment_seeds: unknown experiment 'lora-r128'; valid choices: base, lisa-e-h-2l"),
+    ("experiment_seeds: {lisa-e-h-2l: [1]}",
+     "config experiment_seeds[lisa-e-h-2l]: unknown seed 1; valid choices: 0 (the study's seeds)"),
+    ("experiment_seeds: {lisa-e-h-2l: []}", "config experiment_seeds[lisa-e-h-2l]: [] is not a non-empty list of seeds"),
     ("experiments: [base, lisa-e-h-2l]\nexperiment_overrides: {lisa-e-h-2l: {method_options: {interval: often}}}",
      "config experiments[lisa-e-h-2l]: method 'lisa': option 'interval' must be an integer, got 'often'"),
 ]
+
+
+def test_experiment_seeds_give_an_experiment_fewer_seeds(workdir):
+    """`experiment_seeds` trains (and evaluates) only the seeds it lists for an experiment; the others train every
+    seed of the study."""
+    study = TINY.replace("seeds: [0]", "seeds: [0, 1]").replace("mt_bench:", "stages: [train]\nmt_bench:") + \
+        "experiment_seeds: {base: [1]}\n"
+    (workdir / "config" / "seeds.yaml").write_text(study)
+    proc = _snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/seeds.yaml")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trained = sorted(set(re.findall(r"runs/tiny/train/tiny-random-llama/([\w-]+/seed\d+)", proc.stdout)))
+    assert trained == ["base/seed1", "lisa-e-h-2l/seed0", "lisa-e-h-2l/seed1"], trained
+    evaluated = sorted(set(re.findall(r"runs/tiny/eval/tiny-random-llama/([\w-]+/seed\d+)", proc.stdout)))
+    assert evaluated == trained, evaluated
 
 
 def _edited(edit):
