@@ -552,8 +552,8 @@ def default_claims() -> list[str]:
 NOT_FROM_RESULTS = {
     "2024": "the paper's venue (NeurIPS 2024)",
     "2403.17919": "the paper's arXiv id",
-    "8": "`make test`'s time from a clean clone (8 min 6 s, at 2f6b2a4; measured by hand, docs/pipeline.md)",
-    "6": "the same measurement's seconds",
+    "7": "`make test`'s time from a clean clone (7 min 59 s, at f55ff12; measured by hand, docs/pipeline.md)",
+    "59": "the same measurement's seconds",
 }
 
 
@@ -656,3 +656,41 @@ def test_cpu_budget_tables_are_printed_from_the_files():
     assert len(printed) >= 10  # five experiments and their paired differences
     missing = [ln for ln in printed if ln not in text.split("\n")]
     assert not missing, missing
+
+
+def _markdown_table(lines: list[str]) -> list[dict]:
+    """The rows of a Markdown table (its header line first) as dicts by column name."""
+    head = [c.strip() for c in lines[0].strip().strip("|").split("|")]
+    return [dict(zip(head, (c.strip() for c in ln.strip().strip("|").split("|")))) for ln in lines[2:]]
+
+
+def test_cpu_ablations_tables_as_the_files_say():
+    """results/cpu-ablations/README.md's tables keep their own layout (K and gamma columns); every cell they
+    share with scripts/study_summary.py's output from the committed tables must read the same."""
+    text = (ROOT / "results/cpu-ablations/README.md").read_text().split("\n")
+    spec = importlib.util.spec_from_file_location("study_summary", ROOT / "scripts/study_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = io.StringIO()
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out):
+        assert module.main(["results/cpu-ablations", "--metric", "synthetic_qa/exact_match",
+                            "--metric", "synthetic_mc/acc"]) == 0
+    main, comp = [block.split("\n") for block in out.getvalue().strip().split("\n\n")]
+    want = {r["experiment"]: r for r in _markdown_table(main)}
+    start = text.index(next(ln for ln in text if ln.startswith("| experiment | K | gamma |")))
+    end = next(i for i in range(start, len(text)) if not text[i].startswith("|"))
+    readme = _markdown_table(text[start:end])
+    assert {r["experiment"] for r in readme} == set(want)
+    shared = ["optimizer state MiB", "peak RSS MiB", "train s", "exact match", "mc acc", "seeds"]
+    for row in readme:
+        w = want[row["experiment"]]
+        assert [row[c] for c in shared + ["held-out loss"]] == [w[c] for c in shared + ["final held-out loss"]], row
+    pairs = {(r["experiment - baseline"], r["metric"]): r["difference [95% CI]"] for r in _markdown_table(comp)}
+    start = text.index(next(ln for ln in text if ln.startswith("| experiment - lisa-e-h-2l-k13 |")))
+    end = next(i for i in range(start, len(text)) if not text[i].startswith("|"))
+    rows = _markdown_table(text[start:end])
+    assert len(rows) == 4
+    for row in rows:
+        exp = row["experiment - lisa-e-h-2l-k13"]
+        assert row["exact match [95% CI]"] == pairs[(f"{exp} - lisa-e-h-2l-k13", "synthetic_qa/exact_match")], row
+        assert row["mc acc [95% CI]"] == pairs[(f"{exp} - lisa-e-h-2l-k13", "synthetic_mc/acc")], row
