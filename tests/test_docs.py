@@ -639,6 +639,17 @@ def test_default_run_table_as_the_files_say():
         assert cells[1:] == want, (ln, want)
 
 
+def study_summary(argv: list[str]) -> io.StringIO:
+    """What scripts/study_summary.py prints for these arguments, run from the checkout's root."""
+    spec = importlib.util.spec_from_file_location("study_summary", ROOT / "scripts/study_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = io.StringIO()
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out):
+        assert module.main(argv) == 0
+    return out
+
+
 def test_cpu_budget_tables_are_printed_from_the_files():
     """results/cpu-budget/README.md's two tables are what scripts/study_summary.py prints from the committed
     tables (the command the README gives), row for row: no number in them was typed."""
@@ -646,12 +657,7 @@ def test_cpu_budget_tables_are_printed_from_the_files():
     command = re.search(r"python scripts/study_summary\.py (results/cpu-budget(?:[^\n]*\\\n)*[^\n]*)", text)
     assert command, "the README names the command its tables come from"
     words = shlex.split(command.group(1).replace("\\\n", " "), comments=True)
-    spec = importlib.util.spec_from_file_location("study_summary", ROOT / "scripts/study_summary.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = io.StringIO()
-    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out):
-        assert module.main(words) == 0
+    out = study_summary(words)
     printed = [ln for ln in out.getvalue().split("\n") if ln.startswith("| ") and not ln.startswith("| experiment")]
     assert len(printed) >= 10  # five experiments and their paired differences
     missing = [ln for ln in printed if ln not in text.split("\n")]
@@ -668,13 +674,7 @@ def test_cpu_ablations_tables_as_the_files_say():
     """results/cpu-ablations/README.md's tables keep their own layout (K and gamma columns); every cell they
     share with scripts/study_summary.py's output from the committed tables must read the same."""
     text = (ROOT / "results/cpu-ablations/README.md").read_text().split("\n")
-    spec = importlib.util.spec_from_file_location("study_summary", ROOT / "scripts/study_summary.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = io.StringIO()
-    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out):
-        assert module.main(["results/cpu-ablations", "--metric", "synthetic_qa/exact_match",
-                            "--metric", "synthetic_mc/acc"]) == 0
+    out = study_summary(["results/cpu-ablations", "--metric", "synthetic_qa/exact_match", "--metric", "synthetic_mc/acc"])
     main, comp = [block.split("\n") for block in out.getvalue().strip().split("\n\n")]
     want = {r["experiment"]: r for r in _markdown_table(main)}
     start = text.index(next(ln for ln in text if ln.startswith("| experiment | K | gamma |")))
