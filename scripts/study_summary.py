@@ -59,14 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     head += ["final held-out loss", "exact match", "mc acc", "blocks never trained"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for _, r in train.iterrows():
-        key = dict(model=r["model"], experiment=r["experiment"])
         score = lm[(lm["model"] == r["model"]) & (lm["experiment"] == r["experiment"])] if not lm.empty else lm
         s = score.iloc[0] if len(score) else None
         row = [r["experiment"], str(int(r["seeds"])), f"{r['optimizer_state_MiB']:.1f}", f"{r['peak_memory_MiB']:.0f}",
                f"{r['train_seconds']:.0f}"]
         if args.curve_step is not None:
-            c = curves[(curves["model"] == key["model"]) & (curves["experiment"] == key["experiment"])]
-            row.append(cell(c.iloc[0][column]) if len(c) else "")
+            point = curves[(curves["model"] == r["model"]) & (curves["experiment"] == r["experiment"])]
+            row.append(cell(point.iloc[0][column]) if len(point) else "")
         row.append(cell(r["eval_loss"], r.get("eval_loss_ci95")))
         for metric in (EM, MC):
             row.append(cell(s[metric], s.get(f"{metric} ci95")) if s is not None and metric in s else "")
