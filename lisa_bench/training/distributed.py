@@ -82,8 +82,18 @@ def load_sharded_weights(model, full_state: dict, device: torch.device) -> None:
     if torch.distributed.get_rank() != 0:
         model.to_empty(device=device)
     set_model_state_dict(model, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    for buffer in model.buffers():
-        torch.distributed.broadcast(buffer.data, src=0)
+    # The buffers take process 0's dtype and shape before its values: a model loaded in bf16 holds bf16 rotary
+    # frequencies, one built on the meta device fp32 ones, and a broadcast between the two filled half of the
+    # fp32 buffer's bytes and left the rest as to_empty's garbage (step 0's loss off by up to 5e-4 under bf16,
+    # and now and then NaN).
+    layout = [[(name, b.dtype, tuple(b.shape)) for name, b in model.named_buffers()]]
+    torch.distributed.broadcast_object_list(layout, src=0)
+    for name, dtype, shape in layout[0]:
+        owner, _, attr = name.rpartition(".")
+        module, buffer = model.get_submodule(owner), model.get_buffer(name)
+        if buffer.dtype != dtype or tuple(buffer.shape) != shape:
+            setattr(module, attr, torch.empty(shape, dtype=dtype, device=buffer.device))
+        torch.distributed.broadcast(model.get_buffer(name).data, src=0)
 
 
 def full_state_dict(model) -> dict:

@@ -127,10 +127,8 @@ def test_killed_run_resumes_to_the_same_result(launcher, precision, tmp_path):
     metrics = _train("lisa", out, 2, extra)
     assert metrics["resumed_from_step"] in (3, 6, 9)
     assert [r["step"] for r in _log(out)] == list(range(12))
-    # bf16 on the CPU is not bit-reproducible across two fresh 2-process runs (measured: step 0's loss 5.576027 and
-    # 5.576043 under pure bf16), so there the runs agree to bf16's precision; exactness of the masters on resume
-    # is tested on one process (tests/test_precision.py)
-    rel, atol = (1e-6, 1e-6) if precision == "fp32" else (1e-3, 2e-2)
+    # bf16-master included: the resumed run is the uninterrupted one (fp32 masters and moments come back exactly)
+    rel, atol = 1e-6, 1e-6
     assert [r["loss"] for r in _log(out)] == pytest.approx([r["loss"] for r in _log(tmp_path / "reference")], rel=rel)
     wa, wb = _weights(out, "lisa"), _weights(tmp_path / "reference", "lisa")
     assert max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wb) < atol
@@ -186,7 +184,11 @@ def test_fsdp2_under_the_recipes_that_keep_every_update(precision, tmp_path):  #
     single = _train("lisa", tmp_path / "single", 1, ["--batch-size", "8", *extra])
     a, b = _log(tmp_path / "fsdp"), _log(tmp_path / "single")
     assert [r["active_layers"] for r in a] == [r["active_layers"] for r in b]
-    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) < 2e-2  # bf16 sums in another order
+    # step 0 is the same weights on the same batch: equal to the sum's order (a rotary-frequency buffer of
+    # process 1's that was half garbage put it 1e-4 to 5e-4 off, and now and then NaN); after it the bf16
+    # gradients are summed in another order (measured: at most 6.8e-4 apart over the six steps)
+    assert abs(a[0]["loss"] - b[0]["loss"]) < 1e-5
+    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) < 5e-3
     assert a[-1]["loss"] < a[0]["loss"] - 0.1
     per_process = sharded["optimizer_state_bytes_per_process"]
     assert max(per_process) < 0.6 * single["optimizer_state_bytes_peak"] <= 0.6 * sum(per_process) + 1000
