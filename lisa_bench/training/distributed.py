@@ -82,10 +82,11 @@ def load_sharded_weights(model, full_state: dict, device: torch.device) -> None:
     if torch.distributed.get_rank() != 0:
         model.to_empty(device=device)
     set_model_state_dict(model, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    # The buffers take process 0's dtype and shape before its values: a model loaded in bf16 holds bf16 rotary
-    # frequencies, one built on the meta device fp32 ones, and a broadcast between the two filled half of the
-    # fp32 buffer's bytes and left the rest as to_empty's garbage (step 0's loss off by up to 5e-4 under bf16,
-    # and now and then NaN).
+    # The buffers take process 0's dtype and shape before its values. A loader may keep them in another dtype
+    # than the meta build does: the tiny test model, cast whole to bf16, holds bf16 rotary frequencies, its meta
+    # build fp32 ones (transformers' own loaders keep fp32 on both sides), and a broadcast between the two
+    # filled half of the fp32 buffer's bytes and left the rest as to_empty's garbage (step 0's loss off by up
+    # to 5e-4 under bf16, and in one CI run NaN).
     layout = [[(name, b.dtype, tuple(b.shape)) for name, b in model.named_buffers()]]
     torch.distributed.broadcast_object_list(layout, src=0)
     for name, dtype, shape in layout[0]:
