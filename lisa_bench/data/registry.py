@@ -7,7 +7,8 @@
   (``messages``: a list of {role, content} ending with an assistant turn).
 
 Every dataset has a fixed held-out ``validation`` split that is never trained on: synthetic-instruct's
-test split; for the others a seeded slice of 2% of the training records, at most 1000, the same for
+test split, one draw for every seed that no seed's training split holds, by question key (``synthetic.py``);
+for the others a seeded slice of 2% of the training records, at most 1000, the same for
 every run (its seed is fixed, not the run's), removed from ``train``.
 """
 
@@ -46,7 +47,7 @@ def _synthetic(split: str, seed: int, size: int | None) -> list[Conversation]:
     from .synthetic import generate
 
     train, test = generate(seed=seed)
-    records = train if split == "train" else test  # validation: the test split, disjoint from train
+    records = train if split == "train" else test  # validation: the held-out split, the same for every seed
     return [alpaca_to_messages(r) for r in records[:size]]
 
 

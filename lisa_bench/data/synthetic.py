@@ -23,12 +23,22 @@ generation is scored by string equality after stripping whitespace. ``choices`` 
 answer and three distractors of the same type, shuffled; ``label`` is the answer's index, so
 the same data can also be scored as 4-way multiple choice by log-likelihood.
 
-Generation is a pure function of ``seed`` (standard-library ``random.Random`` only). The
-splits are disjoint by question: every prompt carries a canonical key (family, operation,
-operands), and no key -- hence no (instruction, input) pair -- occurs twice across train and
-test together, so a rewording of a test question never appears in train. Both splits are
-drawn from one shuffled pool per family, so they follow the same distribution, and families
-are balanced in each split (counts differ by at most one).
+Generation is a pure function of the arguments (standard-library ``random.Random`` only).
+Every question carries a canonical key within its family (operation, operands, with operands
+whose order does not change the question sorted): equal keys mean the same question, however it
+is worded, and no key -- hence no (instruction, input) pair -- occurs twice in a split or in both.
+
+No leakage, by construction: the test (held-out) split is one fixed draw, the same for every
+seed -- the test part of seed ``HELDOUT_SEED``'s pool (below) -- and every seed's training
+split is its own pool with every held-out key removed. So the questions the lm-eval tasks
+score, and the validation conversations of the held-out loss, are identical for every seed
+and never in any seed's training split, not even reworded. (The held-out draw is seed 0's
+test split as it always was, so seed 0's data at the registry's sizes -- both splits -- is
+exactly what it was before this rule, as a test pins; seeds above 0 draw a different training
+split than they did.) Each split is drawn from one shuffled pool per family of
+``n_train + n_test`` questions, so both follow the generator's distribution, and families are
+balanced in each split (counts differ by at most one). The held-out split depends on the sizes
+only, never on ``seed``.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from typing import NamedTuple
 
 from ..errors import BadInput
 
-__all__ = ["FAMILIES", "generate"]
+__all__ = ["FAMILIES", "HELDOUT_SEED", "generate", "keyed_splits"]
 
 FAMILIES: tuple[str, ...] = (
     "arithmetic",
@@ -77,11 +87,15 @@ NAMES: tuple[str, ...] = (
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
+# The one seed whose pool the held-out (test) split is drawn from, for every seed: 0, so that seed 0's
+# data stayed what it was when the held-out split still followed the run's seed.
+HELDOUT_SEED = 0
+
 
 class Draft(NamedTuple):
     """One generated question before ids and choice order are assigned."""
 
-    key: tuple  # canonical (operation, operands): equal keys mean the same question
+    key: tuple  # canonical (operation, operands): equal keys mean the same question, however worded
     instruction: str
     input: str
     answer: str
@@ -149,7 +163,7 @@ def _arithmetic(rng: random.Random) -> Draft:
         a, b, c = rng.randint(1, 50), rng.randint(1, 50), rng.randint(1, 50)
         ans, extra = a + b + c, [a + b, b + c]
     text = rng.choice(_ARITH_TEMPLATES[op]).format(a=a, b=b, c=c) + rng.choice(_NUMBER_SUFFIXES)
-    key = (op, a, b, c)
+    key = (op, *sorted((a, b, c))) if op in ("add", "mul", "sum3") else (op, a, b, c)  # 37 + 58 is 58 + 37
     return Draft(key, text, "", str(ans), _near(ans, extra=extra))
 
 
@@ -254,7 +268,8 @@ def _list(rng: random.Random) -> Draft:
     uses_input = "{L}" not in template
     suffix = _LIST_SUFFIX if op.startswith("sort") else rng.choice(_NUMBER_SUFFIXES)
     text = template.format(L=_fmt_list(xs)) + suffix
-    return Draft((op, tuple(xs)), text, _fmt_list(xs) if uses_input else "", ans, cands)
+    # the same numbers in another order are the same question (same answer)
+    return Draft((op, tuple(asc)), text, _fmt_list(xs) if uses_input else "", ans, cands)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +352,7 @@ def _two_numbers(rng: random.Random) -> Draft:
     other = a + b - ans
     text = rng.choice(_TWO_NUMBER_TEMPLATES[op]).format(a=a, b=b) + rng.choice(_NUMBER_SUFFIXES)
     cands = [str(other), str(a + b), str(abs(a - b)), str(ans + 1), str(other - 1), str(ans + 10)]
-    return Draft((op, a, b), text, "", str(ans), cands)
+    return Draft((op, min(a, b), max(a, b)), text, "", str(ans), cands)  # "47 or 74" is "74 or 47"
 
 
 def _parity(rng: random.Random) -> Draft:
@@ -450,20 +465,46 @@ def _unique_drafts(family: str, rng: random.Random, need: int, seen_prompts: set
     return out
 
 
-def _interleave(groups: list[list[dict]]) -> list[dict]:
+def _interleave(groups: list[list]) -> list:
     """Round-robin over families so every prefix of a split stays balanced."""
-    out: list[dict] = []
+    out: list = []
     for i in range(max((len(g) for g in groups), default=0)):
         out.extend(g[i] for g in groups if i < len(g))
     return out
 
 
-def generate(seed: int = 0, n_train: int = 2000, n_test: int = 200) -> tuple[list[dict], list[dict]]:
-    """Return (train, test) records of synthetic-instruct, a pure function of the arguments.
+def _pool(family: str, seed: int, need: int, seen_prompts: set) -> list[tuple[tuple, dict]]:
+    """``need`` unique questions of ``family`` from seed ``seed``'s stream, as (key, record), shuffled."""
+    rng = random.Random(f"synthetic-instruct/{seed}/{family}")
+    drafts = _unique_drafts(family, rng, need, seen_prompts)
+    pool = []
+    for i, d in enumerate(drafts):
+        choices, label = _finish(rng, d.answer, d.distractors)
+        pool.append((d.key, {
+            "id": f"{family}-{i:06d}",
+            "family": family,
+            "instruction": d.instruction,
+            "input": d.input,
+            "output": d.answer,
+            "answer": d.answer,
+            "choices": choices,
+            "label": label,
+        }))
+    rng.shuffle(pool)  # a split is a random part of one pool: the same distribution
+    return pool
 
-    Families are balanced in each split (counts differ by at most one); no question occurs
-    twice across both splits. Raises ``BadInput`` for negative sizes and ``RuntimeError`` when a
-    family cannot supply enough unique questions for the requested sizes.
+
+def _prompt(record: dict) -> tuple[str, str]:
+    return record["instruction"], record["input"]
+
+
+def keyed_splits(seed: int = 0, n_train: int = 2000, n_test: int = 200
+                 ) -> tuple[list[tuple[tuple, dict]], list[tuple[tuple, dict]]]:
+    """``generate``'s (train, test) as (key, record) pairs: the generator's question key (unique within
+    a family) next to each record.
+
+    The test split is the test part of seed ``HELDOUT_SEED``'s pool whatever ``seed`` is; the training
+    split is seed ``seed``'s pool with every held-out key (and prompt) removed, cut to its quota.
     """
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -471,26 +512,32 @@ def generate(seed: int = 0, n_train: int = 2000, n_test: int = 200) -> tuple[lis
     k = len(FAMILIES)
     train_q = _quotas(n_train, k, from_end=False)
     test_q = _quotas(n_test, k, from_end=True)  # evens out family totals over the pool
-    seen_prompts: set[tuple[str, str]] = set()
-    train_groups: list[list[dict]] = []
-    test_groups: list[list[dict]] = []
+    held_seen: set[tuple[str, str]] = set()
+    held_pools = [_pool(family, HELDOUT_SEED, train_q[f] + test_q[f], held_seen) for f, family in enumerate(FAMILIES)]
+    test_groups = [pool[:test_q[f]] for f, pool in enumerate(held_pools)]
+    held_keys = {(r["family"], key) for group in test_groups for key, r in group}
+    held_prompts = {_prompt(r) for group in test_groups for _, r in group}
+    own_seen: set[tuple[str, str]] = set()
+    train_groups = []
     for f, family in enumerate(FAMILIES):
-        rng = random.Random(f"synthetic-instruct/{seed}/{family}")
-        drafts = _unique_drafts(family, rng, train_q[f] + test_q[f], seen_prompts)
-        records = []
-        for i, d in enumerate(drafts):
-            choices, label = _finish(rng, d.answer, d.distractors)
-            records.append({
-                "id": f"{family}-{i:06d}",
-                "family": family,
-                "instruction": d.instruction,
-                "input": d.input,
-                "output": d.answer,
-                "answer": d.answer,
-                "choices": choices,
-                "label": label,
-            })
-        rng.shuffle(records)  # the split is a random partition of one pool: same distribution
-        test_groups.append(records[:test_q[f]])
-        train_groups.append(records[test_q[f]:])
+        pool = held_pools[f] if seed == HELDOUT_SEED else _pool(family, seed, train_q[f] + test_q[f], own_seen)
+        kept = [(key, r) for key, r in pool if (family, key) not in held_keys and _prompt(r) not in held_prompts]
+        # the pool holds train_q + test_q distinct keys, of which at most test_q are held out
+        if len(kept) < train_q[f]:  # a generator bug (a prompt with two keys), not a user error
+            raise RuntimeError(f"synthetic-instruct: {family!r} pool of seed {seed} kept {len(kept)} questions "
+                               f"after removing the held-out ones, {train_q[f]} needed")
+        train_groups.append(kept[:train_q[f]])
     return _interleave(train_groups), _interleave(test_groups)
+
+
+def generate(seed: int = 0, n_train: int = 2000, n_test: int = 200) -> tuple[list[dict], list[dict]]:
+    """Return (train, test) records of synthetic-instruct, a pure function of the arguments.
+
+    Families are balanced in each split (counts differ by at most one); no question occurs
+    twice across both splits. The test split is the same for every seed, and no seed's training
+    split holds any of its questions, by key (see the module docstring). Raises ``BadInput`` for
+    negative sizes and ``RuntimeError`` when a family cannot supply enough unique questions for
+    the requested sizes.
+    """
+    train, test = keyed_splits(seed, n_train, n_test)
+    return [r for _, r in train], [r for _, r in test]

@@ -43,6 +43,24 @@ def test_synthetic_train_and_test_disjoint_conversations():
     assert not {c[0]["content"] for c in test} & {c[0]["content"] for c in train}
 
 
+def test_synthetic_held_out_is_one_set_for_every_seed_and_never_trained_on():
+    """What a run sees, through the loaders it uses: the held-out loss's validation conversations (the
+    loop asks with its own seed) and the questions the lm-eval tasks score (no seed) are one set, and no
+    seed's training conversations hold any of them."""
+    from lisa_bench.evaluation.tasks.synthetic_utils import load_synthetic_test
+
+    scored = load_synthetic_test()["test"]
+    scored_prompts = {r["prompt"] for r in scored}
+    assert len(scored_prompts) == len(scored) == 200
+    for seed in range(5):
+        validation = load_conversations("synthetic-instruct", "validation", seed=seed)
+        assert [c[0]["content"] for c in validation] == list(scored["prompt"]), f"seed {seed}"
+        assert [c[1]["content"] for c in validation] == list(scored["answer"]), f"seed {seed}"
+        train = load_conversations("synthetic-instruct", "train", seed=seed)
+        assert len(train) == 2000
+        assert not {c[0]["content"] for c in train} & scored_prompts, f"seed {seed} trains on a scored question"
+
+
 def test_local_alpaca_and_chat_files(tmp_path):
     alpaca = tmp_path / "a.json"
     alpaca.write_text(json.dumps([{"instruction": "Add", "input": "2 and 3", "output": "5"}]))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import collections
+import hashlib
+import json
 import re
 import sys
 import time
@@ -235,14 +237,25 @@ def test_same_seed_gives_identical_data():
     assert generate(0, 2000, 200) == generate(0, 2000, 200)
 
 
-def test_different_seeds_give_different_data():
+def test_different_seeds_give_different_training_data():
+    """Seeds vary the training split only: the held-out split is one draw for every seed (the
+    no-leakage rule, tested below), so it no longer differs between seeds as it did before."""
     a_train, a_test = generate(0, 600, 120)
     b_train, b_test = generate(1, 600, 120)
-    assert a_train != b_train and a_test != b_test
-    a_prompts = {_prompt(r) for r in a_train + a_test}
-    b_prompts = {_prompt(r) for r in b_train + b_test}
+    assert a_train != b_train
+    assert a_test == b_test
+    a_prompts = {_prompt(r) for r in a_train}
+    b_prompts = {_prompt(r) for r in b_train}
     # Some overlap is possible (small families), but most questions must differ.
     assert len(a_prompts & b_prompts) < 0.2 * len(a_prompts)
+
+
+def test_seed_0_data_is_what_it_was():
+    """The held-out split is seed 0's test split as it was before the no-leakage rule, and seed 0's
+    training split did not change either: the committed seed-0 results were trained and scored on
+    exactly this data (sha256 of the JSON of generate(0, 2000, 200), taken before the change)."""
+    digest = hashlib.sha256(json.dumps(generate(0, 2000, 200), sort_keys=True).encode()).hexdigest()
+    assert digest == "7c6604755a50761339cb37c6314c893bf81a28a1de7993d8528f29151e0dbc47"
 
 
 def test_generation_does_not_touch_global_random_state():
@@ -266,6 +279,66 @@ def test_train_and_test_disjoint_and_no_duplicates(default_split):
     assert len(set(train_prompts)) == len(train_prompts), "duplicate prompt inside train"
     assert len(set(test_prompts)) == len(test_prompts), "duplicate prompt inside test"
     assert not set(train_prompts) & set(test_prompts), "test prompt leaked into train"
+
+
+# The sizes every run uses (the registry's: studies train on a prefix of the steps' draws from all 2000)
+STUDY_SIZES = (2000, 200)
+LEAK_SEEDS = range(5)
+
+
+def _keys(pairs) -> set[tuple]:
+    return {(r["family"], key) for key, r in pairs}
+
+
+def test_no_seed_trains_on_a_held_out_question():
+    """No leakage, by construction: for seeds 0..4 at the studies' sizes, no training question is a
+    held-out (scored) one, neither verbatim nor reworded (the generator's key: operation and operands,
+    commutative operands sorted). Before the rule, seed 1's training split held 7 of them verbatim and
+    27 by key, seed 2's 3 and 21."""
+    _, held = synthetic.keyed_splits(0, *STUDY_SIZES)
+    held_keys, held_prompts = _keys(held), {_prompt(r) for _, r in held}
+    assert len(held_keys) == len(held_prompts) == STUDY_SIZES[1]
+    for seed in LEAK_SEEDS:
+        train, test = synthetic.keyed_splits(seed, *STUDY_SIZES)
+        assert test == held, f"seed {seed}: a different held-out split"
+        assert len(train) == STUDY_SIZES[0]
+        assert not _keys(train) & held_keys, f"seed {seed}: a held-out question's key in train"
+        assert not {_prompt(r) for _, r in train} & held_prompts, f"seed {seed}: a held-out prompt in train"
+
+
+@pytest.mark.parametrize("n_train,n_test", [(600, 120), (61, 11)])
+def test_held_out_split_is_the_same_for_every_seed_and_never_trained_on(n_train, n_test):
+    """The rule holds at any sizes: the held-out split depends on the sizes only, and each seed's
+    training split avoids it by key (these sizes draw different pools from the studies')."""
+    held = synthetic.keyed_splits(0, n_train, n_test)[1]
+    for seed in (1, 3, 42):
+        train, test = synthetic.keyed_splits(seed, n_train, n_test)
+        assert test == held
+        assert len(train) == n_train
+        assert not _keys(train) & _keys(held)
+
+
+@pytest.mark.parametrize("make,op", [(synthetic._arithmetic, "add"), (synthetic._arithmetic, "sum3"),
+                                     (synthetic._two_numbers, "larger"), (synthetic._two_numbers, "smaller")])
+def test_key_is_the_question_not_its_wording(make, op):
+    """Rewordings and reorderings of one question share its key (so neither can slip into train when the
+    question is held out): among many draws, one key came with two orders of the same operands and one
+    with two wordings; and no key came with two answers."""
+    import random
+
+    rng = random.Random(0)
+    orders, wordings, answers = (collections.defaultdict(set) for _ in range(3))
+    for _ in range(20000):
+        d = make(rng)
+        if d.key[0] != op:
+            continue
+        text = d.instruction + " " + d.input
+        orders[d.key].add(tuple(re.findall(r"\d+", text)))
+        wordings[d.key].add(re.sub(r"\d+", "_", text))
+        answers[d.key].add(d.answer)
+    assert any(len(v) > 1 for v in orders.values()), "no reordered question was drawn"
+    assert any(len(v) > 1 for v in wordings.values()), "no reworded question was drawn"
+    assert all(len(v) == 1 for v in answers.values())
 
 
 @pytest.mark.parametrize("n_train,n_test", [(2000, 200), (100, 20), (61, 11), (5, 3)])
