@@ -6,7 +6,9 @@
 #   -> weight-norm analysis -> memory table -> tables and figures (runs/<name>/results/) -> report
 # `lisa-bench reproduce` runs this and compares the study with its committed reference, results/<name>/.
 
-from snakemake.utils import validate
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
 
 if not config:  # no --configfile given: the embedded default (another study is never merged over it)
     configfile: "config/default.yaml"
@@ -18,6 +20,15 @@ include: "rules/sweep.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/analyze.smk"
+
+
+# cheap jobs that read many files, and the one that needs the internet: on a cluster they run where
+# Snakemake runs, not in a partition's queue
+localrules:
+    all,
+    fetch_model,
+    sweep_best,
+    tables_and_figures,
 
 
 rule all:

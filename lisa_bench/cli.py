@@ -119,7 +119,8 @@ def _cmd_train(args) -> int:
     cfg = build_config(experiment, {k: getattr(args, k) for k in TRAIN_FIELDS}, option_overrides, layers=layers)
     from .training import train
 
-    metrics = train(cfg, args.output_dir, progress=not args.no_progress)
+    metrics = train(cfg, args.output_dir, progress=not args.no_progress,
+                    experiment=experiment.stem if experiment else None)
     keys = ("method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss", "tokens_per_second",
             "optimizer_state_bytes_peak", "peak_memory_bytes", "memory_kind")
     if os.environ.get("RANK", "0") == "0":  # one summary line under torchrun / accelerate launch

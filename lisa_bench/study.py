@@ -53,8 +53,11 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
     from .evaluation.lm_eval_runner import check_tasks, parse_task_specs
     from .memory.bench import MemoryCell
 
+    from .runs import model_dirs
+
     for model in config["models"]:
         _check_model(model, "models")
+    model_dirs(config["models"])  # each model names one safe run directory
     root = Path(experiments_dir).parent  # the project directory, where the jobs run
     _check_dataset(config["dataset"], root)
     for base in (config.get("comparisons") or {}).get("baselines", []):

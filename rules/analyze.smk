@@ -72,12 +72,18 @@ def table_outputs():
     return tables + figures
 
 
+def report_runs(wildcards, input):
+    """Every run the report reads, as directories: this job's inputs, so no directory is searched for more."""
+    dirs = [*input.train, *(Path(p).parent for p in input.eval), *(Path(p).parent.parent for p in input.mt_bench)]
+    return " ".join(shlex.quote(str(d)) for d in dirs)
+
+
 rule tables_and_figures:
     input:
-        trained_runs(),
-        run_outputs("eval", "scores.json"),
-        run_outputs("mt_bench", "judge/mt_bench.json") if MT else [],
-        [run for model in MODELS for exp in GRID for run in grid_runs(model, exp)],
+        train=trained_runs(),
+        eval=run_outputs("eval", "scores.json"),
+        mt_bench=run_outputs("mt_bench", "judge/mt_bench.json") if MT else [],
+        sweep=[run for model in MODEL_DIRS for exp in GRID for run in grid_runs(model, exp)],
     output:
         table_outputs(),
     log:
@@ -85,9 +91,12 @@ rule tables_and_figures:
     benchmark:
         f"{RUNS}/benchmarks/tables_and_figures.tsv"
     params:
-        baselines=",".join((config.get("comparisons") or {}).get("baselines", ["lora-r128", "full"])),
+        runs=report_runs,
+        sweep=lambda wc, input: " ".join(["--sweep-runs", *map(shlex.quote, input.sweep)]),
+        baselines=",".join((config.get("comparisons") or {}).get("baselines")
+                           or [b for b in ("lora-r128", "full") if b in EXPERIMENTS]),
         bootstrap=(config.get("comparisons") or {}).get("bootstrap", 2000),
         score=f"--score {(config.get('figures') or {})['score']}" if (config.get("figures") or {}).get("score") else "",
     shell:
-        "{LISA_BENCH} report --runs-dir {RUNS} --output-dir {RESULTS} --name {NAME} --baselines {params.baselines} "
-        "--bootstrap {params.bootstrap} {params.score} > {log} 2>&1"
+        "{LISA_BENCH} report --runs {params.runs} {params.sweep} --output-dir {RESULTS} --name {NAME} "
+        "--baselines={params.baselines} --bootstrap {params.bootstrap} {params.score} > {log} 2>&1"

@@ -1,13 +1,18 @@
 # Shared by every rule file: the study's names, resources and input functions.
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
 
+from lisa_bench.runs import model_dirs
 from lisa_bench.study import check_study, experiment_seeds
 
-check_study(config)
+# The study check builds each experiment's method on each model (seconds): once per invocation, in the process
+# that plans the jobs, not again in every cluster job's parse of this file (those run `--mode remote`).
+if workflow.is_main_process:
+    check_study(config)
 
 NAME = config["name"]
 RUNS = f"runs/{NAME}"
@@ -15,6 +20,10 @@ RUNS = f"runs/{NAME}"
 # so a fresh clone's run is never short-circuited by it (`lisa-bench publish` copies a finished study there).
 RESULTS = f"{RUNS}/results"
 MODELS = config["models"]
+# a run's directory names its model by lisa_bench.runs.model_dir_name (hub id org/name -> org--name, a local path
+# -> its last component and a hash); the rules pass the model's own name (MODEL_NAME) to the jobs
+MODEL_NAME = model_dirs(MODELS)
+MODEL_DIRS = list(MODEL_NAME)
 EXPERIMENTS = config["experiments"]
 STAGES = config.get("stages", ["train", "memory"])
 MEMORY = config.get("memory", {})
@@ -37,6 +46,22 @@ LAUNCH = {  # torchrun starts one process per GPU; fsdp adds --set sharding=fsdp
 # Training and the memory table time themselves, so each has every core to itself; evaluation jobs take half
 # the cores, so that two run side by side (a job spends seconds importing on one core before it computes).
 EVAL_THREADS = max(1, (workflow.cores or 2) // 2)
+
+
+def _one_of(names):
+    return "|".join(re.escape(str(n)) for n in names)
+
+
+wildcard_constraints:
+    model=_one_of(MODEL_DIRS),
+    exp=_one_of(EXPERIMENTS),
+    seed=r"\d+",
+    lr=r"[0-9.eE+-]+",
+
+
+def model_name(wildcards):
+    """The model of a run directory, as the study names it (quoted for the shell)."""
+    return shlex.quote(MODEL_NAME[wildcards.model])
 
 
 def res(rule, key, default):
@@ -83,4 +108,4 @@ def run_outputs(stage, filename=None):
     """One path per model, experiment and seed of it (`experiment_seeds` may give an experiment fewer seeds)."""
     tail = f"/{filename}" if filename else ""
     return [f"{RUNS}/{stage}/{model}/{exp}/seed{seed}{tail}"
-            for model in MODELS for exp in EXPERIMENTS for seed in experiment_seeds(config, exp)]
+            for model in MODEL_DIRS for exp in EXPERIMENTS for seed in experiment_seeds(config, exp)]

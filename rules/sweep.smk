@@ -36,6 +36,7 @@ rule sweep_train:
         mem_mb=res("train", "mem_mb", 16000),
         runtime=res("train", "runtime", 120),
     params:
+        model=model_name,
         launch=LAUNCH,
         device=config["device"],
         dataset=config["dataset"],
@@ -43,7 +44,7 @@ rule sweep_train:
         steps=SWEEP.get("steps", 50),
         eval_size=f"--set eval_size={SWEEP['eval_size']}" if SWEEP.get("eval_size") else "",
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} train --experiment {input.experiment} --model {wildcards.model} "
+        "OMP_NUM_THREADS={threads} {params.launch} train --experiment {input.experiment} --model {params.model} "
         "--dataset {params.dataset} --seed {wildcards.seed} --device {params.device} {params.settings} "
         "--set lr={wildcards.lr} --set max_steps={params.steps} {params.eval_size} --output-dir {output} --no-progress > {log} 2>&1"
 

@@ -10,8 +10,10 @@ rule fetch_model:
     resources:
         mem_mb=res("fetch_model", "mem_mb", 4000),
         runtime=res("fetch_model", "runtime", 30),
+    params:
+        model=model_name,
     shell:
-        "{LISA_BENCH} fetch --model {wildcards.model} --marker {output} > {log} 2>&1"
+        "{LISA_BENCH} fetch --model {params.model} --marker {output} > {log} 2>&1"
 
 
 rule train:
@@ -32,12 +34,13 @@ rule train:
         mem_mb=res("train", "mem_mb", 16000),
         runtime=res("train", "runtime", 120),
     params:
+        model=model_name,
         launch=LAUNCH,
         device=config["device"],
         dataset=config["dataset"],
         settings=training_flags,
         best=lambda wc, input: f"--settings-file {input.best}" if input.best else "",
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} train --experiment {input.experiment} --model {wildcards.model} "
+        "OMP_NUM_THREADS={threads} {params.launch} train --experiment {input.experiment} --model {params.model} "
         "--dataset {params.dataset} --seed {wildcards.seed} --device {params.device} {params.settings} "
         "{params.best} --output-dir {output} --no-progress > {log} 2>&1"

@@ -40,3 +40,24 @@ lm_eval: {tasks: [synthetic_mc], limit: 4}
 mt_bench: {questions: offline, max_new_tokens: 4, limit: 2, judge: "hf:tiny-random-llama", expected_rating: true}
 memory: {models: [tiny-random-llama], methods: [lisa-e-h-2l], seq_len: 64, steps: 1}
 """
+
+
+def hub_cache(hf_home, repo_id: str, seed: int = 0):
+    """The tiny random Llama as the hub cache holds a downloaded model (``HF_HOME/hub/models--org--name``, a
+    snapshot and ``refs/main``), so that ``repo_id`` loads offline the way a user's cached hub model does."""
+    repo = Path(hf_home) / "hub" / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    save_tiny(repo / "snapshots" / commit, seed)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return repo
+
+
+def save_tiny(directory, seed: int = 0):
+    """The tiny random Llama and its tokenizer saved as a local model directory."""
+    from lisa_bench.models.tiny import tiny_llama
+
+    model, tokenizer = tiny_llama(seed=seed)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)

@@ -153,6 +153,7 @@ def run_eval(run: str | None, model: str | None, specs: list[TaskSpec], output_d
     from lm_eval import simple_evaluate
 
     from ..provenance import provenance
+    from ..runs import copy_identity
     from .engines import check_engine
 
     check_engine(engine, device)
@@ -196,6 +197,7 @@ def run_eval(run: str | None, model: str | None, specs: list[TaskSpec], output_d
     atomic.write_json(out / "scores.json", scores)
     # each question's score, for comparisons paired over the same questions
     atomic.write_text(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in samples))
+    copy_identity(run, out)  # the evaluated run's model, experiment and seed, for the report
     return scores
 
 

@@ -6,26 +6,42 @@ from __future__ import annotations
 
 
 def add_report_parser(sub) -> None:
-    p = sub.add_parser("report", help="tables and figures of a pipeline run tree",
-                       description="Collects RUNS/{train,eval,mt_bench} into OUT/tables/*.{csv,md,tex} and "
+    p = sub.add_parser("report", help="tables and figures of any runs: a study's, or lisa-bench train's",
+                       description="Finds every run under the given directories (at any depth, by the run.json and "
+                                   "metrics.json each run writes) and writes OUT/tables/*.{csv,md,tex} and "
                                    "OUT/figures/*.{png,pdf}.")
-    p.add_argument("--runs-dir", required=True)
+    p.add_argument("--runs", nargs="+", metavar="DIR",
+                   help="run directories (lisa-bench train, eval or mt-bench answer outputs), or directories "
+                        "holding runs at any depth")
+    p.add_argument("--runs-dir", help="one directory holding runs (the same as --runs DIR)")
+    p.add_argument("--sweep-runs", nargs="*", metavar="DIR",
+                   help="a learning-rate sweep's grid runs (default: a sweep/ directory inside each --runs DIR)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--name", default="study")
-    p.add_argument("--baselines", default="lora-r128,full",
-                   help="experiments the paired comparisons are against (default: lora-r128,full)")
+    p.add_argument("--baselines", default=None,
+                   help="experiments the paired comparisons are against, comma-separated (default: those of "
+                        "lora-r128,full that have runs)")
     p.add_argument("--bootstrap", type=int, default=2000, help="resamples of the comparisons' intervals")
     p.add_argument("--score", default=None,
                    help="what figures/score_vs_memory plots: eval_loss (the final held-out loss), mt_bench (its "
                         "overall score) or an lm-eval task/metric such as synthetic_qa/exact_match (default: "
                         "mt_bench where the study has it, else eval_loss)")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args) -> int:
-    from .report import collect
+    from ..errors import BadInput
+    from .report import collect, summary
 
-    collect(args.runs_dir, args.output_dir, args.name, tuple(args.baselines.split(",")), args.bootstrap, args.score)
+    sources = (args.runs or []) + ([args.runs_dir] if args.runs_dir else [])
+    if not sources:
+        raise BadInput("report: no runs given; give --runs DIR [DIR ...] (run directories, or directories holding "
+                       "runs) or --runs-dir DIR")
+    baselines = tuple(b for b in args.baselines.split(",") if b) if args.baselines is not None else None
+    tables = collect(sources, args.output_dir, args.name, baselines, args.bootstrap, args.score, args.sweep_runs)
+    if not args.quiet:
+        print(summary(tables, args.output_dir))
     return 0
 
 

@@ -1,7 +1,8 @@
 """``lisa-bench report``: a study's outputs as tables (CSV, Markdown, LaTeX) and figures (PNG, PDF).
 
-Reads the pipeline's run tree: ``RUNS/train/<model>/<experiment>/seed<k>/`` (metrics.json,
-train_log.jsonl), ``RUNS/eval/...`` (scores.json), ``RUNS/mt_bench/.../judge/mt_bench.json``.
+Reads runs wherever they are: each training run (metrics.json, train_log.jsonl), evaluation (scores.json) and
+MT-Bench judgment (judge/mt_bench.json) is found by the identity it records (lisa_bench/runs.py), at any depth
+under the directories it is given.
 Methods are rows, as in the paper; numbers are means over seeds with the standard deviation.
 """
 
@@ -13,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from .. import atomic
-from ..errors import choices_error
+from ..errors import BadInput, choices_error
 from . import figures
 from .tables import (comparisons_table, curves_table, equal_seconds_table, lm_eval_table, mean_std, mt_bench_table,
                      runs, samples_table, training_table, write_table)
 
 
-def _write_provenance(root: Path, out: Path, name: str) -> None:
+def _write_provenance(sources: list[Path], out: Path, name: str) -> None:
     """The provenance of every run behind the tables: versions, git commit, config, seed, device."""
     import torch
 
@@ -27,15 +28,15 @@ def _write_provenance(root: Path, out: Path, name: str) -> None:
 
     found = {}
     for stage, filename in (("train", "metrics.json"), ("eval", "lm_eval.json"), ("mt_bench", "judge/mt_bench.json")):
-        for model, exp, seed, path in runs(root, stage, filename):
+        for model, exp, seed, path in runs(sources, filename):
             found[f"{stage}/{model}/{exp}/seed{seed}"] = json.loads(path.read_text()).get("provenance")
-    report = provenance({"study": name, "runs_dir": str(root)}, torch.device("cpu"))
+    report = provenance({"study": name, "runs": [str(s) for s in sources]}, torch.device("cpu"))
     atomic.write_json(out / "provenance.json", {"report": report, "runs": found})
 
 
-def _machine(root: Path) -> str:
+def _machine(sources: list[Path]) -> str:
     """The machine the study's jobs trained on, as the runs' provenance records it (for the seconds axis)."""
-    for *_, path in runs(root, "train", "metrics.json"):
+    for *_, path in runs(sources, "metrics.json"):
         device = (json.loads(path.read_text()).get("provenance") or {}).get("device") or {}
         if device:
             cores = f", {device['cpu_count']} CPU cores" if device.get("cpu_count") else ""
@@ -53,13 +54,43 @@ def _score_columns(ev: pd.DataFrame, mt: pd.DataFrame) -> dict[str, str]:
     return columns
 
 
-def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tuple[str, ...] = ("lora-r128", "full"),
-            resamples: int = 2000, score: str | None = None) -> dict[str, pd.DataFrame]:
-    """``score``: what the quality-against-memory figure plots (eval_loss, mt_bench or a task/metric of the
-    study's lm-eval scores); default MT-Bench's overall score where the study has one, else the held-out loss."""
-    root, out = Path(runs_dir), Path(out_dir)
-    tables = {}
+DEFAULT_BASELINES = ("lora-r128", "full")
+
+
+def _check_sources(root: list[Path]) -> None:
+    for source in root:
+        if not source.exists():
+            raise BadInput(f"report: runs directory {str(source)!r} does not exist; valid: a run directory or a "
+                           f"directory holding runs (lisa-bench train --output-dir, a study's runs/<name>)")
+
+
+def _baselines(baselines: tuple[str, ...] | None, experiments: set[str]) -> list[str]:
+    """The comparisons' baselines: those asked for, each of which must have runs; by default those of
+    DEFAULT_BASELINES that have runs."""
+    if baselines is None:
+        return [b for b in DEFAULT_BASELINES if b in experiments]
+    for base in baselines:
+        if base not in experiments:
+            raise choices_error("baseline", base, sorted(experiments), where="report --baselines",
+                                more=" (the experiments that have runs)")
+    return list(baselines)
+
+
+def collect(sources: str | Path | list, out_dir: str | Path, name: str, baselines: tuple[str, ...] | None = None,
+            resamples: int = 2000, score: str | None = None, sweep: list | None = None) -> dict[str, pd.DataFrame]:
+    """``sources``: run directories or directories holding runs; ``sweep``: a sweep's grid runs (default: a
+    sweep/ directory inside each source). ``score``: what the quality-against-memory figure plots (eval_loss,
+    mt_bench or a task/metric of the study's lm-eval scores); default MT-Bench's overall score where the study
+    has one, else the held-out loss. No runs, an unknown baseline or score: BadInput before anything is written."""
+    root = [Path(s) for s in ([sources] if isinstance(sources, (str, Path)) else sources)]
+    _check_sources(root)
+    out, tables = Path(out_dir), {}
     train, ev, mt = training_table(root), lm_eval_table(root), mt_bench_table(root)
+    if not (len(train) or len(ev) or len(mt)):
+        raise BadInput(f"report: no runs found under {', '.join(repr(str(s)) for s in root)}: a run is a directory "
+                       f"with metrics.json (lisa-bench train), scores.json (lisa-bench eval) or judge/mt_bench.json")
+    experiments = set().union(*(set(t["experiment"]) for t in (train, ev, mt) if len(t)))
+    baselines = _baselines(baselines, experiments)
     scores = _score_columns(ev, mt)
     if score is not None and score not in scores:  # before anything is written
         raise choices_error("figure score", score, list(scores), where="report",
@@ -75,7 +106,7 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tup
         write_table(t, out / "tables" / "training",
                     f"Training ({name}): memory, speed, final training loss and held-out loss per method")
         tables["training"] = t
-        logs = list(runs(root, "train", "train_log.jsonl"))
+        logs = list(runs(root, "train_log.jsonl"))
         figures.loss_curves(logs, out / "figures" / "loss_curves")
         figures.memory_over_steps([p.parent for *_, p in logs], out / "figures" / "memory_over_steps")
         figures.blocks_heatmap(logs, out / "figures" / "lisa_layers")
@@ -109,13 +140,13 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tup
         write_table(t, out / "tables" / "lm_eval", f"lm-evaluation-harness ({name}): mean over seeds, with the "
                                                    f"half-width of its 95% interval where there are several")
         tables["lm_eval"] = t
-    comparisons = comparisons_table(samples_table(root), list(baselines), resamples)
+    comparisons = comparisons_table(samples_table(root), baselines, resamples)
     write_table(comparisons.set_index(["model", "task_metric", "experiment", "baseline"]),
                 out / "tables" / "comparisons",
                 f"Paired comparisons ({name}): score minus the baseline's on the same questions (each averaged over "
                 f"seeds), with a 95% bootstrap interval over questions ({resamples} resamples)")
     tables["comparisons"] = comparisons
-    grid = sweep_grid(root)
+    grid = sweep_grid([Path(s) for s in sweep] if sweep is not None else [s / "sweep" for s in root])
     if len(grid):
         write_table(grid.set_index(["model", "experiment", "lr"]), out / "sweep" / "grid",
                     f"Learning-rate sweep ({name}): held-out loss of each grid point, mean over the sweep's seeds")
@@ -126,7 +157,7 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tup
         t = mean_std(mt, ["model", "experiment"], values)
         write_table(t, out / "tables" / "mt_bench", f"MT-Bench ({name}; judge {mt['judge'].iloc[0]})")
         tables["mt_bench"] = t
-        cats = t[[c for c in t.columns if c.startswith("cat_") and not c.endswith("_std")]]
+        cats = t[[c for c in t.columns if c.startswith("cat_") and not c.endswith(("_std", "_ci95"))]]
         figures.mt_bench_categories(cats.rename(columns=lambda c: c[4:]), out / "figures" / "mt_bench_categories")
     if "training" in tables:
         column, pareto = scores[score], tables["training"].reset_index()
@@ -144,10 +175,24 @@ def collect(runs_dir: str | Path, out_dir: str | Path, name: str, baselines: tup
     return tables
 
 
-def sweep_grid(root: Path) -> pd.DataFrame:
+def summary(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> str:
+    """What a report wrote, and its headline: each experiment's memory and held-out loss (mean over seeds)."""
+    out = Path(out_dir)
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.suffix in (".csv", ".png"))
+    lines = [f"report: wrote {len(written)} tables and figures (CSV, PNG; Markdown, LaTeX and PDF beside them) "
+             f"under {out}/: {', '.join(written)}"]
+    if "training" in tables:
+        head = tables["training"].reset_index()
+        cols = [c for c in ("model", "experiment", "optimizer_state_MiB", "peak_memory_MiB", "eval_loss", "seeds")
+                if c in head and head[c].notna().any()]
+        lines += ["", head[cols].to_markdown(index=False, floatfmt=".4g")]
+    return "\n".join(lines)
+
+
+def sweep_grid(sources: list[Path]) -> pd.DataFrame:
     from .sweep import grid_table
 
-    grid = grid_table(root)
+    grid = grid_table(sources)
     if grid.empty:
         return grid
     out = mean_std(grid, ["model", "experiment", "lr"], ["eval_loss"]).reset_index()

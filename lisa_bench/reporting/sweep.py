@@ -16,13 +16,19 @@ from .. import atomic
 from ..errors import BadInput
 
 
-def grid_table(root: Path) -> pd.DataFrame:
-    """One row per grid run under ``root/sweep/<model>/<experiment>/lr<rate>/seed<k>/``."""
+def grid_table(sources: list[Path]) -> pd.DataFrame:
+    """One row per grid run under ``sources`` (grid run directories, or directories holding them at any depth)."""
+    from ..runs import read_identity
+
     rows = []
-    for path in sorted(Path(root, "sweep").glob("*/*/lr*/seed*/metrics.json")):
+    for path in sorted({p for s in map(Path, sources) for p in s.rglob("metrics.json")}):
         m = json.loads(path.read_text())
-        seed_dir = path.parent
-        rows.append({"model": seed_dir.parents[2].name, "experiment": seed_dir.parents[1].name,
+        identity = read_identity(path.parent)
+        if (path.parent / "run.json").is_file():
+            model, exp = identity["model"], identity["experiment"]
+        else:  # written before run.json: .../<model>/<experiment>/lr<rate>/seed<k>/
+            model, exp = path.parents[3].name, path.parents[2].name
+        rows.append({"model": model, "experiment": exp,
                      "lr": float(m["provenance"]["config"]["lr"]), "seed": m["seed"], "steps": m["steps"],
                      "eval_loss": m["eval_loss"], "train_loss_last": m["train_loss_last"]})
     return pd.DataFrame(rows)

@@ -11,12 +11,12 @@ import pandas as pd
 from .. import atomic
 
 
-def runs(root: Path, stage: str, filename: str):
-    """(model, experiment, seed, path) of every ``root/stage/<model>/<experiment>/seed<k>/filename``."""
-    depth = len(Path(filename).parts)
-    for path in sorted((root / stage).glob(f"*/*/seed*/{filename}")):
-        seed_dir = path.parents[depth - 1]
-        yield seed_dir.parent.parent.name, seed_dir.parent.name, int(seed_dir.name[4:]), path
+def runs(sources: list[Path], filename: str):
+    """(model, experiment, seed, path) of every run's ``filename`` under ``sources`` (run directories, or
+    directories holding runs at any depth), by the identity each run records (lisa_bench/runs.py)."""
+    from ..runs import find_runs
+
+    return find_runs(sources, filename)
 
 
 def write_table(df: pd.DataFrame, path: Path, caption: str) -> None:
@@ -47,10 +47,10 @@ def mean_std(df: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFra
     return out
 
 
-def samples_table(root: Path) -> pd.DataFrame:
+def samples_table(sources: list[Path]) -> pd.DataFrame:
     """Each question's score of every run (exact match and accuracy), from the runs' samples.jsonl."""
     frames = []
-    for model, exp, seed, path in runs(root, "eval", "samples.jsonl"):
+    for model, exp, seed, path in runs(sources, "samples.jsonl"):
         rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
         if rows:
             frame = pd.DataFrame(rows)
@@ -110,9 +110,9 @@ def blocks_never_trained(log_path: Path, blocks: int) -> int | None:
     return blocks - len(trained) if logged else None
 
 
-def training_table(root: Path) -> pd.DataFrame:
+def training_table(sources: list[Path]) -> pd.DataFrame:
     rows = []
-    for model, exp, seed, path in runs(root, "train", "metrics.json"):
+    for model, exp, seed, path in runs(sources, "metrics.json"):
         m = json.loads(path.read_text())
         never = blocks_never_trained(path.parent / "train_log.jsonl", m.get("decoder_blocks", 0))
         rows.append({"model": model, "experiment": exp, "method": m["method"], "seed": seed,
@@ -149,12 +149,12 @@ def equal_seconds_table(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def curves_table(root: Path) -> pd.DataFrame:
+def curves_table(sources: list[Path]) -> pd.DataFrame:
     """Every held-out-loss point of every run's learning curve (a study's ``training.eval_every``): the optimizer
     steps done, the training seconds to that point (the job's own step times, held-out passes excluded) and the
     loss on the curve's held-out conversations."""
     rows = []
-    for model, exp, seed, path in runs(root, "train", "train_log.jsonl"):
+    for model, exp, seed, path in runs(sources, "train_log.jsonl"):
         log = pd.read_json(path, lines=True)
         if not len(log) or "eval_loss" not in log:
             continue
@@ -166,9 +166,9 @@ def curves_table(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "experiment", "seed", "step", "seconds", "eval_loss", "eval_examples"])
 
 
-def lm_eval_table(root: Path) -> pd.DataFrame:
+def lm_eval_table(sources: list[Path]) -> pd.DataFrame:
     rows = []
-    for model, exp, seed, path in runs(root, "eval", "scores.json"):
+    for model, exp, seed, path in runs(sources, "scores.json"):
         for s in json.loads(path.read_text()):
             shots = s.get("num_fewshot")
             setting = f"{shots}-shot" if shots is not None else "default shots"
@@ -178,9 +178,9 @@ def lm_eval_table(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def mt_bench_table(root: Path) -> pd.DataFrame:
+def mt_bench_table(sources: list[Path]) -> pd.DataFrame:
     rows = []
-    for model, exp, seed, path in runs(root, "mt_bench", "judge/mt_bench.json"):
+    for model, exp, seed, path in runs(sources, "judge/mt_bench.json"):
         r = json.loads(path.read_text())
         row = {"model": model, "experiment": exp, "seed": seed, "overall": r["overall"],
                "failure_rate": r["failure_rate"], "judge": r["judge"]}

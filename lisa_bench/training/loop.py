@@ -34,6 +34,7 @@ from ..methods import OptimConfig
 from ..models import load_model
 from ..precision import Precision, prepare_optimizer, resolve_precision
 from ..provenance import provenance
+from ..runs import write_identity
 from .checkpoint import Checkpoint
 from .distributed import (DEEPSPEED_REFUSED, check_fsdp, full_state_dict, load_sharded_weights, replicas_in_sync,
                           shard_model, sync_gradients)
@@ -297,7 +298,8 @@ def _gather(value) -> list:
     return out
 
 
-def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True, experiment: str | None = None) -> dict:
+    """``experiment``: the name the run is reported under (run.json; default the method's name)."""
     run = setup(cfg)
     method, model, optimizer, steps = run.method, run.raw_model, run.optimizer, run.steps
     is_main = run.accelerator.is_main_process
@@ -389,6 +391,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True) -> di
         del whole
         metrics = _metrics(run, record, start, in_sync)
         atomic.write_json(out / "metrics.json", metrics)
+        write_identity(out, cfg.model, experiment or cfg.method, cfg.seed)
     return metrics
 
 

@@ -63,6 +63,7 @@ def _cmd_answer(args) -> int:
     from ..engines import check_engine
     from ..lm_eval_runner import load_target
     from .answer import generate_answers
+    from ...runs import copy_identity
     from .data import load_bench
 
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size)):
@@ -85,6 +86,7 @@ def _cmd_answer(args) -> int:
         rows = generate_answers(model, tokenizer, questions, model_id, args.max_new_tokens, args.seed,
                                 progress=not args.no_progress, batch_size=args.batch_size)
     atomic.write_text(Path(args.output_dir) / "answers.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    copy_identity(args.run, args.output_dir)  # the answering run's model, experiment and seed, for the report
     print(f"{len(rows)} answers by {model_id} -> {Path(args.output_dir) / 'answers.jsonl'}")
     return 0
 
