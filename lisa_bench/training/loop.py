@@ -35,6 +35,7 @@ from ..models import load_model
 from ..precision import Precision, prepare_optimizer, resolve_precision
 from ..provenance import provenance
 from ..runs import write_identity
+from . import faults
 from .checkpoint import Checkpoint
 from .distributed import (DEEPSPEED_REFUSED, check_fsdp, full_state_dict, load_sharded_weights, replicas_in_sync,
                           shard_model, sync_gradients)
@@ -299,7 +300,16 @@ def _gather(value) -> list:
 
 
 def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True, experiment: str | None = None) -> dict:
-    """``experiment``: the name the run is reported under (run.json; default the method's name)."""
+    """``experiment``: the name the run is reported under (run.json; default the method's name). The output
+    directory is claimed for this run alone; a full or unwritable disk ends in one line, SIGTERM or SIGUSR1 in
+    a checkpoint at the next step (faults.py, docs/faults.md)."""
+    with faults.one_writer(output_dir), faults.storage_errors(atomic.partial_dir(output_dir)), \
+            faults.Preemption() as stop:
+        return _train(cfg, output_dir, progress, experiment, stop)
+
+
+def _train(cfg: TrainConfig, output_dir: str | Path, progress: bool, experiment: str | None,
+           stop: faults.Preemption) -> dict:
     run = setup(cfg)
     method, model, optimizer, steps = run.method, run.raw_model, run.optimizer, run.steps
     is_main = run.accelerator.is_main_process
@@ -365,10 +375,9 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True, exper
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{n_tokens / dt:.0f}" if dt > 0 else "-")
             if checkpointing and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-                ckpt.save(step + 1, model, optimizer, method,
-                          {"record": dataclasses.asdict(record),
-                           "per_process": {"memory_peak": _gather(run.meter.peak),
-                                           **{k: _gather(getattr(record, k)) for k in ("opt_peak", "grad_peak")}}})
+                _save(run, ckpt, record, step + 1)
+            if step + 1 < steps and (signal := stop.requested(run.accelerator)):
+                _preempted(run, ckpt, record, step + 1, signal, checkpointing)
 
         bar.close()
         if checkpointing:
@@ -393,6 +402,24 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True, exper
         atomic.write_json(out / "metrics.json", metrics)
         write_identity(out, cfg.model, experiment or cfg.method, cfg.seed)
     return metrics
+
+
+def _save(run: Run, ckpt: Checkpoint, record: Record, step: int) -> None:
+    ckpt.save(step, run.raw_model, run.optimizer, run.method,
+              {"record": dataclasses.asdict(record),
+               "per_process": {"memory_peak": _gather(run.meter.peak),
+                               **{k: _gather(getattr(record, k)) for k in ("opt_peak", "grad_peak")}}})
+
+
+def _preempted(run: Run, ckpt: Checkpoint, record: Record, step: int, signal: str, checkpointing: bool):
+    """Stop at this step boundary, every process together: checkpoint (unless one was just written) and
+    exit faults.REQUEUE, for the scheduler to start the same command again."""
+    if checkpointing and ckpt.step != step:
+        _save(run, ckpt, record, step)
+    kept = f"checkpoint of step {step} in {ckpt.dir}" if checkpointing else "no checkpoint (checkpoint_every 0)"
+    faults.say(f"stopped by {signal} after step {step} of {run.steps}: {kept}; rerun the same command to "
+               f"{'resume' if checkpointing else 'start again'} (exit {faults.REQUEUE})")
+    raise faults.Preempted()
 
 
 def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict:

@@ -1,0 +1,244 @@
+"""Faults around a training run (docs/faults.md): each ends in one line naming the next command, and the
+rerun ends with the losses and weights of an uninterrupted run."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lisa_bench.cli import main
+from lisa_bench.training import faults
+
+pytestmark = pytest.mark.slow  # real runs, some of them in subprocesses that are signalled or killed
+
+ARGS = ["train", "--method", "lisa", "--model", "tiny-random-llama", "--max-steps", "12", "--batch-size", "4",
+        "--max-length", "96", "--lr", "1e-3", "--train-size", "64", "--eval-size", "16", "--device", "cpu",
+        "--no-progress", "--checkpoint-every", "4", "--lisa-interval", "3"]
+
+
+def _args(out, *extra):
+    return [*ARGS, *extra, "--output-dir", str(out)]
+
+
+def _spawn(out):
+    return subprocess.Popen([sys.executable, "-m", "lisa_bench.cli", *_args(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _losses(run):
+    return [json.loads(x)["loss"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def _weights(run):
+    return load_file(run / "model" / "model.safetensors")
+
+
+def _partial(out):
+    return out.parent / f".{out.name}.partial"
+
+
+def _wait_for_steps(out, n, deadline=240):
+    log = _partial(out) / "train_log.jsonl"
+    end = time.time() + deadline
+    while time.time() < end and not (log.exists() and len(log.read_text().splitlines()) >= n):
+        time.sleep(0.05)
+
+
+def _err_lines(capsys):
+    return [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("lisa-bench:")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run every faulted one must end equal to."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    assert main(_args(out)) == 0
+    return out
+
+
+def _same_as(out, reference):
+    assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] == list(range(12))
+    assert _losses(out) == pytest.approx(_losses(reference), rel=1e-6)
+    a, b = _weights(out), _weights(reference)
+    assert max(float((a[k] - b[k]).abs().max()) for k in b) < 1e-6
+
+
+def _preempt_at(monkeypatch, step, sig=signal.SIGUSR1):
+    """Deliver ``sig`` to this process (its real handler runs) during step ``step`` (counted from 1)."""
+    calls = {"n": 0}
+    requested = faults.Preemption.requested
+
+    def deliver(self, accelerator):
+        calls["n"] += 1
+        if calls["n"] == step:
+            signal.raise_signal(sig)
+        return requested(self, accelerator)
+
+    monkeypatch.setattr(faults.Preemption, "requested", deliver)
+
+
+def _preempted_run(out, monkeypatch, step=10):
+    """A run stopped after ``step``: checkpoints of steps 8 (previous.pt) and ``step`` (state.pt) on disk."""
+    with monkeypatch.context() as m:
+        _preempt_at(m, step)
+        with pytest.raises(SystemExit) as stopped:
+            main(_args(out))
+    assert stopped.value.code == faults.REQUEUE
+    return _partial(out) / "checkpoint"
+
+
+def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_resumes_exactly(reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    proc = _spawn(out)
+    _wait_for_steps(out, 6)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == faults.REQUEUE == 75, err
+    line = err.strip().splitlines()[-1]
+    step = json.loads((_partial(out) / "train_log.jsonl").read_text().splitlines()[-1])["step"] + 1
+    assert line == (f"lisa-bench: stopped by SIGTERM after step {step} of 12: checkpoint of step {step} in "
+                    f"{_partial(out) / 'checkpoint'}; rerun the same command to resume (exit 75)")
+    assert torch.load(_partial(out) / "checkpoint" / "state.pt", weights_only=False)["step"] == step
+    assert not faults.claim_path(out).exists()  # a clean stop leaves no claim behind
+    assert main(_args(out)) == 0
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == step
+    _same_as(out, reference)
+
+
+def test_sigusr1_stops_at_the_next_step(reference, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    ckpt = _preempted_run(out, monkeypatch, step=6)
+    assert _err_lines(capsys)[-1].startswith("lisa-bench: stopped by SIGUSR1 after step 6 of 12: checkpoint of step 6")
+    assert torch.load(ckpt / "state.pt", weights_only=False)["step"] == 6
+    assert torch.load(ckpt / "previous.pt", weights_only=False)["step"] == 4  # kept until the next is complete
+    assert main(_args(out)) == 0
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 6
+    _same_as(out, reference)
+
+
+def test_unreadable_checkpoint_resumes_from_the_previous_one(reference, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    ckpt = _preempted_run(out, monkeypatch)
+    state = ckpt / "state.pt"
+    os.truncate(state, state.stat().st_size // 2)  # what a full disk or a cut copy leaves
+    capsys.readouterr()
+    assert main(_args(out)) == 0
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"lisa-bench: checkpoint {state} cannot be read (")
+    assert lines[0].endswith("; resuming from the previous complete one (step 8)")
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 8
+    _same_as(out, reference)
+
+
+def test_no_readable_checkpoint_starts_from_step_0_and_says_so(reference, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    ckpt = _preempted_run(out, monkeypatch)
+    for name in ("state.pt", "previous.pt"):
+        (ckpt / name).write_bytes((ckpt / name).read_bytes()[:1000])
+    capsys.readouterr()
+    assert main(_args(out)) == 0
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].endswith("; no earlier complete checkpoint: starting from step 0")
+    assert "state.pt cannot be read" in lines[0] and "previous.pt cannot be read" in lines[0]
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] is None
+    _same_as(out, reference)
+
+
+def test_changed_settings_say_which_and_start_anew(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    _preempted_run(out, monkeypatch)
+    capsys.readouterr()
+    assert main(_args(out, "--seed", "1", "--max-steps", "13")) == 0
+    lines = _err_lines(capsys)
+    assert lines == [f"lisa-bench: the checkpoint in {_partial(out) / 'checkpoint'} was written with other settings "
+                     f"(max_steps 12 -> 13, seed 0 -> 1); starting anew from step 0"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] is None and metrics["steps"] == 13
+
+
+def _full_disk(monkeypatch, at_save, exc):
+    """torch.save of the ``at_save``-th checkpoint writes a few bytes, then fails as a full disk does."""
+    calls = {"n": 0}
+    save = torch.save
+
+    def fake(obj, path, *a, **kw):
+        if str(path).endswith("state.pt.tmp"):
+            calls["n"] += 1
+            if calls["n"] == at_save:
+                open(path, "wb").write(b"PK\x03\x04 cut short")
+                raise exc
+        return save(obj, path, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", fake)
+
+
+@pytest.mark.parametrize("exc", [OSError(errno.ENOSPC, "No space left on device"),
+                                 RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")],
+                         ids=["ENOSPC", "torch-zip-writer"])
+def test_full_disk_is_one_line_and_the_last_checkpoint_is_kept(exc, reference, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    ckpt = _partial(out) / "checkpoint"
+    with monkeypatch.context() as m:
+        _full_disk(m, 2, exc)  # the checkpoint of step 8
+        assert main(_args(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"lisa-bench: error: no space left in {ckpt} (needs about ")
+    assert err[0].endswith(" free); free space and rerun the same command: it resumes from step 4")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["state.pt"]  # the half-written one removed
+    assert torch.load(ckpt / "state.pt", weights_only=False)["step"] == 4
+    assert main(_args(out)) == 0
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 4
+    _same_as(out, reference)
+
+
+def test_unwritable_output_directory_is_one_line(tmp_path, monkeypatch, capsys):
+    """Root ignores permissions, so the refusal is injected where the run first writes: its claim."""
+    from lisa_bench import claims
+
+    def refuse(self):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self.path))
+
+    monkeypatch.setattr(claims.Claim, "acquire", refuse)
+    assert main(_args(tmp_path / "ro" / "run")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"lisa-bench: error: cannot write in {tmp_path / 'ro'} (Permission denied); fix its permissions "
+                   f"or give another --output-dir and rerun: nothing was written"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_second_writer_is_refused_and_the_first_finishes_unharmed(reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    first = _spawn(out)
+    _wait_for_steps(out, 2)
+    assert main(_args(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lisa-bench: error: output directory {str(out)!r} is being written "
+                                               f"by another run, pid {first.pid} on ")
+    assert err[0].endswith("(lisa-bench train); wait for it to end (or stop it), then rerun to resume from its checkpoint")
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err
+    _same_as(out, reference)
+
+
+def test_a_killed_writers_claim_is_taken_over(reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    proc = _spawn(out)
+    _wait_for_steps(out, 6)
+    proc.kill()  # SIGKILL: no handler runs, the claim file stays behind
+    proc.wait()
+    assert faults.claim_path(out).exists()
+    assert main(_args(out)) == 0
+    lines = _err_lines(capsys)
+    assert lines[0].startswith(f"lisa-bench: taking over output directory {str(out)!r} from pid {proc.pid} on ")
+    assert lines[0].endswith("(lisa-bench train), which is no longer running")
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] in (4, 8)
+    assert not faults.claim_path(out).exists()
+    _same_as(out, reference)
