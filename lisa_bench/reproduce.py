@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from .claims import Busy, Claim, holder_of, recorded
 from .errors import BadInput
 
 
@@ -78,15 +79,23 @@ def _cmd_reproduce(args) -> int:
     root, configfile, name = _study(args, check=check_study_file)  # bad input: one line, before Snakemake
     extra = [a for a in args.snakemake_args if a != "--"]
     # the extra arguments first: targets after --configfile (which takes several files) would be read as config
-    # files, and our options after them end any list option the user left open
-    cmd = [sys.executable, "-m", "snakemake", *extra, "--cores", str(args.cores), "--configfile",
+    # files, and our options after them end any list option the user left open; a job a kill cut short is
+    # rerun, never taken as done
+    rerun = [] if {"--rerun-incomplete", "--ri"} & set(extra) else ["--rerun-incomplete"]
+    cmd = [sys.executable, "-m", "snakemake", *extra, "--cores", str(args.cores), *rerun, "--configfile",
            str(configfile.resolve())]
     # the rules run the suite with Snakemake's own interpreter; tools installed next to it come first on PATH too
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    print("[lisa-bench] snakemake " + " ".join(cmd[3:]), flush=True)
-    start = time.perf_counter()
-    code = subprocess.run(cmd, cwd=root, env=env).returncode
-    wall = time.perf_counter() - start
+    claim = _claim_study(root, name)
+    try:
+        _clear_stale_lock(root, configfile, claim, env)
+        print("[lisa-bench] snakemake " + " ".join(cmd[3:]), flush=True)
+        start = time.perf_counter()
+        # Snakemake inherits the claim: a reproduce killed while its Snakemake lives still holds the study
+        code = subprocess.run(cmd, cwd=root, env=env, pass_fds=(claim.fd,)).returncode
+        wall = time.perf_counter() - start
+    finally:
+        claim.release()
     if code != 0:
         logs = f"; see the logs under runs/{name}/logs" if (root / "runs" / name / "logs").is_dir() else ""
         print(f"lisa-bench: error: the pipeline failed (snakemake exit {code}){logs}", file=sys.stderr)
@@ -110,6 +119,45 @@ def _cmd_reproduce(args) -> int:
     print(f"[lisa-bench] {len(table) - len(outside)} of {len(table)} headline figures within their tolerance"
           + (f"; outside: {', '.join(outside['row'] + ' ' + outside['figure'])}" if len(outside) else ""))
     return 1 if args.strict and len(outside) else 0
+
+
+def claims_dir(root: Path) -> Path:
+    """Where each study's `lisa-bench reproduce` records itself while it runs (claims.py)."""
+    return root / ".snakemake" / "lisa-bench"
+
+
+def _claim_study(root: Path, name: str) -> Claim:
+    """One reproduce per study and project directory; a second is refused with the first one's pid."""
+    claim = Claim(claims_dir(root) / f"{name}.claim", f"lisa-bench reproduce {name}")
+    try:
+        claim.stale = claim.acquire()
+    except Busy as exc:
+        raise BadInput(f"study {name!r} is already running in {str(root.resolve())!r}: {exc.holder}; wait for it "
+                       f"to end or stop it (kill {exc.holder.pid}), then rerun") from None
+    return claim
+
+
+def _clear_stale_lock(root: Path, configfile: Path, claim: Claim, env: dict) -> None:
+    """Snakemake's lock (.snakemake/locks/) records no process, so a kill leaves it and every later run
+    stops at it. A reproduce that left one left its claim too: when such a dead claim is there and no live
+    reproduce shares the directory, the lock is the dead one's and goes (`snakemake --unlock` clears every
+    lock of the directory, so never while another study runs). A lock without a claim (a plain `snakemake`,
+    alive or not) is left to Snakemake, which names --unlock."""
+    locks = root / ".snakemake" / "locks"
+    if not (locks.is_dir() and any(locks.iterdir())):
+        return
+    others = [p for p in claims_dir(root).glob("*.claim") if p != claim.path]
+    if any(holder_of(p) for p in others):
+        return
+    dead = claim.stale or next((h for p in others if (h := recorded(p))), None)
+    if dead is None:
+        return
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--unlock", "--cores", "1", "--configfile",
+                           str(configfile.resolve())], cwd=root, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise BadInput(f"`snakemake --unlock` failed in {str(root.resolve())!r}: "
+                       f"{(done.stderr.strip().splitlines() or ['no message'])[-1]}")
+    print(f"[lisa-bench] cleared the Snakemake lock left by {dead}, which is no longer running", flush=True)
 
 
 def stage_times(runs: Path):
