@@ -130,7 +130,7 @@ class Preemption:
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self):
-        self.signal, self._old = None, {}
+        self.signum, self._old = 0, {}
 
     def __enter__(self):
         with contextlib.suppress(ValueError):  # not the main thread: leave the signals alone
@@ -143,13 +143,16 @@ class Preemption:
             signal.signal(sig, old)
 
     def _note(self, signum, frame):
-        self.signal = signal.Signals(signum).name
+        self.signum = signum
 
     def requested(self, accelerator) -> str | None:
-        """The signal's name once any process got one (every process then stops at the same step)."""
-        if accelerator.num_processes == 1:
-            return self.signal
-        import torch
+        """The signal's name once any process got one: every process then stops at the same step (SLURM
+        signals them all, but not at the same instant; a launcher may signal only some)."""
+        signum = self.signum
+        if accelerator.num_processes > 1:
+            import torch
 
-        flag = torch.tensor(int(self.signal is not None), device=accelerator.device)
-        return (self.signal or "a signal to another process") if int(accelerator.reduce(flag, "sum")) else None
+            flag = torch.tensor(signum, device=accelerator.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            signum = int(flag)
+        return signal.Signals(signum).name if signum else None

@@ -242,3 +242,33 @@ def test_a_killed_writers_claim_is_taken_over(reference, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] in (4, 8)
     assert not faults.claim_path(out).exists()
     _same_as(out, reference)
+
+
+@pytest.mark.parametrize("launcher", ["ddp", "fsdp"])
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step(launcher, tmp_path):
+    """SIGTERM to process 1 alone: both processes checkpoint the same step and stop; the rerun is exact."""
+    import psutil
+
+    from tests.training.test_fsdp import _log, _train
+    from tests.training.test_fsdp import _weights as weights
+
+    extra = ["--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "5"]
+    extra += ["--sharding", "fsdp"] if launcher == "fsdp" else []
+    _train("lisa", tmp_path / "reference", 2, extra)
+    out = tmp_path / "run"
+    proc = _train("lisa", out, 2, extra, wait=False)
+    _wait_for_steps(out, 3)
+    worker = next(p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])
+                  and p.environ().get("RANK") == "1")
+    worker.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0  # torchrun reports its workers' exit 75 as its own failure
+    step = len(_log(_partial(out)))
+    assert (f"lisa-bench: stopped by SIGTERM after step {step} of 12: checkpoint of step {step} in "
+            f"{_partial(out) / 'checkpoint'}; rerun the same command to resume (exit 75)") in err
+    assert err.count("lisa-bench: stopped by") == 1  # said once, by process 0
+    metrics = _train("lisa", out, 2, extra)
+    assert metrics["resumed_from_step"] == step
+    assert [r["loss"] for r in _log(out)] == pytest.approx([r["loss"] for r in _log(tmp_path / "reference")], rel=1e-6)
+    a, b = weights(out, "lisa"), weights(tmp_path / "reference", "lisa")
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in b) < 1e-6
