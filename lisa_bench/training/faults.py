@@ -66,7 +66,7 @@ def _free(directory: Path) -> int | None:
 def _size(n: int | None) -> str:
     if n is None:
         return "? bytes"
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 @contextlib.contextmanager
