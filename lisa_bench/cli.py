@@ -47,6 +47,8 @@ def _add_train(sub) -> None:
     p.add_argument("--num-epochs", type=float, help="passes over the training split (or --max-steps)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--experiment", help="an experiment name (file in experiments/) or YAML file path")
+    p.add_argument("--experiment-name", help="the name the run is reported under (its run.json; default: the "
+                                             "experiment file's name, else the method's)")
     p.add_argument("--seed", type=int, help="seed of the model's random init (random weights), data order and LISA's sampling (default 0)")
     for flag, users in _method_flags().items():
         names = ", ".join(cls.name for cls, _, _ in users)
@@ -120,7 +122,7 @@ def _cmd_train(args) -> int:
     from .training import train
 
     metrics = train(cfg, args.output_dir, progress=not args.no_progress,
-                    experiment=experiment.stem if experiment else None)
+                    experiment=args.experiment_name or (experiment.stem if experiment else None))
     keys = ("method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss", "tokens_per_second",
             "optimizer_state_bytes_peak", "peak_memory_bytes", "memory_kind")
     if os.environ.get("RANK", "0") == "0":  # one summary line under torchrun / accelerate launch

@@ -5,9 +5,10 @@ Every error names the config key, the bad value and the valid choices.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import dataclasses
+import itertools
 import sys
+from pathlib import Path
 
 from .errors import BadInput, check_choice, choices_error
 from .memory.fit import check_fit, parse_bytes
@@ -49,10 +50,9 @@ def _check_on_model(cfg, model_name: str, where: str) -> None:
 
 
 def check_study(config: dict, experiments_dir: str | Path = "experiments") -> None:
-    from .config import build_config, experiment_names
+    from .config import experiment_names
     from .evaluation.lm_eval_runner import check_tasks, parse_task_specs
     from .memory.bench import MemoryCell
-
     from .runs import model_dirs
 
     for model in config["models"]:
@@ -60,10 +60,6 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
     model_dirs(config["models"])  # each model names one safe run directory
     root = Path(experiments_dir).parent  # the project directory, where the jobs run
     _check_dataset(config["dataset"], root)
-    for base in (config.get("comparisons") or {}).get("baselines", []):
-        if base not in config["experiments"]:
-            raise choices_error("experiment", base, config["experiments"], where="config comparisons.baselines",
-                                more=" (the study's experiments)")
     launcher, processes = config["launcher"]["type"], config["launcher"].get("num_processes", 1)
     if launcher == "single" and processes != 1:
         raise BadInput(f"config launcher.num_processes: {processes} with type 'single', which runs one process; "
@@ -80,29 +76,17 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
         except BadInput as exc:
             raise BadInput(f"config launcher: {exc}") from None
     overrides = config.get("experiment_overrides") or {}
-    gpu_memory = parse_bytes(config["gpu_memory"], "config gpu_memory") if config.get("gpu_memory") is not None else None
     known = experiment_names(experiments_dir)
     for exp in config["experiments"]:
         if exp not in known:
             raise choices_error("experiment", exp, known, where="config experiments")
-        where = f"config experiments[{exp}]"
-        try:  # the settings each training job gets: the file, the study's training:, its overrides
-            cfg = build_config(Path(experiments_dir) / f"{exp}.yaml", {}, {},
-                               layers=[config.get("training") or {}, overrides.get(exp) or {},
-                                       {"sharding": "fsdp"} if launcher == "fsdp" else {}])
-            method = cfg.build_method()
-            if launcher == "fsdp" and method.not_shardable:
-                raise BadInput(f"method {cfg.method!r} cannot train on FSDP2-sharded parameters: "
-                               f"{method.not_shardable}; valid launchers for it: single, ddp")
-            cfg.process_batch_size(processes if launcher != "single" else 1)
-        except BadInput as exc:
-            raise BadInput(f"{where}: {exc}") from None
-        for model in config["models"]:
-            _check_on_model(cfg, model, where)
-            if gpu_memory and method.trains:
-                if check_fit(cfg, model, gpu_memory, where, launcher, processes) is None:
-                    print(f"lisa-bench: note: {where} on {model}: its config cannot be read offline, so its fit in "
-                          f"gpu_memory is not checked", file=sys.stderr)
+    _check_grid(config, experiments_dir)
+    points = grid_points(config)
+    for base in (config.get("comparisons") or {}).get("baselines", []):
+        if base not in points:
+            raise choices_error("experiment", base, list(points), where="config comparisons.baselines",
+                                more=" (the study's experiments and grid points)")
+    _check_runs(config, points, experiments_dir, launcher, processes)
     memory = config.get("memory") or {}
     listed = list(dict.fromkeys(config["experiments"] + memory.get("methods", [])))
     for key in [k for k in overrides if k not in listed]:
@@ -129,9 +113,101 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
                                 more=", or a directory with question.jsonl and judge_prompts.jsonl")
 
 
+GRID_SEP = "+"  # lora-r128+rank=16: the grid point rank 16 of experiment lora-r128
+# what a study varies by its own keys (models, seeds, dataset, device), never by a grid
+NOT_GRIDDED = ("model", "seed", "dataset", "device", "method", "method_module")
+
+
+def _label(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def grid_points(config: dict) -> dict[str, tuple[str, dict]]:
+    """Every experiment a study runs: {name: (experiment file, settings over it)}. An experiment with a ``grid``
+    entry runs once per point of its grid (the product of its axes), named ``<experiment>+<key>=<value>...``;
+    each axis is a training setting or an option of the experiment's method."""
+    grid = config.get("grid") or {}
+    points: dict[str, tuple[str, dict]] = {}
+    for exp in config["experiments"]:
+        axes = grid.get(exp) or {}
+        for values in itertools.product(*axes.values()):
+            point = dict(zip(axes, values))
+            points[exp + "".join(f"{GRID_SEP}{k}={_label(v)}" for k, v in point.items())] = (exp, point)
+    return points
+
+
+def point_layer(point: dict) -> dict:
+    """A grid point's settings as a config layer: training settings as they are, the rest as method options."""
+    from .config import FIELDS
+
+    options = {k: v for k, v in point.items() if k not in FIELDS}
+    return {**{k: v for k, v in point.items() if k in FIELDS}, **({"method_options": options} if options else {})}
+
+
+def _check_grid(config: dict, experiments_dir) -> None:
+    """``grid: {experiment: {key: [values]}}``: experiments of the study, each key a training setting or an option
+    of the experiment's method (not one the study varies by its own keys), each axis a list of distinct values."""
+    from .config import FIELDS, build_config
+
+    for exp, axes in (config.get("grid") or {}).items():
+        where = f"config grid[{exp}]"
+        check_choice("experiment", exp, config["experiments"], where="config grid")
+        if not isinstance(axes, dict) or not axes:
+            raise BadInput(f"{where}: {axes!r} is not a mapping of setting or option: [values]; e.g. {{rank: [16, 64]}}")
+        method = build_config(Path(experiments_dir) / f"{exp}.yaml", {}, {}).build_method()
+        options = sorted(f.name for f in dataclasses.fields(type(method.options)))
+        for key, values in axes.items():
+            if key in NOT_GRIDDED or (key not in FIELDS and key not in options):
+                valid = [k for k in sorted(FIELDS) if k not in NOT_GRIDDED and k != "method_options"]
+                raise choices_error("grid key", key, valid + [f"{o} (option of {method.name})" for o in options],
+                                    where=where)
+            if not isinstance(values, list) or not values:
+                raise BadInput(f"{where}.{key}: {values!r} is not a non-empty list of values")
+            repeated = [v for i, v in enumerate(values) if v in values[:i]]
+            if repeated:
+                raise BadInput(f"{where}.{key}: value {repeated[0]!r} is listed twice; valid: distinct values")
+
+
+def _check_runs(config: dict, points: dict, experiments_dir, launcher: str, processes: int) -> None:
+    """Each run's settings as its training job gets them (the file, the study's training:, its overrides, its
+    grid point), checked on each model; two runs whose settings are the same are refused."""
+    from .config import build_config
+
+    overrides = config.get("experiment_overrides") or {}
+    gpu_memory = parse_bytes(config["gpu_memory"], "config gpu_memory") if config.get("gpu_memory") is not None else None
+    same: dict[str, str] = {}
+    for name, (exp, point) in points.items():
+        where = f"config grid[{exp}] point {name}" if point else f"config experiments[{exp}]"
+        try:
+            cfg = build_config(Path(experiments_dir) / f"{exp}.yaml", {}, {},
+                               layers=[config.get("training") or {}, overrides.get(exp) or {}, point_layer(point),
+                                       {"sharding": "fsdp"} if launcher == "fsdp" else {}])
+            method = cfg.build_method()
+            if launcher == "fsdp" and method.not_shardable:
+                raise BadInput(f"method {cfg.method!r} cannot train on FSDP2-sharded parameters: "
+                               f"{method.not_shardable}; valid launchers for it: single, ddp")
+            cfg.process_batch_size(processes if launcher != "single" else 1)
+        except BadInput as exc:
+            raise BadInput(f"{where}: {exc}") from None
+        # the settings and the method's resolved options (an option left at its default equals one set to it)
+        key = repr(sorted({**dataclasses.asdict(cfg), "method_options": dataclasses.asdict(method.options)}.items()))
+        if key in same:
+            raise BadInput(f"{where}: makes the same run as {same[key]!r} (equal settings); valid: grid points and "
+                           f"experiments that differ")
+        same[key] = name
+        for model in config["models"]:
+            _check_on_model(cfg, model, where)
+            if gpu_memory and method.trains:
+                if check_fit(cfg, model, gpu_memory, where, launcher, processes) is None:
+                    print(f"lisa-bench: note: {where} on {model}: its config cannot be read offline, so its fit in "
+                          f"gpu_memory is not checked", file=sys.stderr)
+
+
 def experiment_seeds(config: dict, exp: str) -> list[int]:
-    """The seeds an experiment trains: its own `experiment_seeds` entry (a subset of the study's), else every seed."""
-    return list((config.get("experiment_seeds") or {}).get(exp) or config["seeds"])
+    """The seeds an experiment (or grid point) trains: its own `experiment_seeds` entry (a subset of the study's),
+    else its experiment's, else every seed."""
+    own = config.get("experiment_seeds") or {}
+    return list(own.get(exp) or own.get(exp.split(GRID_SEP)[0]) or config["seeds"])
 
 
 def _check_experiment_seeds(config: dict) -> None:
@@ -139,7 +215,8 @@ def _check_experiment_seeds(config: dict) -> None:
     study can run one seed of everything and a second of what its time allows."""
     seeds = config["seeds"]
     for exp, own in (config.get("experiment_seeds") or {}).items():
-        check_choice("experiment", exp, config["experiments"], where="config experiment_seeds")
+        check_choice("experiment", exp, list(dict.fromkeys([*config["experiments"], *grid_points(config)])),
+                     where="config experiment_seeds", more=" (the study's experiments and grid points)")
         if not isinstance(own, list) or not own:
             raise BadInput(f"config experiment_seeds[{exp}]: {own!r} is not a non-empty list of seeds; valid choices: "
                            f"a list of the study's seeds ({', '.join(map(str, seeds))})")
@@ -184,9 +261,13 @@ def _check_sweep(config: dict, overrides: dict) -> None:
     grids = sweep.get("lr") or {}
     if not grids:
         raise BadInput("config sweep.lr: no grid; give experiment: [rates], e.g. {lisa-e-h-2l: [1e-5, 5e-5, 2e-4]}")
+    names = list(dict.fromkeys([*config["experiments"], *grid_points(config)]))
     for exp, grid in grids.items():
-        if exp not in config["experiments"]:
-            raise choices_error("experiment", exp, config["experiments"], where="config sweep.lr")
+        if exp not in names:
+            raise choices_error("experiment", exp, names, where="config sweep.lr",
+                                more=" (an experiment sweeps each of its grid points; a grid point, itself)")
+        if "lr" in ((config.get("grid") or {}).get(exp.split(GRID_SEP)[0]) or {}):
+            raise BadInput(f"config sweep.lr[{exp}]: the experiment's grid also varies lr; the sweep chooses it")
         if not isinstance(grid, list) or not grid:
             raise BadInput(f"config sweep.lr[{exp}]: an empty grid; give a list of learning rates")
         for lr in grid:

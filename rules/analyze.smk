@@ -83,7 +83,7 @@ rule tables_and_figures:
         train=trained_runs(),
         eval=run_outputs("eval", "scores.json"),
         mt_bench=run_outputs("mt_bench", "judge/mt_bench.json") if MT else [],
-        sweep=[run for model in MODEL_DIRS for exp in GRID for run in grid_runs(model, exp)],
+        sweep=[run for model in MODEL_DIRS for exp in EXPERIMENTS for run in grid_runs(model, exp)],
     output:
         table_outputs(),
     log:

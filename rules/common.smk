@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lisa_bench.runs import model_dirs
-from lisa_bench.study import check_study, experiment_seeds
+from lisa_bench.study import check_study, experiment_seeds, grid_points, point_layer
 
 # The study check builds each experiment's method on each model (seconds): once per invocation, in the process
 # that plans the jobs, not again in every cluster job's parse of this file (those run `--mode remote`).
@@ -24,7 +24,10 @@ MODELS = config["models"]
 # -> its last component and a hash); the rules pass the model's own name (MODEL_NAME) to the jobs
 MODEL_NAME = model_dirs(MODELS)
 MODEL_DIRS = list(MODEL_NAME)
-EXPERIMENTS = config["experiments"]
+# every experiment the study trains: an experiment with a `grid:` entry runs as each of its points
+# (<experiment>+<key>=<value>...), each point's settings over its experiment's file
+POINTS = grid_points(config)
+EXPERIMENTS = list(POINTS)
 STAGES = config.get("stages", ["train", "memory"])
 MEMORY = config.get("memory", {})
 OVERRIDES = config.get("experiment_overrides") or {}
@@ -76,11 +79,18 @@ def _yaml(value):
     return text[:-3].strip() if text.endswith("...") else text
 
 
+def experiment_file(wildcards):
+    return f"experiments/{POINTS[wildcards.exp][0]}.yaml"
+
+
 def training_flags(wildcards):
     """The study's settings over the experiment file: its `training:` for every experiment, then its
-    experiment_overrides for this one (each `--set KEY=VALUE`, method options `--option KEY=VALUE`)."""
+    experiment_overrides for this one, then its grid point's (each `--set KEY=VALUE`, method options
+    `--option KEY=VALUE`), and the name the run is reported under."""
+    exp, point = POINTS[wildcards.exp]
     flags = ["--set sharding=fsdp"] if config["launcher"]["type"] == "fsdp" else []
-    for layer in (config.get("training") or {}, OVERRIDES.get(wildcards.exp) or {}):
+    flags.append(f"--experiment-name {shlex.quote(wildcards.exp)}")
+    for layer in (config.get("training") or {}, OVERRIDES.get(exp) or {}, point_layer(point)):
         layer = dict(layer)
         flags += [f"--option {shlex.quote(f'{k}={_yaml(v)}')}" for k, v in (layer.pop("method_options", None) or {}).items()]
         flags += [f"--set {shlex.quote(f'{k}={_yaml(v)}')}" for k, v in layer.items()]

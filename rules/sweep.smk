@@ -9,19 +9,24 @@ def lr_label(lr):
     return f"{float(lr):g}"
 
 
+def rates(exp):
+    """The rates an experiment (or grid point) sweeps: its own entry, else its experiment's."""
+    return GRID.get(exp) or GRID.get(POINTS[exp][0]) or []
+
+
 def grid_runs(model, exp):
-    return [f"{RUNS}/sweep/{model}/{exp}/lr{lr_label(lr)}/seed{seed}" for lr in GRID.get(exp, [])
+    return [f"{RUNS}/sweep/{model}/{exp}/lr{lr_label(lr)}/seed{seed}" for lr in rates(exp)
             for seed in SWEEP.get("seeds", [0])]
 
 
 def sweep_best_file(wildcards):
     """The chosen learning rate of an experiment that has a grid (a settings file for its final runs)."""
-    return [f"{RUNS}/sweep/{wildcards.model}/{wildcards.exp}/best.yaml"] if wildcards.exp in GRID else []
+    return [f"{RUNS}/sweep/{wildcards.model}/{wildcards.exp}/best.yaml"] if rates(wildcards.exp) else []
 
 
 rule sweep_train:
     input:
-        experiment="experiments/{exp}.yaml",
+        experiment=experiment_file,
         defaults="experiments/_defaults.yaml",
         model=f"{RUNS}/models/{{model}}.fetched",
     output:

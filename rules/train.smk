@@ -18,7 +18,7 @@ rule fetch_model:
 
 rule train:
     input:
-        experiment="experiments/{exp}.yaml",
+        experiment=experiment_file,
         defaults="experiments/_defaults.yaml",
         model=f"{RUNS}/models/{{model}}.fetched",
         best=sweep_best_file,

@@ -166,6 +166,20 @@ BAD_STUDIES = [
     ("experiment_seeds: {lisa-e-h-2l: []}", "config experiment_seeds[lisa-e-h-2l]: [] is not a non-empty list of seeds"),
     ("experiments: [base, lisa-e-h-2l]\nexperiment_overrides: {lisa-e-h-2l: {method_options: {interval: often}}}",
      "config experiments[lisa-e-h-2l]: method 'lisa': option 'interval' must be an integer, got 'often'"),
+    # a grid: each key a setting or an option of the experiment's method, distinct values, no two equal runs
+    ("grid: {lora-r128: {rank: [4]}}", "config grid: unknown experiment 'lora-r128'; valid choices: base, lisa-e-h-2l"),
+    ("grid: {lisa-e-h-2l: {gama: [1, 2]}}", "config grid[lisa-e-h-2l]: unknown grid key 'gama'; valid choices: "),
+    ("grid: {lisa-e-h-2l: {seed: [0, 1]}}", "config grid[lisa-e-h-2l]: unknown grid key 'seed'"),
+    ("grid: {lisa-e-h-2l: {gamma: [2, 2]}}", "config grid[lisa-e-h-2l].gamma: value 2 is listed twice"),
+    ("grid: {lisa-e-h-2l: {gamma: [2, two]}}",
+     "config grid[lisa-e-h-2l] point lisa-e-h-2l+gamma=two: method 'lisa': option 'gamma' must be an integer"),
+    ("grid: {lisa-e-h-2l: {precision: [fp32, fp64]}}",
+     "config grid[lisa-e-h-2l] point lisa-e-h-2l+precision=fp64: unknown precision 'fp64'"),
+    ("experiments: [base, lisa-e-h-2l, lisa-e-h-4l]\ngrid: {lisa-e-h-4l: {gamma: [2, 4]}}",
+     "config grid[lisa-e-h-4l] point lisa-e-h-4l+gamma=2: makes the same run as 'lisa-e-h-2l'"),
+    ("comparisons: {baselines: [lisa-e-h-2l]}\ngrid: {lisa-e-h-2l: {gamma: [1, 2]}}",
+     "config comparisons.baselines: unknown experiment 'lisa-e-h-2l'; valid choices: base, lisa-e-h-2l+gamma=1"),
+    ("models: ['org/name;rm']", "config models: model 'org/name;rm' cannot name a run directory"),
 ]
 
 
@@ -181,6 +195,31 @@ def test_experiment_seeds_give_an_experiment_fewer_seeds(workdir):
     assert trained == ["base/seed1", "lisa-e-h-2l/seed0", "lisa-e-h-2l/seed1"], trained
     evaluated = sorted(set(re.findall(r"runs/tiny/eval/tiny-random-llama/([\w-]+/seed\d+)", proc.stdout)))
     assert evaluated == trained, evaluated
+
+
+def test_grid_points_train_with_their_settings(workdir):
+    """A grid runs each point of its experiment's axes under its own name, with the point's settings and method
+    options over the experiment file; experiment_seeds and the sweep may name a point or its experiment."""
+    study = TINY.replace("seeds: [0]", "seeds: [0, 1]").replace("mt_bench:", "stages: [train]\nmt_bench:") + (
+        "grid: {lisa-e-h-2l: {gamma: [0, 4], precision: [fp32, bf16-master]}}\n"
+        "experiment_seeds: {lisa-e-h-2l+gamma=0+precision=fp32: [1], base: [0]}\n"
+        "sweep: {lr: {lisa-e-h-2l+gamma=4+precision=fp32: [0.001, 0.01]}, steps: 2}\n")
+    (workdir / "config" / "grid.yaml").write_text(study)
+    proc = _snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/grid.yaml", "--printshellcmds")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trained = sorted(set(re.findall(r"runs/tiny/train/tiny-random-llama/([^/\s]+/seed\d+)", proc.stdout)))
+    assert trained == ["base/seed0", "lisa-e-h-2l+gamma=0+precision=bf16-master/seed0",
+                       "lisa-e-h-2l+gamma=0+precision=bf16-master/seed1", "lisa-e-h-2l+gamma=0+precision=fp32/seed1",
+                       "lisa-e-h-2l+gamma=4+precision=bf16-master/seed0",
+                       "lisa-e-h-2l+gamma=4+precision=bf16-master/seed1",
+                       "lisa-e-h-2l+gamma=4+precision=fp32/seed0", "lisa-e-h-2l+gamma=4+precision=fp32/seed1"], trained
+    command = [ln for ln in proc.stdout.splitlines() if "--output-dir runs/tiny/train/tiny-random-llama/"
+               "lisa-e-h-2l+gamma=0+precision=bf16-master/seed1" in ln][0]
+    assert "--experiment experiments/lisa-e-h-2l.yaml" in command and "--option gamma=0" in command
+    assert "--set precision=bf16-master" in command
+    assert "--experiment-name lisa-e-h-2l+gamma=0+precision=bf16-master" in command
+    swept = sorted(set(re.findall(r"runs/tiny/sweep/tiny-random-llama/([^/\s]+)/lr", proc.stdout)))
+    assert swept == ["lisa-e-h-2l+gamma=4+precision=fp32"]
 
 
 def _edited(edit):
