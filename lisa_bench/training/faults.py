@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..atomic import partial_dir
 from ..claims import Busy, Claim
 from ..errors import BadInput
 
@@ -70,17 +71,19 @@ def _size(n: int | None) -> str:
 
 
 @contextlib.contextmanager
-def storage_errors(directory: Path):
-    """A failed write anywhere in the run becomes one line naming the directory, not a traceback."""
+def storage_errors(output_dir: str | os.PathLike):
+    """A failed write of the run (a full disk anywhere; permissions where it writes, beside ``output_dir``)
+    becomes one line naming the directory, not a traceback."""
     try:
         yield
     except BadInput:
         raise
     except Exception as exc:
-        code = storage_failure(exc)
-        if code is None:
-            raise
-        where = Path(getattr(exc, "filename", None) or directory)
+        code, filename = storage_failure(exc), getattr(exc, "filename", None)
+        ours = Path(output_dir).resolve().parent
+        if code is None or (code in NOT_WRITABLE and filename and ours not in Path(filename).resolve().parents):
+            raise  # e.g. a dataset the run may not read: not a place it writes
+        where = Path(filename) if filename else partial_dir(output_dir)
         raise unwritable(where if where.is_dir() else where.parent, code) from None
 
 

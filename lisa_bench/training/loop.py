@@ -303,7 +303,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True, exper
     """``experiment``: the name the run is reported under (run.json; default the method's name). The output
     directory is claimed for this run alone; a full or unwritable disk ends in one line, SIGTERM or SIGUSR1 in
     a checkpoint at the next step (faults.py, docs/faults.md)."""
-    with faults.one_writer(output_dir), faults.storage_errors(atomic.partial_dir(output_dir)), \
+    with faults.one_writer(output_dir), faults.storage_errors(output_dir), \
             faults.Preemption() as stop:
         return _train(cfg, output_dir, progress, experiment, stop)
 

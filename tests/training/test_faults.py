@@ -199,6 +199,29 @@ def test_full_disk_is_one_line_and_the_last_checkpoint_is_kept(exc, reference, t
     _same_as(out, reference)
 
 
+def test_full_disk_outside_a_checkpoint_is_one_line_too(reference, tmp_path, monkeypatch, capsys):
+    """A log line that finds the disk full (after the checkpoint of step 4) names the run's directory."""
+    from lisa_bench.training.logs import JsonLines
+
+    out, write, rows = tmp_path / "run", JsonLines.write, {"n": 0}
+
+    def full(self, obj):
+        rows["n"] += 1
+        if rows["n"] == 12:  # a norms row and a log row per step: the log row of step 6 (counted from 1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(self, obj)
+
+    with monkeypatch.context() as m:
+        m.setattr(JsonLines, "write", full)
+        assert main(_args(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lisa-bench: error: no space left in {_partial(out)} (")
+    assert err[0].endswith(" free); free space and rerun the same command: it resumes from its last complete checkpoint")
+    assert main(_args(out)) == 0
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 4
+    _same_as(out, reference)
+
+
 def test_unwritable_output_directory_is_one_line(tmp_path, monkeypatch, capsys):
     """Root ignores permissions, so the refusal is injected where the run first writes: its claim."""
     from lisa_bench import claims
