@@ -71,7 +71,7 @@ class Checkpoint:
             try:
                 state = self._read(path)
             except Unreadable as exc:
-                failed.append(f"{path} cannot be read ({exc})")
+                failed.append(f"{path} ({path.stat().st_size} bytes) cannot be read ({exc})")  # the size shows a cut
                 continue
             differ = self._differences(state)
             if differ:

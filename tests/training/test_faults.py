@@ -127,11 +127,13 @@ def test_unreadable_checkpoint_resumes_from_the_previous_one(reference, tmp_path
     out = tmp_path / "run"
     ckpt = _preempted_run(out, monkeypatch)
     state = ckpt / "state.pt"
-    os.truncate(state, state.stat().st_size // 2)  # what a full disk or a cut copy leaves
+    size = state.stat().st_size // 2
+    os.truncate(state, size)  # what a full disk or a cut copy leaves
     capsys.readouterr()
     assert main(_args(out)) == 0
     lines = _err_lines(capsys)
-    assert len(lines) == 1 and lines[0].startswith(f"lisa-bench: checkpoint {state} cannot be read (")
+    assert len(lines) == 1 and lines[0].startswith(f"lisa-bench: checkpoint {state} ({size} bytes) "
+                                                   f"cannot be read (")
     assert lines[0].endswith("; resuming from the previous complete one (step 8)")
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 8
     _same_as(out, reference)
@@ -146,7 +148,7 @@ def test_no_readable_checkpoint_starts_from_step_0_and_says_so(reference, tmp_pa
     assert main(_args(out)) == 0
     lines = _err_lines(capsys)
     assert len(lines) == 1 and lines[0].endswith("; no earlier complete checkpoint: starting from step 0")
-    assert "state.pt cannot be read" in lines[0] and "previous.pt cannot be read" in lines[0]
+    assert "state.pt (1000 bytes) cannot be read" in lines[0] and "previous.pt (1000 bytes) cannot be read" in lines[0]
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] is None
     _same_as(out, reference)
 
