@@ -27,6 +27,7 @@ include: "rules/analyze.smk"
 localrules:
     all,
     fetch_model,
+    memory_table,
     sweep_best,
     tables_and_figures,
 

@@ -97,6 +97,10 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
     _check_figure_score(config, [s.name for s in specs])
     for model in memory.get("models", []):
         _check_model(model, "memory.models")
+    stems = [Path(exp).stem for exp in memory.get("methods", [])]
+    for stem in [s for i, s in enumerate(stems) if s in stems[:i]]:
+        raise BadInput(f"config memory.methods: two experiments named {stem!r} (a name and a path, or two paths); "
+                       f"valid: experiments whose file names differ, since each names its memory cell")
     for exp in memory.get("methods", []):
         try:
             MemoryCell.from_experiment(exp, experiments_dir, overrides.get(exp))

@@ -16,25 +16,23 @@ rule weight_norms:
         "> {log} 2>&1"
 
 
-rule memory_table:
+rule memory_cell:
     input:
-        memory_experiment_files,
+        memory_cell_files,
     output:
-        report(f"{RESULTS}/memory/memory.csv", category="Memory", caption="../report/memory.rst"),
-        report(f"{RESULTS}/memory/memory_breakdown.png", category="Memory", caption="../report/memory.rst"),
-        report(f"{RESULTS}/memory/memory_trace.png", category="Memory", caption="../report/memory_trace.rst"),
+        f"{RUNS}/memory/cells/{{mmodel}}/{{mcell}}/memory.csv",
     log:
-        f"{RUNS}/logs/memory.log",
+        f"{RUNS}/logs/memory/{{mmodel}}/{{mcell}}.log",
     benchmark:
-        f"{RUNS}/benchmarks/memory_table.tsv"
+        f"{RUNS}/benchmarks/memory/{{mmodel}}/{{mcell}}.tsv"
     threads: workflow.cores
     resources:
         gpu=res("memory_table", "gpu", GPU_DEFAULT),
         mem_mb=res("memory_table", "mem_mb", 16000),
         runtime=res("memory_table", "runtime", 120),
     params:
-        models=",".join(MEMORY.get("models", MODELS)),
-        methods=",".join(MEMORY.get("methods", ["full", "lora-r128", "lisa-e-h-2l"])),
+        model=lambda wc: shlex.quote(MEMORY_MODEL[wc.mmodel]),
+        method=lambda wc: shlex.quote(MEMORY_CELL[wc.mcell]),
         overrides=memory_overrides,
         seq=MEMORY.get("seq_len", 1024),
         batch=MEMORY.get("batch_size", 1),
@@ -45,10 +43,27 @@ rule memory_table:
         timeout=f"--cell-timeout {MEMORY['cell_timeout']}" if MEMORY.get("cell_timeout") else "",
         device=config["device"],
     shell:
-        "OMP_NUM_THREADS={threads} {LISA_BENCH} memory --models {params.models} --methods {params.methods} {params.overrides} "
-        "--seq-len {params.seq} --batch-size {params.batch} --steps {params.steps} --dtype {params.dtype} "
-        "--attn-implementation {params.attn} {params.checkpointing} "
-        "--device {params.device} {params.timeout} --output-dir $(dirname {output[0]}) > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {LISA_BENCH} memory --models {params.model} --methods {params.method} "
+        "{params.overrides} --seq-len {params.seq} --batch-size {params.batch} --steps {params.steps} "
+        "--dtype {params.dtype} --attn-implementation {params.attn} {params.checkpointing} --device {params.device} "
+        "{params.timeout} --no-figures --output-dir $(dirname {output}) > {log} 2>&1"
+
+
+rule memory_table:
+    input:
+        memory_cells(),
+    output:
+        report(f"{RESULTS}/memory/memory.csv", category="Memory", caption="../report/memory.rst"),
+        report(f"{RESULTS}/memory/memory_breakdown.png", category="Memory", caption="../report/memory.rst"),
+        report(f"{RESULTS}/memory/memory_trace.png", category="Memory", caption="../report/memory_trace.rst"),
+    log:
+        f"{RUNS}/logs/memory.log",
+    benchmark:
+        f"{RUNS}/benchmarks/memory_table.tsv"
+    params:
+        cells=lambda wc, input: " ".join(shlex.quote(str(Path(p).parent)) for p in input),
+    shell:
+        "{LISA_BENCH} memory-collect {params.cells} --output-dir $(dirname {output[0]}) > {log} 2>&1"
 
 
 def table_outputs():

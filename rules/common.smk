@@ -31,6 +31,10 @@ EXPERIMENTS = list(POINTS)
 STAGES = config.get("stages", ["train", "memory"])
 MEMORY = config.get("memory", {})
 OVERRIDES = config.get("experiment_overrides") or {}
+# The memory table: one job per cell (model x experiment), so that a failing or out-of-memory cell costs only
+# itself and resources apply per cell, then one job that collects the cells into the table and figures.
+MEMORY_MODEL = model_dirs(MEMORY.get("models", MODELS), where="config memory.models")
+MEMORY_CELL = {Path(n).stem: n for n in MEMORY.get("methods", ["full", "lora-r128", "lisa-e-h-2l"])}  # name or path
 GPU_DEFAULT = 0 if config["device"] == "cpu" else 1
 
 # The suite run by the interpreter Snakemake itself runs under (the one that imported lisa_bench above), so no rule
@@ -60,6 +64,8 @@ wildcard_constraints:
     exp=_one_of(EXPERIMENTS),
     seed=r"\d+",
     lr=r"[0-9.eE+-]+",
+    mmodel=_one_of(MEMORY_MODEL),
+    mcell=_one_of(MEMORY_CELL),
 
 
 def model_name(wildcards):
@@ -97,16 +103,21 @@ def training_flags(wildcards):
     return " ".join(flags)
 
 
-def memory_overrides(wildcards=None):
-    """The study's experiment_overrides of the memory table's experiments, as one quoted argument."""
-    cells = {e: OVERRIDES[e] for e in MEMORY.get("methods", []) if e in OVERRIDES}
+def memory_cells():
+    return [f"{RUNS}/memory/cells/{m}/{c}/memory.csv" for m in MEMORY_MODEL for c in MEMORY_CELL]
+
+
+def memory_overrides(wildcards):
+    """The study's experiment_overrides of this cell's experiment, as one quoted argument."""
+    exp = MEMORY_CELL[wildcards.mcell]
+    cells = {exp: OVERRIDES[exp]} if exp in OVERRIDES else {}
     return f"--experiment-overrides {shlex.quote(json.dumps(cells))}" if cells else ""
 
 
-def memory_experiment_files(wildcards=None):
-    """The files of the memory table's experiments (names in experiments/, or paths), and the defaults."""
-    names = MEMORY.get("methods", ["full", "lora-r128", "lisa-e-h-2l"])
-    files = [n if n.endswith((".yaml", ".yml")) else f"experiments/{n}.yaml" for n in names]
+def memory_cell_files(wildcards):
+    """The cell's experiment file (a name in experiments/, or a path), and the defaults."""
+    name = MEMORY_CELL[wildcards.mcell]
+    files = [name if name.endswith((".yaml", ".yml")) else f"experiments/{name}.yaml"]
     return files + [f for f in ["experiments/_defaults.yaml"] if Path(f).exists()]
 
 

@@ -317,6 +317,8 @@ def add_parser(sub) -> None:
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="measure with each block's activations recomputed in backward (default: off, the paper's protocol)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="write the tables and trace only (a pipeline's cell, whose figures the collect job draws)")
     p.add_argument("--cell-timeout", type=float, default=None,
                    help="seconds one cell may run before it is recorded as an error (default: no limit)")
     p.set_defaults(func=_cmd_memory)
@@ -462,7 +464,8 @@ def _cmd_memory(args) -> int:
             atomic.write_text(out / "memory.csv", finish_table(rows, args.speed_baseline).to_csv(index=False))
             atomic.write_text(out / "memory_trace.csv", pd.DataFrame(trace, columns=TRACE_COLUMNS).to_csv(index=False))
     table = finish_table(rows, args.speed_baseline)
-    render(table, trace, out)
+    if not args.no_figures:
+        render(table, trace, out)
     show = table[["model", "experiment", "status", "peak_bytes", "predicted_peak_bytes", "optimizer_bytes",
                   "tokens_per_second", "speed_vs_full", "speed_bound_vs_full", "flag"]].copy()
     for col in ("peak_bytes", "predicted_peak_bytes", "optimizer_bytes"):
