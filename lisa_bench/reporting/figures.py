@@ -178,20 +178,68 @@ def mt_bench_categories(scores: pd.DataFrame, path: Path) -> list[Path]:
     return save(fig, path)
 
 
-def score_vs_memory(points: pd.DataFrame, path: Path, score: str = "overall",
-                    label: str = "MT-Bench overall") -> list[Path]:
+MARKERS = "osD^vP*Xph"
+
+
+def family_style(family: str) -> dict:
+    """One colour and marker per method family in every figure of every study: taken from the family's name (a
+    stable hash), so no figure needs to know the methods."""
+    import zlib
+
+    code = zlib.crc32(family.encode())
+    return {"color": plt.get_cmap("tab10").colors[code % 10], "marker": MARKERS[(code // 10) % len(MARKERS)]}
+
+
+def place_labels(ax, xs, ys, labels, fontsize: int = 8) -> None:
+    """Label points so that no two labels overlap: each label starts beside its point and moves up (in screen
+    space) past any label already placed that it would cover, with a thin line back to its point if moved."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    order = sorted(range(len(labels)), key=lambda i: (ys[i], xs[i]))
+    for i in order:
+        text = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(5, 4), textcoords="offset points", fontsize=fontsize)
+        box, moved = text.get_window_extent(renderer), 0
+        while any(box.overlaps(other) for other in placed) and moved < 40:
+            moved += 1
+            text.set_position((5, 4 + moved * (box.height + 1) * 72 / fig.dpi))
+            box = text.get_window_extent(renderer)
+        if moved:
+            text.arrow_patch = None
+            ax.annotate("", (xs[i], ys[i]), xytext=text.get_position(), textcoords="offset points",
+                        arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5"})
+        placed.append(box)
+
+
+def score_vs_memory(runs: pd.DataFrame, path: Path, score: str = "overall",
+                    label: str = "MT-Bench overall", caption: str = "") -> list[Path]:
     """The figure a method is picked from: the final score against the measured peak memory (left) and the
-    optimizer state (right), one point per experiment, with the 95% intervals over seeds as error bars where
-    there are several seeds."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    yerr = points.get(f"{score}_ci95")
+    optimizer state (right). Every run (seed) is a small point, each experiment's mean a large one; one colour
+    and marker per method family, whose means are joined in order of size (its frontier). ``runs``: one row per
+    run with model, experiment, method, seed, peak_memory_MiB, optimizer_state_MiB and ``score``."""
+    runs = runs.dropna(subset=[score])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    several = runs["model"].nunique() > 1
     for ax, x, xlabel in ((axes[0], "peak_memory_MiB", "measured peak training memory (MiB)"),
                           (axes[1], "optimizer_state_MiB", "optimizer state (MiB, from the state tensors)")):
-        ax.errorbar(points[x], points[score], xerr=points.get(f"{x}_ci95"), yerr=yerr, fmt="o", capsize=3)
-        for _, r in points.iterrows():
-            ax.annotate(r["experiment"], (r[x], r[score]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        means = runs.groupby(["model", "method", "experiment"])[[x, score]].mean().reset_index()
+        for (model, family), sub in means.groupby(["model", "method"]):
+            style = family_style(family)
+            sub = sub.sort_values(x)
+            ax.plot(sub[x], sub[score], "-", ms=8, lw=1.2, label=f"{family} ({model})" if several else family,
+                    **style)
+            own = runs[(runs["model"] == model) & (runs["method"] == family)]
+            ax.scatter(own[x], own[score], s=14, alpha=0.45, color=style["color"], marker=style["marker"])
+        ax.margins(x=0.15, y=0.08)  # room for the labels of the outermost points
+        names = [f"{e} ({m})" if several else e for m, e in zip(means["model"], means["experiment"])]
+        place_labels(ax, list(means[x]), list(means[score]), names, fontsize=7)
         ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
     axes[0].set_ylabel(label)
+    axes[0].legend(fontsize=8, title="method family (mean; small points: each seed)", title_fontsize=7)
+    if caption:
+        fig.suptitle(caption, fontsize=9)
     return save(fig, path)
 
 

@@ -144,7 +144,8 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
     write_table(comparisons.set_index(["model", "task_metric", "experiment", "baseline"]),
                 out / "tables" / "comparisons",
                 f"Paired comparisons ({name}): score minus the baseline's on the same questions (each averaged over "
-                f"seeds), with a 95% bootstrap interval over questions ({resamples} resamples)")
+                f"its runs), with a 95% interval from a two-level bootstrap that resamples the runs (seeds) and the "
+                f"questions together ({resamples} resamples)")
     tables["comparisons"] = comparisons
     grid = sweep_grid([Path(s) for s in sweep] if sweep is not None else [s / "sweep" for s in root])
     if len(grid):
@@ -160,19 +161,24 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
         cats = t[[c for c in t.columns if c.startswith("cat_") and not c.endswith(("_std", "_ci95"))]]
         figures.mt_bench_categories(cats.rename(columns=lambda c: c[4:]), out / "figures" / "mt_bench_categories")
     if "training" in tables:
-        column, pareto = scores[score], tables["training"].reset_index()
-        if score == "eval_loss":
-            label = "final held-out loss"
-        else:
-            if score == "mt_bench":
-                frame, label = tables["mt_bench"], f"MT-Bench overall ({mt['judge'].iloc[0]})"
-            else:
-                frame, label = tables["lm_eval"].rename(columns={f"{column} ci95": f"{column}_ci95"}), column
-            frame = frame.reset_index()
-            pareto = pareto.merge(frame[["model", "experiment", column] + [c for c in (f"{column}_ci95",)
-                                                                            if c in frame]], on=["model", "experiment"])
-        figures.score_vs_memory(pareto, out / "figures" / "score_vs_memory", column, label)
+        per_run, column = _score_per_run(train, ev, mt, scores[score], score)
+        label = {"eval_loss": "final held-out loss"}.get(score) or (
+            f"MT-Bench overall ({mt['judge'].iloc[0]})" if score == "mt_bench" else column)
+        figures.score_vs_memory(per_run, out / "figures" / "score_vs_memory", column, label)
     return tables
+
+
+def _score_per_run(train: pd.DataFrame, ev: pd.DataFrame, mt: pd.DataFrame, column: str, score: str):
+    """Each training run's memory next to its own score (its held-out loss, MT-Bench overall, or an lm-eval
+    metric of the same run)."""
+    runs = train[["model", "experiment", "method", "seed", "peak_memory_MiB", "optimizer_state_MiB", "eval_loss"]]
+    keys = ["model", "experiment", "seed"]
+    if score == "mt_bench":
+        runs = runs.merge(mt[keys + ["overall"]], on=keys)
+    elif score != "eval_loss":
+        scored = ev[ev["task_metric"] == column].rename(columns={"value": column})
+        runs = runs.merge(scored[keys + [column]], on=keys)
+    return runs, column
 
 
 def summary(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> str:

@@ -60,39 +60,49 @@ def samples_table(sources: list[Path]) -> pd.DataFrame:
         columns=["task", "doc_id", "metric", "value", "model", "experiment", "seed"])
 
 
-def paired_bootstrap(diffs, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of per-question differences and its 95% percentile interval, resampling questions."""
-    import numpy as np
-
-    diffs = np.asarray(diffs, dtype=float)
+def paired_bootstrap(a, b, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """The mean difference of two experiments' scores on the same questions and its 95% percentile interval, by a
+    two-level bootstrap: each resample draws the questions, and each experiment's runs (seeds), with replacement,
+    so the interval holds the run-to-run spread as well as the questions'. ``a``, ``b``: scores as (runs, questions)
+    arrays, the questions in the same order. With one run each it is the bootstrap over questions."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
-    return float(diffs.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    questions = rng.integers(0, a.shape[1], size=(resamples, a.shape[1]))
+
+    def drawn(scores):  # (resamples, questions): each resample's mean over its drawn runs, at its drawn questions
+        runs = rng.integers(0, len(scores), size=(resamples, len(scores)))
+        return np.take_along_axis(scores[runs].mean(axis=1), questions, axis=1)
+
+    means = (drawn(a) - drawn(b)).mean(axis=1)
+    return float(a.mean() - b.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def comparisons_table(samples: pd.DataFrame, baselines: list[str], resamples: int = 2000) -> pd.DataFrame:
-    """Each experiment against each baseline on the same questions: the difference of their scores per
-    question (each averaged over its seeds), its mean and 95% bootstrap interval over questions."""
+    """Each experiment against each baseline on the questions both were scored on: the mean difference of their
+    scores (each averaged over its runs) and a 95% interval from a two-level bootstrap over runs and questions."""
     cols = ["model", "task_metric", "experiment", "baseline", "questions", "seeds", "seeds_baseline",
             "difference", "ci_low", "ci_high"]
     if samples.empty:
         return pd.DataFrame(columns=cols)
     samples = samples.assign(task_metric=samples["task"] + "/" + samples["metric"])
-    per_q = samples.groupby(["model", "task_metric", "experiment", "doc_id"])["value"].mean()
-    seeds = samples.groupby(["model", "task_metric", "experiment"])["seed"].nunique()
+    # (runs, questions) per experiment: a question a run was not scored on is missing (NaN)
+    grids = {key: group.pivot_table(index="seed", columns="doc_id", values="value", aggfunc="mean")
+             for key, group in samples.groupby(["model", "task_metric", "experiment"])}
     rows = []
-    for (model, tm), group in per_q.groupby(level=[0, 1]):
-        scores = group.droplevel([0, 1]).unstack("experiment")
-        for base in [b for b in baselines if b in scores.columns]:
-            for exp in [e for e in scores.columns if e != base]:
-                both = scores[[exp, base]].dropna()
-                if both.empty:
-                    continue
-                mean, lo, hi = paired_bootstrap((both[exp] - both[base]).to_numpy(), resamples)
-                rows.append({"model": model, "task_metric": tm, "experiment": exp, "baseline": base,
-                             "questions": len(both), "seeds": seeds[(model, tm, exp)],
-                             "seeds_baseline": seeds[(model, tm, base)], "difference": mean, "ci_low": lo,
-                             "ci_high": hi})
+    for (model, tm, base), grid_b in grids.items():
+        if base not in baselines:
+            continue
+        for (m, t, exp), grid_a in grids.items():
+            if (m, t) != (model, tm) or exp == base:
+                continue
+            shared = [q for q in grid_a.columns if q in grid_b.columns
+                      and grid_a[q].notna().all() and grid_b[q].notna().all()]
+            if not shared:
+                continue
+            mean, lo, hi = paired_bootstrap(grid_a[shared].to_numpy(), grid_b[shared].to_numpy(), resamples)
+            rows.append({"model": model, "task_metric": tm, "experiment": exp, "baseline": base,
+                         "questions": len(shared), "seeds": len(grid_a), "seeds_baseline": len(grid_b),
+                         "difference": mean, "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows, columns=cols)
 
 
