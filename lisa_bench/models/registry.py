@@ -133,6 +133,34 @@ def is_known_model(name: str) -> bool:
     return name in MODELS or Path(name).is_dir() or "/" in name or name.startswith(RANDOM)
 
 
+def check_not_a_typo(name: str, choices: list[str]) -> None:
+    """Refuse, without asking the hub, a name that can only be a mistyped one: not registered, not a local
+    directory, no '/' (hub ids are org/name), not a hub id of a registered architecture and not in the local
+    hub cache. Asking the hub for it first cost about 50 s of retries without a network before the same error.
+    Legacy hub ids without an org (``distilgpt2``) are taken once cached, or by their org/name spelling."""
+    if "/" in name or name in MODELS or name in HUB_IDS or name.startswith(RANDOM) or Path(name).is_dir():
+        return
+    if _in_hub_cache(name):
+        return
+    import difflib
+
+    close = difflib.get_close_matches(name, list(MODELS) + list(HUB_IDS), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise choices_error("model", name, choices + [f"{OTHER} (org/name)"],
+                        more=f" ({hint}not registered, not a local directory, and without '/' not a hub id; "
+                             f"the hub was not asked)")
+
+
+def _in_hub_cache(name: str) -> bool:
+    """Whether the local hub cache holds the repository ``name``'s config (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an id the hub library finds malformed is not in the cache
+        return False
+
+
 def model_config(name: str):
     """The architecture of a model: a registered config (also for the hub ids of registered
     architectures), or a local/hub config (no weights loaded)."""
@@ -141,6 +169,7 @@ def model_config(name: str):
     name = HUB_IDS.get(name, name)
     if name in MODELS:
         return MODELS[name].config()
+    check_not_a_typo(name, list(MODELS))
     from transformers import AutoConfig
 
     try:
@@ -162,7 +191,7 @@ def _from_pretrained(name: str, dtype: torch.dtype, attn: str = "sdpa") -> Loade
                        f"choices: sdpa, eager") from None
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise choices_error("model", name, [n for n, e in MODELS.items() if e.load] + [OTHER],
+        raise choices_error("model", name, _loadable() + [OTHER],
                             more=f" (could not load it: {first})") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -247,6 +276,8 @@ def _meta_model(name: str, dtype: torch.dtype, attn: str) -> LoadedModel:
             source = str(ensure_smollm2())
         elif entry is not None:
             raise BadInput(f"model {name!r} is an architecture only; to train, give a model with weights")
+        else:
+            check_not_a_typo(name, _loadable())
         tokenizer, config = _from_pretrained_tokenizer(source), AutoConfig.from_pretrained(source)
     config._attn_implementation = attn
     with torch.device("meta"):
@@ -263,6 +294,11 @@ def _from_pretrained_tokenizer(name: str):
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
+
+
+def _loadable() -> list[str]:
+    """Registered names that load weights (the others are architectures only)."""
+    return [n for n, e in MODELS.items() if e.load]
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -287,6 +323,7 @@ def load_model(name: str, seed: int = 0, dtype: str = "fp32", attn_implementatio
         return _random_model(name, seed, torch_dtype, attn_implementation)
     entry = MODELS.get(name)
     if entry is None:
+        check_not_a_typo(name, _loadable())
         return _from_pretrained(name, torch_dtype, attn_implementation)
     if entry.load is None:
         raise BadInput(f"model {name!r} is an architecture only (random weights for lisa-bench memory and plan, "

@@ -38,6 +38,40 @@ def test_bad_names(call, needle):
         call()
 
 
+def _no_hub(monkeypatch):
+    """Any call of transformers' from_pretrained fails the test: the name must be refused before the hub."""
+    import transformers
+
+    def asked(name, *a, **k):
+        raise AssertionError(f"the hub was asked for {name!r}")
+
+    for cls in (transformers.AutoConfig, transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        monkeypatch.setattr(cls, "from_pretrained", asked)
+
+
+@pytest.mark.parametrize("call", [lambda: load_model("smolm2-135m"), lambda: model_config("smolm2-135m"),
+                                  lambda: load_model("smolm2-135m", weights=False)])
+def test_a_mistyped_name_is_refused_without_asking_the_hub(call, monkeypatch):
+    """A name without '/' that is neither registered, nor a local directory, nor in the hub cache cannot be a hub
+    id: refused at once, with the choices and the closest registered name (the hub's retries took ~50 s)."""
+    _no_hub(monkeypatch)
+    with pytest.raises(BadInput, match=r"unknown model 'smolm2-135m'; valid choices: .*did you mean 'smollm2-135m'"):
+        call()
+
+
+def test_a_cached_hub_id_without_org_still_loads(tmp_path, monkeypatch):
+    """Legacy hub ids without an org (``distilgpt2``) are taken when the local hub cache holds them."""
+    import huggingface_hub.constants
+
+    from tests.pipeline_support import hub_cache
+
+    hub_cache(tmp_path, "legacy-tiny")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert model_config("legacy-tiny").num_hidden_layers == 8
+
+
 def test_random_weights_of_a_registered_architecture_train_with_the_byte_tokenizer():
     """random:<architecture> builds the architecture's config with seeded random weights (here the tiny one,
     so that the test stays small; random:tinyllama-1.1b is the same path at paper scale)."""
