@@ -77,8 +77,22 @@ def check_method(precision: Precision, method) -> None:
         raise BadInput(f"precision {precision.name!r} cannot serve method {method.name!r}: it builds "
                        f"{method.own_optimizer}, and bf16-kahan needs the AdamW it replaces; valid precisions for "
                        f"it: {', '.join(n for n, p in PRECISIONS.items() if not p.kahan)}")
+    if precision.masters and method.trains and not method.keeps_masters and not _takes_state_dtype(method):
+        # a method written before state_dtype existed: its state under fp32 masters cannot be predicted
+        valid = [n for n, p in PRECISIONS.items() if not p.masters and not (p.kahan and method.own_optimizer)]
+        raise BadInput(f"precision {precision.name!r} cannot serve method {method.name!r}: its "
+                       f"optimizer_state_bytes(params) takes no state_dtype, the dtype of its state when it steps "
+                       f"fp32 masters (add `state_dtype=None`, see docs/methods.md#adding-a-baseline); valid "
+                       f"precisions for it: {', '.join(valid)}")
     if precision.kahan:
         kahan_adamw_class()  # installed?
+
+
+def _takes_state_dtype(method) -> bool:
+    import inspect
+
+    params = inspect.signature(method.optimizer_state_bytes).parameters
+    return "state_dtype" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def kahan_adamw_class():
