@@ -121,13 +121,38 @@ def _cmd_train(args) -> int:
     cfg = build_config(experiment, {k: getattr(args, k) for k in TRAIN_FIELDS}, option_overrides, layers=layers)
     from .training import train
 
-    metrics = train(cfg, args.output_dir, progress=not args.no_progress,
-                    experiment=args.experiment_name or (experiment.stem if experiment else None))
-    keys = ("method", "model", "steps", "train_loss_first", "train_loss_last", "eval_loss", "tokens_per_second",
-            "optimizer_state_bytes_peak", "peak_memory_bytes", "memory_kind")
-    if os.environ.get("RANK", "0") == "0":  # one summary line under torchrun / accelerate launch
-        print(" ".join(f"{k}={metrics[k]}" for k in keys))
+    name = args.experiment_name or (experiment.stem if experiment else None)
+    metrics = train(cfg, args.output_dir, progress=not args.no_progress, experiment=name)
+    if os.environ.get("RANK", "0") == "0":  # one summary under torchrun / accelerate launch
+        print(_train_summary(metrics, name, args.output_dir))
     return 0
+
+
+def _train_summary(m: dict, experiment: str | None, output_dir: str) -> str:
+    """What a finished run measured, one aligned line per figure (metrics.json holds them all, unrounded)."""
+    def size(n):
+        return "-" if n is None else f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+    def loss(x):
+        return "-" if x is None else f"{x:.4f}"
+
+    processes = m.get("num_processes", 1)
+    per = f", the largest of {processes} processes" if processes > 1 else ""
+    kind = {"cuda_allocated": "CUDA allocated", "cpu_rss": "process RSS"}.get(m["memory_kind"], m["memory_kind"])
+    losses = (f"{loss(m['train_loss_first'])} -> {loss(m['train_loss_last'])} (first -> last step)"
+              if m["steps"] else "- (no training steps)")
+    speed = m["tokens_per_second"]
+    rows = [("method", m["method"] + (f" (experiment {experiment})" if experiment and experiment != m["method"] else "")),
+            ("model", m["model"]),
+            ("steps", f"{m['steps']} ({m['precision']}, {processes} process{'es' if processes > 1 else ''})"),
+            ("training loss", losses),
+            ("held-out loss", loss(m["eval_loss"])),
+            ("optimizer state", f"{size(m['optimizer_state_bytes_peak'])} (peak{per})"),
+            ("peak memory", f"{size(m['peak_memory_bytes'])} ({kind}{per})"),
+            ("speed", "-" if speed is None else f"{speed:,.0f} tokens/s over {m['train_seconds']:.1f} s of training"),
+            ("output", f"{output_dir} (metrics.json has every figure)")]
+    width = max(len(k) for k, _ in rows) + 2
+    return "\n".join(["lisa-bench train: finished"] + [f"  {k:<{width}}{v}" for k, v in rows])
 
 
 def _settings_file(path: str) -> dict:

@@ -105,6 +105,28 @@ def test_flags_override_experiment_file(tmp_path, capsys):
     assert metrics["method_options"]["interval"] == 7 and metrics["provenance"]["config"]["lr"] == 0.001
 
 
+def test_train_ends_with_a_readable_summary(tmp_path, capsys):
+    """One aligned line per figure, sizes in MiB or GiB, the losses first -> last, the output directory."""
+    import re
+
+    out = tmp_path / "run"
+    assert main(BASE + ["--method", "lisa", "--output-dir", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = lines[lines.index("lisa-bench train: finished") + 1:]
+    fields = dict(re.fullmatch(r"  (\S+(?: \S+)*?) {2,}(\S.*)", ln).groups() for ln in summary)
+    assert list(fields) == ["method", "model", "steps", "training loss", "held-out loss", "optimizer state",
+                            "peak memory", "speed", "output"]
+    assert len({ln.index(value) for ln, value in zip(summary, fields.values())}) == 1  # one column of values
+    m = json.loads((out / "metrics.json").read_text())
+    assert fields["model"] == "tiny-random-llama" and fields["steps"].startswith("2 (fp32, 1 process)")
+    assert fields["training loss"].startswith(f"{m['train_loss_first']:.4f} -> {m['train_loss_last']:.4f}")
+    assert fields["held-out loss"] == f"{m['eval_loss']:.4f}"
+    assert fields["optimizer state"].startswith(f"{m['optimizer_state_bytes_peak'] / 2**20:.1f} MiB")
+    assert fields["peak memory"].startswith(f"{m['peak_memory_bytes'] / 2**20:.1f} MiB (process RSS")
+    assert fields["speed"].startswith(f"{m['tokens_per_second']:,.0f} tokens/s")
+    assert fields["output"].startswith(str(out))
+
+
 def test_hub_dataset_offline_gives_one_line(capsys, tmp_path):
     code, err = run_cli(BASE + ["--method", "lisa", "--dataset", "alpaca-gpt4", "--output-dir", str(tmp_path / "o")],
                         capsys)
