@@ -186,6 +186,25 @@ def write_stage_times(table, out: Path, wall: float) -> None:
         f"jobs may run side by side):\n\n{table.to_markdown(index=False, floatfmt='.1f')}\n")
 
 
+# what a run records about itself (no weights, no checkpoints): enough for `lisa-bench report --runs` to redraw
+# every table and figure of a published study, and for a later sitting to resume a study from them
+RUN_RECORDS = ("run.json", "metrics.json", "train_log.jsonl", "scores.json", "samples.jsonl", "mt_bench.json")
+
+
+def copy_run_records(runs: Path, dest: Path) -> int:
+    """Copy each run's records (RUN_RECORDS) of a study's run tree into ``dest``, in the same layout; unfinished
+    runs (hidden .partial directories) are left out. Returns the number of files copied."""
+    copied = 0
+    for stage in ("train", "eval", "mt_bench", "sweep"):
+        for path in sorted((runs / stage).rglob("*")) if (runs / stage).is_dir() else []:
+            rel = path.relative_to(runs)
+            if path.name in RUN_RECORDS and path.is_file() and not any(p.startswith(".") for p in rel.parts):
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest / rel)
+                copied += 1
+    return copied
+
+
 def _cmd_publish(args) -> int:
     from . import atomic
 
@@ -197,8 +216,10 @@ def _cmd_publish(args) -> int:
     kept = notes.read_text() if notes.is_file() and not (out / "README.md").exists() else None
     with atomic.staged_dir(ref) as staging:
         shutil.copytree(out, staging, dirs_exist_ok=True)
+        copy_run_records(out.parent, Path(staging) / "runs")
         if kept is not None:
             (Path(staging) / "README.md").write_text(kept)
-    print(f"[lisa-bench] published runs/{name}/results -> results/{name}"
+    print(f"[lisa-bench] published runs/{name}/results -> results/{name} (each run's records in results/{name}/runs: "
+          f"`lisa-bench report --runs results/{name}/runs` redraws the tables and figures)"
           + (" (its README.md kept)" if kept is not None else ""))
     return 0

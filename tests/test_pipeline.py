@@ -31,11 +31,11 @@ def test_tiny_pipeline_end_to_end(workdir):
     study = TINY.replace("experiments: [base, lisa-e-h-2l]", "experiments: [lisa-e-h-2l, sgd-full]")
     study = study.replace("methods: [lisa-e-h-2l], seq_len: 64, steps: 1", "methods: [full, sgd-full], "
                           "seq_len: 512, steps: 2")
-    (workdir / "config" / "tiny.yaml").write_text(study)
-    assert _files(workdir) - before == {"plugins/sgd_full.py", "experiments/sgd-full.yaml", "config/tiny.yaml"}
+    (workdir / "config" / "plugin-study.yaml").write_text(study)
+    assert _files(workdir) - before == {"plugins/sgd_full.py", "experiments/sgd-full.yaml", "config/plugin-study.yaml"}
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run([sys.executable, "-m", "lisa_bench.cli", "reproduce", "--directory", str(workdir),
-                           "--configfile", "config/tiny.yaml", "--cores", "2"], capture_output=True, text=True,
+                           "--configfile", "config/plugin-study.yaml", "--cores", "2"], capture_output=True, text=True,
                           env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (workdir / "results").exists()  # the pipeline writes under runs/; results/ holds references
@@ -69,10 +69,19 @@ def test_tiny_pipeline_end_to_end(workdir):
     assert (runs / "benchmarks" / "train" / "tiny-random-llama" / "lisa-e-h-2l" / "seed0.tsv").exists()
     # published as the study's reference, a rerun (nothing left to do) compares equal to it
     cli = [sys.executable, "-m", "lisa_bench.cli"]
-    assert subprocess.run(cli + ["publish", "--directory", str(workdir), "--configfile", "config/tiny.yaml"],
+    assert subprocess.run(cli + ["publish", "--directory", str(workdir), "--configfile", "config/plugin-study.yaml"],
                           env=env).returncode == 0
     assert (workdir / "results" / "tiny" / "tables" / "training.csv").exists()
-    rerun = subprocess.run(cli + ["reproduce", "--directory", str(workdir), "--configfile", "config/tiny.yaml",
+    # each run's records go with the reference (no weights): the report redraws the tables from them alone
+    records = workdir / "results" / "tiny" / "runs"
+    assert not list(records.rglob("*.safetensors")) and not list(records.rglob("checkpoint"))
+    redraw = subprocess.run(cli + ["report", "--runs", str(records), "--output-dir", str(workdir / "redrawn"),
+                                   "--name", "tiny", "--baselines=", "--quiet"], env=env, capture_output=True, text=True)
+    assert redraw.returncode == 0, redraw.stderr[-2000:]
+    for table in ("training", "lm_eval", "mt_bench"):
+        assert pd.read_csv(workdir / "redrawn" / "tables" / f"{table}.csv").equals(
+            pd.read_csv(results / "tables" / f"{table}.csv")), table
+    rerun = subprocess.run(cli + ["reproduce", "--directory", str(workdir), "--configfile", "config/plugin-study.yaml",
                                   "--strict"], capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     assert "Nothing to be done" in rerun.stdout + rerun.stderr  # incremental: the finished study is not redone
@@ -80,7 +89,7 @@ def test_tiny_pipeline_end_to_end(workdir):
     n = int(counts.split(" of ")[1].split()[0])
     assert n > 10 and f"{n} of {n} headline" in counts
     assert (results / "comparison.md").exists()
-    report = _snakemake(workdir, "--cores", "1", "--configfile", "config/tiny.yaml", "--report", "report.html")
+    report = _snakemake(workdir, "--cores", "1", "--configfile", "config/plugin-study.yaml", "--report", "report.html")
     assert report.returncode == 0, report.stderr[-2000:]
     assert (workdir / "report.html").stat().st_size > 10_000
 
