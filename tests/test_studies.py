@@ -34,3 +34,36 @@ def test_dry_run(config, workdir):
     assert counts["train"] == len(runs) and counts["tables_and_figures"] == 1
     tables_job = proc.stdout.split("rule tables_and_figures:")[1].split("output:")[0]
     assert all(run in tables_job for run in runs)  # the report's inputs: every run, no directory searched
+
+
+STUDIES_PAGE = ROOT / "docs" / "studies.md"
+
+
+def _schema_keys(node: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, sub in (node.get("properties") or {}).items():
+        keys.append(prefix + key)
+        keys += _schema_keys(sub, f"{prefix}{key}.")
+    return keys
+
+
+def test_the_study_page_names_every_schema_key():
+    """docs/studies.md goes through every key of config/schema.yaml, nested ones included (`launcher.type` as
+    `type`): a key added to the schema without a word on the page fails here."""
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    text = STUDIES_PAGE.read_text()
+    missing = [k for k in _schema_keys(schema) if f"`{k.split('.')[-1]}`" not in text and
+               not re.search(rf"[{{ ,]{re.escape(k.split('.')[-1])}[:,}} ]", text)]
+    assert not missing, f"docs/studies.md does not name {missing}"
+
+
+def test_the_worked_example_plans(workdir):
+    """The worked example of docs/studies.md, as the page prints it, passes the study check and plans the jobs
+    the page counts."""
+    block = re.search(r"```yaml\n# config/my-study.yaml\n(.*?)```", STUDIES_PAGE.read_text(), re.S).group(1)
+    (workdir / "config" / "my-study.yaml").write_text(block)
+    proc = snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/my-study.yaml")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = _job_counts(proc.stdout)
+    assert (counts["train"], counts["sweep_train"], counts["memory_cell"]) == (7, 6, 3), counts
+    assert counts["lm_eval"] == counts["mt_bench_answer"] == counts["mt_bench_judge"] == 7
