@@ -141,7 +141,8 @@ def _train_summary(m: dict, experiment: str | None, output_dir: str) -> str:
     kind = {"cuda_allocated": "CUDA allocated", "cpu_rss": "process RSS"}.get(m["memory_kind"], m["memory_kind"])
     losses = (f"{loss(m['train_loss_first'])} -> {loss(m['train_loss_last'])} (first -> last step)"
               if m["steps"] else "- (no training steps)")
-    speed = m["tokens_per_second"]
+    speed, steady = m["tokens_per_second"], m.get("steady_tokens_per_second")
+    mfu = f", MFU {m['mfu']:.1%}" if m.get("mfu") else ""
     rows = [("method", m["method"] + (f" (experiment {experiment})" if experiment and experiment != m["method"] else "")),
             ("model", m["model"]),
             ("steps", f"{m['steps']} ({m['precision']}, {processes} process{'es' if processes > 1 else ''})"),
@@ -149,7 +150,9 @@ def _train_summary(m: dict, experiment: str | None, output_dir: str) -> str:
             ("held-out loss", loss(m["eval_loss"])),
             ("optimizer state", f"{size(m['optimizer_state_bytes_peak'])} (peak{per})"),
             ("peak memory", f"{size(m['peak_memory_bytes'])} ({kind}{per})"),
-            ("speed", "-" if speed is None else f"{speed:,.0f} tokens/s over {m['train_seconds']:.1f} s of training"),
+            ("speed", "-" if speed is None else
+             (f"{steady:,.0f} tokens/s after {m['warmup_steps']} warm-up steps{mfu} ({speed:,.0f} over all "
+              f"{m['train_seconds']:.1f} s)" if steady else f"{speed:,.0f} tokens/s over {m['train_seconds']:.1f} s")),
             ("output", f"{output_dir} (metrics.json has every figure)")]
     width = max(len(k) for k, _ in rows) + 2
     return "\n".join(["lisa-bench train: finished"] + [f"  {k:<{width}}{v}" for k, v in rows])

@@ -123,7 +123,9 @@ def test_train_ends_with_a_readable_summary(tmp_path, capsys):
     assert fields["held-out loss"] == f"{m['eval_loss']:.4f}"
     assert fields["optimizer state"].startswith(f"{m['optimizer_state_bytes_peak'] / 2**20:.1f} MiB")
     assert fields["peak memory"].startswith(f"{m['peak_memory_bytes'] / 2**20:.1f} MiB (process RSS")
-    assert fields["speed"].startswith(f"{m['tokens_per_second']:,.0f} tokens/s")
+    # steady state first (warm-up steps apart), the whole run's rate beside it
+    assert fields["speed"].startswith(f"{m['steady_tokens_per_second']:,.0f} tokens/s after {m['warmup_steps']} warm-up")
+    assert f"({m['tokens_per_second']:,.0f} over all" in fields["speed"]
     assert fields["output"].startswith(str(out))
 
 

@@ -99,12 +99,13 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
     _write_provenance(root, out, name)
     if len(train):
         t = mean_std(train, ["model", "experiment", "method"],
-                     ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "loss_last", "eval_loss",
+                     ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "mfu", "loss_last", "eval_loss",
                       "train_seconds", "blocks_never_trained"])
-        keep = ("optimizer_state_MiB", "train_seconds", "blocks_never_trained")  # no spread shown for these
+        keep = ("optimizer_state_MiB", "train_seconds", "blocks_never_trained", "mfu")  # no spread shown for these
         t = t[[c for c in t.columns if not any(c.startswith(k) and c != k for k in keep)]]
         write_table(t, out / "tables" / "training",
-                    f"Training ({name}): memory, speed, final training loss and held-out loss per method")
+                    f"Training ({name}): memory, steady-state speed (tokens/s after the warm-up steps; model FLOPs "
+                    f"utilisation where the GPU's peak is known), final training loss and held-out loss per method")
         tables["training"] = t
         logs = list(runs(root, "train_log.jsonl"))
         figures.loss_curves(logs, out / "figures" / "loss_curves")

@@ -129,7 +129,9 @@ def training_table(sources: list[Path]) -> pd.DataFrame:
                      "trainable_params": m["trainable_params_peak"],
                      "optimizer_state_MiB": m["optimizer_state_bytes_peak"] / 2**20,
                      "peak_memory_MiB": m["peak_memory_bytes"] / 2**20, "memory_kind": m["memory_kind"],
-                     "tokens_per_second": m["tokens_per_second"], "loss_first": m["train_loss_first"],
+                     # steady state (warm-up apart) where the run recorded it (training/throughput.py)
+                     "tokens_per_second": m.get("steady_tokens_per_second") or m["tokens_per_second"],
+                     "mfu": m.get("mfu"), "loss_first": m["train_loss_first"],
                      "loss_last": m["train_loss_last"], "eval_loss": m.get("eval_loss"),
                      "precision": m.get("precision"), "padding_fraction": m.get("padding_fraction"),
                      "train_seconds": m.get("train_seconds"), "blocks_never_trained": never})

@@ -35,7 +35,8 @@ from ..models import load_model
 from ..precision import Precision, prepare_optimizer, resolve_precision
 from ..provenance import provenance
 from ..runs import write_identity
-from . import faults
+from ..memory.speed import work_per_token
+from . import faults, throughput
 from .checkpoint import Checkpoint
 from .distributed import (DEEPSPEED_REFUSED, check_fsdp, full_state_dict, load_sharded_weights, replicas_in_sync,
                           shard_model, sync_gradients)
@@ -88,46 +89,80 @@ class Record:
     lost_updates: dict = field(default_factory=dict)  # step -> share of the intended update lost to rounding
     opt_peak: int = 0  # this process's (sharded: its shards'); saved per process in a checkpoint
     grad_peak: int = 0  # bytes of this process's gradients at the optimizer step (sharded: its shards)
+    step_seconds: list = field(default_factory=list)  # per step, for the steady-state throughput (throughput.py)
+    step_tokens: list = field(default_factory=list)
+    step_flops: list = field(default_factory=list)  # matrix FLOPs per token of each step's trained set
 
 
 def setup(cfg: TrainConfig) -> Run:
     """Resolve every input (nothing is written before this succeeds), then build model, method,
     optimizer, accelerator and the plan of which examples each step trains on."""
-    from accelerate import Accelerator, PartialState
-    from accelerate.utils import DistributedType
-
     cfg.validate()
-    method = cfg.build_method()
-    precision = resolve_precision(cfg.precision)
+    method, precision = cfg.build_method(), resolve_precision(cfg.precision)
+    device, world, rank = _setup_device(cfg, method)
+    batch_size = cfg.process_batch_size(world)
+    torch.manual_seed(cfg.seed)
+    # sharded: process 0 loads the weights, the others build the model on the meta device
+    loaded = load_model(cfg.model, seed=cfg.seed, dtype=precision.weights_name,
+                        attn_implementation=cfg.attn_implementation, weights=cfg.sharding != "fsdp" or rank == 0)
+    examples, validation, curve = _setup_data(cfg, loaded.tokenizer)
+    model, layout = _setup_model(cfg, method, loaded.model, device, world, rank)
+    # The optimizer is built before the Accelerator: transformers' GaLore set-up goes through
+    # TrainingArguments, which resets accelerate's global state.
+    optimizer = method.build_optimizer(model, OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                                          kahan=precision.kahan)) if method.trains else None
+    optimizer = prepare_optimizer(precision, method, optimizer)  # fp32 masters under bf16-master
+    accelerator = _setup_accelerator(cfg, device)
+    plan, steps = _setup_plan(cfg, method, examples, batch_size, accelerator)
+    sharded = cfg.sharding == "fsdp"
+    raw_model = model
+    if method.ddp_wrappable and not sharded:
+        model = accelerator.prepare_model(model)
+    return Run(cfg, method, model, raw_model, optimizer, accelerator, precision, examples, validation, curve, plan, steps,
+               Schedule.of(cfg, steps), PadCollator(loaded.tokenizer.pad_token_id), layout, loaded.tokenizer, loaded,
+               MemoryMeter(accelerator.device), sharded=sharded,
+               manual_sync=accelerator.num_processes > 1 and not method.ddp_wrappable and not sharded)
+
+
+def _setup_device(cfg: TrainConfig, method) -> tuple[torch.device, int, int]:
+    """This process's device, the world size and rank (torchrun's), with what sharding needs checked."""
+    from accelerate import PartialState
+
     device = resolve_device(cfg.device)
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    sharded = cfg.sharding == "fsdp"
-    if sharded:
+    if cfg.sharding == "fsdp":
         if method.not_shardable:
             raise BadInput(f"method {cfg.method!r} cannot train on FSDP2-sharded parameters: {method.not_shardable}; "
                            f"valid launchers for it: single, ddp")
         check_fsdp(world, device.type)
-    batch_size = cfg.process_batch_size(world)
+    if cfg.memory_snapshot and device.type != "cuda":
+        raise BadInput("memory_snapshot needs a CUDA device (torch.cuda.memory._record_memory_history)")
     if world > 1:  # launched by torchrun or accelerate: one device per process, the process group up
         device = PartialState(cpu=device.type == "cpu").device
-    torch.manual_seed(cfg.seed)
+    return device, world, rank
+
+
+def _setup_data(cfg: TrainConfig, tokenizer) -> tuple[list[dict], list[dict], list[dict]]:
+    """The encoded training, held-out and learning-curve examples."""
     convs = load_conversations(cfg.dataset, "train", seed=cfg.seed, size=cfg.train_size)
-    # sharded: process 0 loads the weights, the others build the model on the meta device
-    loaded = load_model(cfg.model, seed=cfg.seed, dtype=precision.weights_name,
-                        attn_implementation=cfg.attn_implementation, weights=not sharded or rank == 0)
-    examples = encode_all(convs, loaded.tokenizer, cfg.max_length)
+    examples = encode_all(convs, tokenizer, cfg.max_length)
     if not examples:
         raise BadInput(f"dataset {cfg.dataset!r} has no example with response tokens within max_length={cfg.max_length}")
     held_out = load_conversations(cfg.dataset, "validation", seed=cfg.seed, size=cfg.eval_size, allow_empty=True)
-    validation = encode_all(held_out, loaded.tokenizer, cfg.max_length)
+    validation = encode_all(held_out, tokenizer, cfg.max_length)
     # encode_all keeps the conversations' order, so the curve's examples are a prefix of the held-out ones
     curve = validation if cfg.curve_size is None else \
-        validation[:len(encode_all(held_out[:cfg.curve_size], loaded.tokenizer, cfg.max_length))]
-    model = method.prepare_model(loaded.model)
+        validation[:len(encode_all(held_out[:cfg.curve_size], tokenizer, cfg.max_length))]
+    return examples, validation, curve
+
+
+def _setup_model(cfg: TrainConfig, method, model: torch.nn.Module, device, world: int, rank: int):
+    """The method's model on the device (FSDP2: sharded, process 0's weights sent to every process)."""
+    model = method.prepare_model(model)
     layout = method.find_blocks(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if sharded:
+    if cfg.sharding == "fsdp":
         full = model.state_dict() if rank == 0 else {}
         model = shard_model(model, layout, device, world)
         load_sharded_weights(model, full, device)
@@ -136,11 +171,13 @@ def setup(cfg: TrainConfig) -> Run:
         model = model.to(device)
     if method.trains:
         model.train()
-    # The optimizer is built before the Accelerator: transformers' GaLore set-up goes through
-    # TrainingArguments, which resets accelerate's global state.
-    optimizer = method.build_optimizer(model, OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                          kahan=precision.kahan)) if method.trains else None
-    optimizer = prepare_optimizer(precision, method, optimizer)  # fp32 masters under bf16-master
+    return model, layout
+
+
+def _setup_accelerator(cfg: TrainConfig, device: torch.device):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
     # trackers log into the run's directory, set once it exists (accelerate wants one up front)
     accelerator = Accelerator(cpu=device.type == "cpu", log_with=Trackers.accelerate_name(cfg.report_to),
                               project_dir=tempfile.gettempdir())
@@ -148,6 +185,11 @@ def setup(cfg: TrainConfig) -> Run:
         raise BadInput(f"accelerate's {accelerator.distributed_type.value} plugin is not used by lisa-bench: launch "
                        f"with plain torchrun/accelerate (no FSDP or DeepSpeed config) and --set sharding=fsdp for "
                        f"FSDP2; DeepSpeed is refused ({DEEPSPEED_REFUSED})")
+    return accelerator
+
+
+def _setup_plan(cfg: TrainConfig, method, examples: list[dict], batch_size: int, accelerator) -> tuple[StepPlan, int]:
+    """Which examples each step of each process trains on, and the run's optimizer steps."""
     plan = StepPlan([len(e["input_ids"]) for e in examples], batch_size, cfg.grad_accum_steps, cfg.seed,
                     accelerator.num_processes, accelerator.process_index, cfg.group_by_length)
     if not plan.steps_per_epoch:
@@ -158,15 +200,7 @@ def setup(cfg: TrainConfig) -> Run:
     if method.trains and cfg.eval_every is not None and cfg.eval_every > steps:
         raise BadInput(f"eval_every {cfg.eval_every} is larger than the run ({steps} steps): it would log no "
                        f"held-out point before the end; valid: 1 to {steps}, or none")
-    raw_model = model
-    if method.ddp_wrappable and not sharded:
-        model = accelerator.prepare_model(model)
-    if cfg.memory_snapshot and accelerator.device.type != "cuda":
-        raise BadInput("memory_snapshot needs a CUDA device (torch.cuda.memory._record_memory_history)")
-    return Run(cfg, method, model, raw_model, optimizer, accelerator, precision, examples, validation, curve, plan, steps,
-               Schedule.of(cfg, steps), PadCollator(loaded.tokenizer.pad_token_id), layout, loaded.tokenizer, loaded,
-               MemoryMeter(accelerator.device), sharded=sharded,
-               manual_sync=accelerator.num_processes > 1 and not method.ddp_wrappable and not sharded)
+    return plan, steps
 
 
 def _micro_batch(run: Run, indices: list[int]) -> dict:
@@ -243,9 +277,9 @@ def _nothing():
 
 
 @torch.no_grad()
-def validation_loss(run: Run, examples: list[dict] | None = None) -> float | None:
+def validation_loss(run: Run, examples: list[dict] | None = None, progress: bool = False) -> float | None:
     """Mean loss over every response token of the held-out split, or of ``examples`` (each process takes its
-    share)."""
+    share); ``progress``: a bar over the batches (the final pass over all held-out conversations takes minutes)."""
     examples = run.validation if examples is None else examples
     if not examples:
         return None
@@ -257,7 +291,8 @@ def validation_loss(run: Run, examples: list[dict] | None = None) -> float | Non
     batches = -(-len(examples) // acc.num_processes // size) if run.sharded else -(-len(mine) // size)
     total = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, tokens
     run.raw_model.eval()
-    for i in range(0, batches * size, size):
+    for i in tqdm(range(0, batches * size, size), desc="held-out loss", disable=not progress, leave=False,
+                  dynamic_ncols=True):
         rows, counted = (mine[i:i + size], True) if mine[i:i + size] else (examples[:1], False)
         batch = {k: v.to(device) for k, v in run.collate(rows).items()}
         with run.precision.autocast(device.type):
@@ -325,82 +360,111 @@ def _train(cfg: TrainConfig, output_dir: str | Path, progress: bool, experiment:
         # every process reads and writes the main process's checkpoint directory
         ckpt = Checkpoint(atomic.partial_dir(output_dir) / "checkpoint", dataclasses.asdict(cfg), run.sharded)
         start = _resume(run, ckpt, record) if checkpointing else 0
-        trackers = Trackers(run.accelerator, cfg, out)
-        log = JsonLines(out / "train_log.jsonl", keep_before=start)
-        norms_log = JsonLines(out / "weight_norms.jsonl", keep_before=start)
-        norm_steps = _norm_steps(cfg, steps)
+        logs = _Logs(Trackers(run.accelerator, cfg, out), JsonLines(out / "train_log.jsonl", keep_before=start),
+                     JsonLines(out / "weight_norms.jsonl", keep_before=start), _norm_steps(cfg, steps),
+                     progress and is_main)
         lost = LostUpdates(optimizer, cfg.seed) if method.trains else None
         bar = tqdm(total=steps, initial=start, desc=f"{cfg.method} on {run.loaded.name}",
                    disable=not (progress and is_main), dynamic_ncols=True)
-
         for step in range(start, steps):
-            method.on_step_start(step, model, optimizer)
-            if step in norm_steps:
-                norms_log.write({"step": step, **weight_norms(model, run.layout, method)})
-            lr = run.schedule.lr_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            active = method.active_blocks()  # the blocks this step trains (a method may switch inside its step)
-            shares = run.plan.step(step)
-            micro = [_micro_batch(run, idx) for idx in shares]
-            evaluates = (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == steps
-            loss, stats = train_step(run, micro)
-            if step == 0 or evaluates:  # updates lost to rounding: the first step, then each window to a held-out point
-                window = lost.take()
-                stats.update(window)
-                share = record.lost_updates[step] = window["lost_update_share"]
-                if step == 0 and is_main and share is not None and share > LOST_WARNING:
-                    print(lost_warning(share, cfg.precision, cfg.lr, LOST_WARNING), file=sys.stderr)
-            dt = stats.pop("seconds")
-            n_tokens = sum(len(run.examples[i]["input_ids"]) for idx in shares for i in idx)
-            record.padded_tokens += sum(b["attention_mask"].numel() for b, idx in zip(micro, shares) if idx)
-            opt_bytes, n_trainable = method.optimizer_bytes(optimizer), trainable_param_count(model)
-            record.losses.append(loss)
-            record.tokens += n_tokens
-            record.seconds += dt
-            record.trainable_peak = max(record.trainable_peak, n_trainable)
-            record.opt_peak = max(record.opt_peak, opt_bytes)
-            record.grad_peak = max(record.grad_peak, stats["gradient_bytes"])
-            row = {"step": step, "loss": loss, "lr": lr, "active_layers": active,
-                   "trainable_params": n_trainable, "optimizer_state_bytes": opt_bytes, **stats,
-                   "tokens": n_tokens, "step_seconds": dt, "tokens_per_second": n_tokens / dt if dt > 0 else None}
-            if evaluates:  # the curve's points all on the same conversations; the final score on all of them
-                row["eval_loss"], row["eval_examples"] = validation_loss(run, run.curve), len(run.curve)
-                if run.curve is run.validation:
-                    record.eval_losses[step] = row["eval_loss"]
-                elif step + 1 == steps:
-                    record.eval_losses[step] = validation_loss(run)
-            log.write(row)
-            trackers.log(row, step)
+            row = _step(run, step, record, lost, logs)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{n_tokens / dt:.0f}" if dt > 0 else "-")
+            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second'] or 0:.0f}")
             if checkpointing and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
                 _save(run, ckpt, record, step + 1)
             if step + 1 < steps and (signal := stop.requested(run.accelerator)):
                 _preempted(run, ckpt, record, step + 1, signal, checkpointing)
-
         bar.close()
         if checkpointing:
             ckpt.remove()
-        trackers.finish()
-        if not method.trains:  # the untrained model's held-out loss, for the tables
-            record.eval_losses[0] = validation_loss(run)
-        if steps in norm_steps or not method.trains:
-            norms_log.write({"step": steps, **weight_norms(model, run.layout, method)})
-        log.close()
-        norms_log.close()
-        if cfg.memory_snapshot:  # open at https://pytorch.org/memory_viz
-            torch.cuda.memory._dump_snapshot(str(out / "memory_snapshot.pickle"))
-            torch.cuda.memory._record_memory_history(enabled=None)
-        replicated = run.accelerator.num_processes > 1 and not run.sharded
-        in_sync = replicas_in_sync(run.model, run.accelerator) if replicated else None
-        whole = full_state_dict(model) if run.sharded else None  # a collective: every process takes part
-        if is_main:
-            method.save(model, run.tokenizer, out / "model", state_dict=whole)
-        del whole
-        metrics = _metrics(run, record, start, in_sync)
-        atomic.write_json(out / "metrics.json", metrics)
+        metrics = _finish(run, record, logs, out, start)
         write_identity(out, cfg.model, experiment or cfg.method, cfg.seed)
+    return metrics
+
+
+@dataclass
+class _Logs:
+    trackers: Trackers
+    steps: JsonLines  # train_log.jsonl
+    norms: JsonLines  # weight_norms.jsonl
+    norm_steps: set[int]
+    progress: bool  # bars for the long passes (the final held-out loss)
+    flops: dict = field(default_factory=dict)  # the trained blocks -> matrix FLOPs per token (throughput.py)
+
+
+def _step(run: Run, step: int, record: Record, lost: LostUpdates, logs: _Logs) -> dict:
+    """One optimizer step with what is measured around it; returns its row of train_log.jsonl."""
+    cfg, method, model, optimizer = run.cfg, run.method, run.raw_model, run.optimizer
+    method.on_step_start(step, model, optimizer)
+    if step in logs.norm_steps:
+        logs.norms.write({"step": step, **weight_norms(model, run.layout, method)})
+    lr = run.schedule.lr_at(step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    active = method.active_blocks()  # the blocks this step trains (a method may switch inside its step)
+    shares = run.plan.step(step)
+    micro = [_micro_batch(run, idx) for idx in shares]
+    evaluates = (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == run.steps
+    loss, stats = train_step(run, micro)
+    if step == 0 or evaluates:  # updates lost to rounding: the first step, then each window to a held-out point
+        window = lost.take()
+        stats.update(window)
+        share = record.lost_updates[step] = window["lost_update_share"]
+        if step == 0 and run.accelerator.is_main_process and share is not None and share > LOST_WARNING:
+            print(lost_warning(share, cfg.precision, cfg.lr, LOST_WARNING), file=sys.stderr)
+    dt = stats.pop("seconds")
+    n_tokens = sum(len(run.examples[i]["input_ids"]) for idx in shares for i in idx)
+    record.padded_tokens += sum(b["attention_mask"].numel() for b, idx in zip(micro, shares) if idx)
+    opt_bytes, n_trainable = method.optimizer_bytes(optimizer), trainable_param_count(model)
+    key = tuple(active) if active is not None else None  # the trained set changes only when the method switches
+    if key not in logs.flops:
+        logs.flops[key] = work_per_token(model, run.layout, max(1, n_tokens))[0]
+    record.losses.append(loss)
+    record.tokens += n_tokens
+    record.seconds += dt
+    record.step_seconds.append(dt)
+    record.step_tokens.append(n_tokens)
+    record.step_flops.append(logs.flops[key])
+    record.trainable_peak = max(record.trainable_peak, n_trainable)
+    record.opt_peak = max(record.opt_peak, opt_bytes)
+    record.grad_peak = max(record.grad_peak, stats["gradient_bytes"])
+    row = {"step": step, "loss": loss, "lr": lr, "active_layers": active,
+           "trainable_params": n_trainable, "optimizer_state_bytes": opt_bytes, **stats,
+           "tokens": n_tokens, "step_seconds": dt, "tokens_per_second": n_tokens / dt if dt > 0 else None}
+    if evaluates:  # the curve's points all on the same conversations; the final score on all of them
+        last = step + 1 == run.steps
+        row["eval_loss"] = validation_loss(run, run.curve, progress=logs.progress and last)
+        row["eval_examples"] = len(run.curve)
+        if run.curve is run.validation:
+            record.eval_losses[step] = row["eval_loss"]
+        elif last:
+            record.eval_losses[step] = validation_loss(run, progress=logs.progress)
+    logs.steps.write(row)
+    logs.trackers.log(row, step)
+    return row
+
+
+def _finish(run: Run, record: Record, logs: _Logs, out: Path, start: int) -> dict:
+    """After the last step: the untrained model's score, the last norms, the model and metrics.json."""
+    cfg, method, model = run.cfg, run.method, run.raw_model
+    logs.trackers.finish()
+    if not method.trains:  # the untrained model's held-out loss, for the tables
+        record.eval_losses[0] = validation_loss(run, progress=logs.progress)
+    if run.steps in logs.norm_steps or not method.trains:
+        logs.norms.write({"step": run.steps, **weight_norms(model, run.layout, method)})
+    logs.steps.close()
+    logs.norms.close()
+    if cfg.memory_snapshot:  # open at https://pytorch.org/memory_viz
+        torch.cuda.memory._dump_snapshot(str(out / "memory_snapshot.pickle"))
+        torch.cuda.memory._record_memory_history(enabled=None)
+    replicated = run.accelerator.num_processes > 1 and not run.sharded
+    in_sync = replicas_in_sync(run.model, run.accelerator) if replicated else None
+    whole = full_state_dict(model) if run.sharded else None  # a collective: every process takes part
+    if run.accelerator.is_main_process:
+        method.save(model, run.tokenizer, out / "model", state_dict=whole)
+    del whole
+    metrics = _metrics(run, record, start, in_sync)
+    atomic.write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -428,6 +492,7 @@ def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict
     lost = [record.lost_updates[s] for s in sorted(record.lost_updates)]
     # per process (sharded: its shards)
     peaks, states, grads = _gather(run.meter.peak_bytes()), _gather(record.opt_peak), _gather(record.grad_peak)
+    device_name, peak = throughput.device_peak(run.accelerator.device, run.precision.weights)
     return {
         "method": cfg.method,
         "model": cfg.model,
@@ -448,7 +513,10 @@ def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict
         "peak_memory_bytes": max(peaks),
         "peak_memory_bytes_per_process": peaks,
         "memory_kind": run.meter.kind,
-        "tokens_per_second": record.tokens / record.seconds if record.seconds else None,
+        "tokens_per_second": record.tokens / record.seconds if record.seconds else None,  # warm-up included
+        **throughput.summary(record.step_seconds, record.step_tokens, record.step_flops, peak),
+        "device_name": device_name,
+        "device_peak_flops": peak,
         "padding_fraction": 1 - record.tokens / record.padded_tokens if record.padded_tokens else None,
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
