@@ -23,8 +23,8 @@ seeds: [0]
 training: {{max_steps: 2, train_size: 32, eval_size: 8}}
 experiments: [full, lisa-e-h-2l]
 launcher: {{type: single}}
-lm_eval: {{tasks: [synthetic_mc], limit: 4}}
-mt_bench: {{questions: offline, max_new_tokens: 4, limit: 2, judge: "hf:{hub_id}", expected_rating: true}}
+lm_eval: {{tasks: [synthetic_mc], limit: 2}}
+mt_bench: {{questions: offline, max_new_tokens: 2, limit: 1, judge: "hf:{hub_id}", expected_rating: true}}
 memory: {{models: [{hub_id}], methods: [lisa-e-h-2l], seq_len: 64, steps: 1}}
 """
 

@@ -40,14 +40,21 @@ def _train(out, seed=0, experiment="lisa-e-h-2l"):
                  "--no-progress"]) == 0
 
 
-def test_report_finds_train_runs_at_any_depth_and_says_what_it_wrote(tmp_path, capsys):
-    _train(tmp_path / "runs" / "first", experiment="full")
-    _train(tmp_path / "runs" / "nested" / "deeper" / "second")
-    _train(tmp_path / "runs" / "nested" / "third", seed=1)
-    assert json.loads((tmp_path / "runs" / "first" / "run.json").read_text()) == {
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Three lisa-bench train runs at different depths (trained once for this file's tests)."""
+    runs = tmp_path_factory.mktemp("trained") / "runs"
+    _train(runs / "first", experiment="full")
+    _train(runs / "nested" / "deeper" / "second")
+    _train(runs / "nested" / "third", seed=1)
+    return runs
+
+
+def test_report_finds_train_runs_at_any_depth_and_says_what_it_wrote(trained, tmp_path, capsys):
+    assert json.loads((trained / "first" / "run.json").read_text()) == {
         "model": "tiny-random-llama", "experiment": "full", "seed": 0}
     capsys.readouterr()
-    assert main(["report", "--runs-dir", str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out")]) == 0
+    assert main(["report", "--runs-dir", str(trained), "--output-dir", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "tables/training.csv" in printed and "figures/loss_curves.png" in printed
     assert "lisa-e-h-2l" in printed and "full" in printed  # the headline table
@@ -63,15 +70,17 @@ def test_report_finds_train_runs_at_any_depth_and_says_what_it_wrote(tmp_path, c
     ("baseline", "unknown baseline 'lora-r128'"),
     ("twice", "two runs of model"),
 ])
-def test_report_never_silently_does_nothing(case, needle, tmp_path, capsys):
+def test_report_never_silently_does_nothing(case, needle, trained, tmp_path, capsys):
+    import shutil
+
     runs = tmp_path / "runs"
     runs.mkdir()
     args = ["report", "--runs-dir", str(runs if case != "missing" else tmp_path / "nope"),
             "--output-dir", str(tmp_path / "out")]
     if case in ("baseline", "twice"):
-        _train(runs / "a", experiment="full")
+        shutil.copytree(trained / "first", runs / "a")
     if case == "twice":
-        _train(runs / "b", experiment="full")
+        shutil.copytree(trained / "first", runs / "b")
     if case == "baseline":
         args += ["--baselines", "lora-r128"]
     capsys.readouterr()
