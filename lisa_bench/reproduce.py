@@ -64,6 +64,26 @@ def _study(args, check=None) -> tuple[Path, Path, str]:
     return root, configfile, config["name"]
 
 
+# Snakemake arguments that send the jobs elsewhere or run none: a study may then ask for a device this machine lacks
+ELSEWHERE = ("--profile", "--executor", "-e", "--dry-run", "--dryrun", "-n", "--workflow-profile")
+
+
+def _check_device(root: Path, configfile: Path, extra: list[str]) -> None:
+    """A study that trains on CUDA, run here, on a machine without a CUDA GPU: refused before any job (else every
+    job fails in its log). Submitting to a cluster (--profile, --executor) or a dry run is allowed."""
+    import yaml
+
+    device = (yaml.safe_load(configfile.read_text()) or {}).get("device")
+    if device != "cuda" or any(a.split("=")[0] in ELSEWHERE for a in extra):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BadInput(f"config device: 'cuda', but this machine has no CUDA GPU; valid: run it on one, submit it "
+                       f"to a cluster (lisa-bench reproduce --configfile {configfile.relative_to(root)} -- --profile "
+                       f"profiles/slurm), plan its jobs (-- --dry-run), or a study with device: cpu")
+
+
 def run_dir(root: Path, name: str) -> Path:
     return root / "runs" / name / "results"
 
@@ -78,6 +98,7 @@ def _cmd_reproduce(args) -> int:
 
     root, configfile, name = _study(args, check=check_study_file)  # bad input: one line, before Snakemake
     extra = [a for a in args.snakemake_args if a != "--"]
+    _check_device(root, configfile, extra)
     # the extra arguments first: targets after --configfile (which takes several files) would be read as config
     # files, and our options after them end any list option the user left open; a job a kill cut short is
     # rerun, never taken as done

@@ -60,3 +60,25 @@ def test_a_killed_reproduce_continues_with_the_same_command(tiny_project, capsys
     assert "--rerun-incomplete" in out
     assert not (locks.is_dir() and any(locks.iterdir()))
     assert not any(claims_dir(tiny_project).iterdir())  # this run's claim released, the dead one's taken over
+
+
+def test_a_cuda_study_on_a_machine_without_one_is_refused_before_any_job(tmp_path, capsys, monkeypatch):
+    """device: cuda on a machine without a CUDA GPU: one line and exit 2 (every job would fail in its log);
+    a dry run or a cluster submission is let through to Snakemake."""
+    import torch
+
+    from lisa_bench.cli import main
+    from tests.pipeline_support import copy_project
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    copy_project(tmp_path)
+    calls = []
+    monkeypatch.setattr("subprocess.run", lambda cmd, **kw: calls.append(cmd) or type("P", (), {"returncode": 0})())
+    assert main(["reproduce", "--directory", str(tmp_path), "--configfile", "config/paper-ablations.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "config device: 'cuda', but this machine has no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+    assert not calls and not (tmp_path / "runs").exists()
+    main(["reproduce", "--directory", str(tmp_path), "--configfile", "config/paper-ablations.yaml", "--", "-n"])
+    assert "config device" not in capsys.readouterr().err
+    assert any("snakemake" in " ".join(map(str, c)) and "-n" in c for c in calls)  # the dry run reached Snakemake
