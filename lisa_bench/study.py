@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import sys
 from pathlib import Path
 
@@ -167,6 +168,10 @@ def _check_grid(config: dict, experiments_dir) -> None:
                                     where=where)
             if not isinstance(values, list) or not values:
                 raise BadInput(f"{where}.{key}: {values!r} is not a non-empty list of values")
+            for value in values:  # each value names its runs' directories and the tables' rows
+                if not re.fullmatch(r"[A-Za-z0-9._-]+", _label(value)):
+                    raise BadInput(f"{where}.{key}: value {value!r} cannot name a run ({_label(value)!r}); valid: "
+                                   f"numbers, true/false, or words of letters, digits, '.', '_' and '-'")
             repeated = [v for i, v in enumerate(values) if v in values[:i]]
             if repeated:
                 raise BadInput(f"{where}.{key}: value {repeated[0]!r} is listed twice; valid: distinct values")

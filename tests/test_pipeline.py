@@ -180,6 +180,8 @@ BAD_STUDIES = [
     ("grid: {lisa-e-h-2l: {gama: [1, 2]}}", "config grid[lisa-e-h-2l]: unknown grid key 'gama'; valid choices: "),
     ("grid: {lisa-e-h-2l: {seed: [0, 1]}}", "config grid[lisa-e-h-2l]: unknown grid key 'seed'"),
     ("grid: {lisa-e-h-2l: {gamma: [2, 2]}}", "config grid[lisa-e-h-2l].gamma: value 2 is listed twice"),
+    ("grid: {lora-r128: {target_modules: [[q_proj, v_proj]]}}\nexperiments: [base, lora-r128]",
+     "config grid[lora-r128].target_modules: value ['q_proj', 'v_proj'] cannot name a run"),
     ("grid: {lisa-e-h-2l: {gamma: [2, two]}}",
      "config grid[lisa-e-h-2l] point lisa-e-h-2l+gamma=two: method 'lisa': option 'gamma' must be an integer"),
     ("grid: {lisa-e-h-2l: {precision: [fp32, fp64]}}",
