@@ -28,6 +28,13 @@ def save(fig, path: Path) -> list[Path]:
     return out
 
 
+def integer_steps(ax) -> None:
+    """Ticks at whole steps only (a step axis of a short run otherwise shows 2.5, 7.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def memory_breakdown(table: pd.DataFrame, path: Path) -> list[Path]:
     """Stacked bars of the measured breakdown per method (one panel per model), with the measured
     peak (black tick) and the analytic prediction (red tick)."""
@@ -90,6 +97,7 @@ def memory_over_steps(run_dirs: list[Path], path: Path) -> list[Path]:
     ax2.set_title("optimizer state per step")
     for ax in (ax1, ax2):
         ax.set_xlabel("step")
+        integer_steps(ax)
         ax.set_ylabel("MiB")
         ax.legend(fontsize=7)
     return save(fig, path)
@@ -123,6 +131,7 @@ def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
         axes[1][col].set_title(f"{model}: optimizer state")
         for ax in (axes[0][col], axes[1][col]):
             ax.set_xlabel("step (0 = warm-up)")
+            integer_steps(ax)
             ax.set_ylabel("GiB")
     handles = [plt.Line2D([], [], color=c, marker="o", ms=3, label=m) for m, c in colors.items()]
     axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -146,6 +155,7 @@ def loss_curves(runs, path: Path) -> list[Path]:
             held = log[log["eval_loss"].notna()]
             ax.plot(held["step"], held["eval_loss"], marker="o", ls="--", color=line.get_color(), ms=4)
     ax.set_xlabel("optimizer step")
+    integer_steps(ax)
     ax.set_ylabel("loss (line: training; dashed with dots: held-out)")
     ax.legend(fontsize=6)
     return save(fig, path)
@@ -163,6 +173,7 @@ def blocks_heatmap(runs, path: Path) -> list[Path] | None:
         fig, ax = plt.subplots(figsize=(6.5, 3.5))
         ax.imshow(pd.DataFrame(grid).T.values, aspect="auto", cmap="Greys", interpolation="nearest")
         ax.set_xlabel("step")
+        integer_steps(ax)
         ax.set_ylabel("decoder block")
         ax.set_title(f"blocks trained by {exp} ({model}, seed {seed})")
         return save(fig, path)
@@ -263,6 +274,7 @@ def learning_curves(points: pd.DataFrame, path: Path, machine: str) -> list[Path
     held = f" ({'/'.join(map(str, sizes))} held-out examples)" if sizes else ""
     axes[0].set_ylabel("held-out loss" + held)
     axes[0].set_xlabel("optimizer step")
+    integer_steps(axes[0])
     axes[1].set_xlabel(f"training seconds, each job's own\n(held-out passes excluded; {machine})")
     axes[0].legend(fontsize=7)
     return save(fig, path)

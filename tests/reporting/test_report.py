@@ -91,3 +91,17 @@ def test_blocks_never_trained_from_the_log(tmp_path):
     assert blocks_never_trained(log, 8) == 4  # 0, 1, 3, 5 trained of 8
     log.write_text(json.dumps({"step": 0, "loss": 1.0}) + "\n")
     assert blocks_never_trained(log, 8) is None  # a method that trains every block throughout logs none
+
+
+def test_step_axes_tick_whole_steps_only():
+    import matplotlib.pyplot as plt
+
+    from lisa_bench.reporting.figures import integer_steps
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2, 3], [1.0, 0.9, 0.8, 0.7])
+    integer_steps(ax)
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if 0 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    plt.close(fig)
