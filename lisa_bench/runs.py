@@ -62,20 +62,28 @@ def write_identity(out: str | Path, model: str, experiment: str, seed: int, **ex
     atomic.write_json(Path(out) / IDENTITY, {"model": model, "experiment": experiment, "seed": int(seed), **extra})
 
 
-def _recorded(run_dir: Path) -> dict | None:
-    return json.loads((run_dir / IDENTITY).read_text()) if (run_dir / IDENTITY).is_file() else None
+def recorded_identity(run_dir: str | Path) -> dict | None:
+    """The identity a run wrote (run.json), or None."""
+    path = Path(run_dir) / IDENTITY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _path_identity(run_dir: Path) -> dict | None:
+    """Pipeline runs written before run.json existed: ``.../<model>/<experiment>/seed<k>``."""
+    if run_dir.name.startswith("seed") and run_dir.name[4:].isdigit():
+        return {"model": run_dir.parent.parent.name, "experiment": run_dir.parent.name, "seed": int(run_dir.name[4:])}
+    return None
 
 
 def read_identity(run_dir: str | Path) -> dict | None:
-    """A run's (model, experiment, seed): its run.json; else its metrics.json (a run trained through the Python
-    API: the method stands for the experiment); else None."""
+    """A run's (model, experiment, seed): its run.json; else, for a pipeline run from before run.json, its path;
+    else its metrics.json (a run trained through the Python API: the method stands for the experiment); else None."""
     run_dir = Path(run_dir)
-    if (run_dir / IDENTITY).is_file():
-        return _recorded(run_dir)
-    if (run_dir / "metrics.json").is_file():
+    identity = recorded_identity(run_dir) or _path_identity(run_dir)
+    if identity is None and (run_dir / "metrics.json").is_file():
         m = json.loads((run_dir / "metrics.json").read_text())
-        return {"model": m["model"], "experiment": m.get("experiment") or m["method"], "seed": m["seed"]}
-    return None
+        identity = {"model": m["model"], "experiment": m.get("experiment") or m["method"], "seed": m["seed"]}
+    return identity
 
 
 def copy_identity(run: str | Path | None, out: str | Path) -> None:
@@ -83,13 +91,6 @@ def copy_identity(run: str | Path | None, out: str | Path) -> None:
     identity = read_identity(run) if run else None
     if identity is not None:
         write_identity(out, **{**identity, "run": str(run)})
-
-
-def _path_identity(run_dir: Path) -> dict | None:
-    """Runs written before run.json existed: ``.../<model>/<experiment>/seed<k>``."""
-    if run_dir.name.startswith("seed") and run_dir.name[4:].isdigit():
-        return {"model": run_dir.parent.parent.name, "experiment": run_dir.parent.name, "seed": int(run_dir.name[4:])}
-    return None
 
 
 def find_runs(sources: list[str | Path], filename: str, skip: tuple[str, ...] = ("sweep",)):
@@ -106,7 +107,7 @@ def find_runs(sources: list[str | Path], filename: str, skip: tuple[str, ...] = 
             if parts[:1] in [(s,) for s in skip] or any(p.startswith(".") for p in parts):
                 continue  # a sweep's grid runs; an unfinished run's hidden working directory
             run_dir = path.parents[depth - 1]
-            identity = _recorded(run_dir) or _path_identity(run_dir) or read_identity(run_dir)
+            identity = read_identity(run_dir)
             if identity is None:
                 continue
             key = (identity["model"], identity["experiment"], int(identity["seed"]))
@@ -115,5 +116,5 @@ def find_runs(sources: list[str | Path], filename: str, skip: tuple[str, ...] = 
                                f"{str(seen[key].parents[depth - 1])!r} and {str(run_dir)!r}; valid: one run per "
                                f"model, experiment and seed (give the report one of them)")
             seen[key] = path
-    for (model, exp, seed), path in sorted(seen.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+    for (model, exp, seed), path in sorted(seen.items()):
         yield model, exp, seed, path

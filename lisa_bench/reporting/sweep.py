@@ -18,16 +18,14 @@ from ..errors import BadInput
 
 def grid_table(sources: list[Path]) -> pd.DataFrame:
     """One row per grid run under ``sources`` (grid run directories, or directories holding them at any depth)."""
-    from ..runs import read_identity
+    from ..runs import recorded_identity
 
     rows = []
     for path in sorted({p for s in map(Path, sources) for p in s.rglob("metrics.json")}):
         m = json.loads(path.read_text())
-        identity = read_identity(path.parent)
-        if (path.parent / "run.json").is_file():
-            model, exp = identity["model"], identity["experiment"]
-        else:  # written before run.json: .../<model>/<experiment>/lr<rate>/seed<k>/
-            model, exp = path.parents[3].name, path.parents[2].name
+        # written before run.json: .../<model>/<experiment>/lr<rate>/seed<k>/
+        identity = recorded_identity(path.parent) or {"model": path.parents[3].name, "experiment": path.parents[2].name}
+        model, exp = identity["model"], identity["experiment"]
         rows.append({"model": model, "experiment": exp,
                      "lr": float(m["provenance"]["config"]["lr"]), "seed": m["seed"], "steps": m["steps"],
                      "eval_loss": m["eval_loss"], "train_loss_last": m["train_loss_last"]})
