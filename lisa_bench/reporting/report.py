@@ -162,7 +162,8 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
         cats = t[[c for c in t.columns if c.startswith("cat_") and not c.endswith(("_std", "_ci95"))]]
         figures.mt_bench_categories(cats.rename(columns=lambda c: c[4:]), out / "figures" / "mt_bench_categories")
     if "training" in tables:
-        per_run, column = _score_per_run(train, ev, mt, scores[score], score)
+        column = scores[score]
+        per_run = _score_per_run(train, ev, mt, column, score)
         label = {"eval_loss": "final held-out loss"}.get(score) or (
             f"MT-Bench overall ({mt['judge'].iloc[0]})" if score == "mt_bench" else column)
         figures.score_vs_memory(per_run, out / "figures" / "score_vs_memory", column, label)
@@ -179,7 +180,7 @@ def _score_per_run(train: pd.DataFrame, ev: pd.DataFrame, mt: pd.DataFrame, colu
     elif score != "eval_loss":
         scored = ev[ev["task_metric"] == column].rename(columns={"value": column})
         runs = runs.merge(scored[keys + [column]], on=keys)
-    return runs, column
+    return runs
 
 
 def summary(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> str:
