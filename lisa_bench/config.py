@@ -60,6 +60,9 @@ class TrainConfig:
     # first N of those for the eval_every points (a learning curve at a fraction of the cost); the run's final
     # held-out loss (metrics.json) is still on all eval_size of them. None: every point on all of them
     curve_size: int | None = None
+    # forgetting: the loss on this many tokens of general text no split contains (data/general.py), before and
+    # after training, in blocks of max_length tokens at the training micro-batch size; 0: not measured
+    forgetting_tokens: int = 4096
     norm_every: int | None = None  # weight-norm snapshot period (None: ~10 per run)
     checkpoint_every: int = 50  # steps between resumable checkpoints (0: none); DDP and FSDP2 included
     memory_snapshot: bool = False  # CUDA only: dump an allocator snapshot (PyTorch memory visualizer)
@@ -93,7 +96,7 @@ class TrainConfig:
                                  ("checkpoint_every", self.checkpoint_every, 0), ("warmup_steps", self.warmup_steps, 0),
                                  ("eval_every", self.eval_every, 1), ("eval_batch_size", self.eval_batch_size, 1),
                                  ("eval_size", self.eval_size, 1), ("curve_size", self.curve_size, 1),
-                                 ("norm_every", self.norm_every, 1),
+                                 ("norm_every", self.norm_every, 1), ("forgetting_tokens", self.forgetting_tokens, 0),
                                  ("train_size", self.train_size, 1)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
                 raise BadInput(f"{name} must be an integer >= {low}, got {value!r}")

@@ -44,9 +44,11 @@ def _machine(sources: list[Path]) -> str:
     return "machine not recorded"
 
 
-def _score_columns(ev: pd.DataFrame, mt: pd.DataFrame) -> dict[str, str]:
+def _score_columns(ev: pd.DataFrame, mt: pd.DataFrame, train: pd.DataFrame | None = None) -> dict[str, str]:
     """The scores a study's quality-against-memory figure can plot: name -> column of its table."""
     columns = {"eval_loss": "eval_loss"}
+    if train is not None and "forgetting" in train and train["forgetting"].notna().any():
+        columns["forgetting"] = "forgetting"
     if len(mt):
         columns["mt_bench"] = "overall"
     for column in (ev["task_metric"].unique() if len(ev) else []):
@@ -91,7 +93,7 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
                        f"with metrics.json (lisa-bench train), scores.json (lisa-bench eval) or judge/mt_bench.json")
     experiments = set().union(*(set(t["experiment"]) for t in (train, ev, mt) if len(t)))
     baselines = _baselines(baselines, experiments)
-    scores = _score_columns(ev, mt)
+    scores = _score_columns(ev, mt, train)
     if score is not None and score not in scores:  # before anything is written
         raise choices_error("figure score", score, list(scores), where="report",
                             more=" (the held-out loss, MT-Bench's overall score, the study's lm-eval metrics)")
@@ -100,12 +102,13 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
     if len(train):
         t = mean_std(train, ["model", "experiment", "method"],
                      ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "mfu", "loss_last", "eval_loss",
-                      "train_seconds", "blocks_never_trained"])
+                      "forgetting", "train_seconds", "blocks_never_trained"])
         keep = ("optimizer_state_MiB", "train_seconds", "blocks_never_trained", "mfu")  # no spread shown for these
         t = t[[c for c in t.columns if not any(c.startswith(k) and c != k for k in keep)]]
         write_table(t, out / "tables" / "training",
                     f"Training ({name}): memory, steady-state speed (tokens/s after the warm-up steps; model FLOPs "
-                    f"utilisation where the GPU's peak is known), final training loss and held-out loss per method")
+                    f"utilisation where the GPU's peak is known), final training loss, held-out loss and forgetting (the change in loss on general text no split contains, "
+                    f"from the base model) per method")
         tables["training"] = t
         logs = list(runs(root, "train_log.jsonl"))
         figures.loss_curves(logs, out / "figures" / "loss_curves")
@@ -164,7 +167,8 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
     if "training" in tables:
         column = scores[score]
         per_run = _score_per_run(train, ev, mt, column, score)
-        label = {"eval_loss": "final held-out loss"}.get(score) or (
+        label = {"eval_loss": "final held-out loss",
+                 "forgetting": "forgetting (change in general-text loss)"}.get(score) or (
             f"MT-Bench overall ({mt['judge'].iloc[0]})" if score == "mt_bench" else column)
         figures.score_vs_memory(per_run, out / "figures" / "score_vs_memory", column, label)
     return tables
@@ -173,11 +177,12 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
 def _score_per_run(train: pd.DataFrame, ev: pd.DataFrame, mt: pd.DataFrame, column: str, score: str):
     """Each training run's memory next to its own score (its held-out loss, MT-Bench overall, or an lm-eval
     metric of the same run)."""
-    runs = train[["model", "experiment", "method", "seed", "peak_memory_MiB", "optimizer_state_MiB", "eval_loss"]]
+    runs = train[["model", "experiment", "method", "seed", "peak_memory_MiB", "optimizer_state_MiB", "eval_loss"]
+                 + (["forgetting"] if score == "forgetting" else [])]
     keys = ["model", "experiment", "seed"]
     if score == "mt_bench":
         runs = runs.merge(mt[keys + ["overall"]], on=keys)
-    elif score != "eval_loss":
+    elif score not in ("eval_loss", "forgetting"):
         scored = ev[ev["task_metric"] == column].rename(columns={"value": column})
         runs = runs.merge(scored[keys + [column]], on=keys)
     return runs

@@ -133,6 +133,7 @@ def training_table(sources: list[Path]) -> pd.DataFrame:
                      "tokens_per_second": m.get("steady_tokens_per_second") or m["tokens_per_second"],
                      "mfu": m.get("mfu"), "loss_first": m["train_loss_first"],
                      "loss_last": m["train_loss_last"], "eval_loss": m.get("eval_loss"),
+                     "forgetting": m.get("forgetting"),  # change in loss on general text (data/general.py)
                      "precision": m.get("precision"), "padding_fraction": m.get("padding_fraction"),
                      "train_seconds": m.get("train_seconds"), "blocks_never_trained": never})
     return pd.DataFrame(rows)

@@ -25,6 +25,7 @@ from .. import atomic
 from ..config import TrainConfig
 from ..data.batching import StepPlan
 from ..data.registry import load_conversations
+from ..data.general import general_blocks
 from ..data.tokenize import IGNORE_INDEX, PadCollator, encode_all
 from ..devices import resolve_device
 from ..errors import BadInput
@@ -74,6 +75,8 @@ class Run:
     meter: MemoryMeter
     sharded: bool  # FSDP2: parameters, gradients and optimizer state in shards
     manual_sync: bool  # average gradients ourselves (methods DDP cannot wrap)
+    general: list = field(default_factory=list)  # blocks of general text, for forgetting (data/general.py)
+    general_info: dict = field(default_factory=dict)  # what they are: source, SHA-256, tokens
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Record:
     step_seconds: list = field(default_factory=list)  # per step, for the steady-state throughput (throughput.py)
     step_tokens: list = field(default_factory=list)
     step_flops: list = field(default_factory=list)  # matrix FLOPs per token of each step's trained set
+    general_loss_base: float | None = None  # the untrained model's loss on the general text (forgetting)
 
 
 def setup(cfg: TrainConfig) -> Run:
@@ -118,10 +122,13 @@ def setup(cfg: TrainConfig) -> Run:
     raw_model = model
     if method.ddp_wrappable and not sharded:
         model = accelerator.prepare_model(model)
+    general, general_info = general_blocks(loaded.tokenizer, cfg.forgetting_tokens, cfg.max_length) \
+        if cfg.forgetting_tokens else ([], {})
     return Run(cfg, method, model, raw_model, optimizer, accelerator, precision, examples, validation, curve, plan, steps,
                Schedule.of(cfg, steps), PadCollator(loaded.tokenizer.pad_token_id), layout, loaded.tokenizer, loaded,
                MemoryMeter(accelerator.device), sharded=sharded,
-               manual_sync=accelerator.num_processes > 1 and not method.ddp_wrappable and not sharded)
+               manual_sync=accelerator.num_processes > 1 and not method.ddp_wrappable and not sharded,
+               general=general, general_info=general_info)
 
 
 def _setup_device(cfg: TrainConfig, method) -> tuple[torch.device, int, int]:
@@ -277,21 +284,23 @@ def _nothing():
 
 
 @torch.no_grad()
-def validation_loss(run: Run, examples: list[dict] | None = None, progress: bool = False) -> float | None:
+def validation_loss(run: Run, examples: list[dict] | None = None, progress: bool = False,
+                    batch_size: int | None = None, desc: str = "held-out loss") -> float | None:
     """Mean loss over every response token of the held-out split, or of ``examples`` (each process takes its
-    share); ``progress``: a bar over the batches (the final pass over all held-out conversations takes minutes)."""
+    share), in batches of ``batch_size`` (default eval_batch_size); ``progress``: a bar over the batches (the
+    final pass over all held-out conversations takes minutes)."""
     examples = run.validation if examples is None else examples
     if not examples:
         return None
     acc, device = run.accelerator, run.accelerator.device
-    size = run.cfg.eval_batch_size or run.plan.batch_size
+    size = batch_size or run.cfg.eval_batch_size or run.plan.batch_size
     mine = examples[acc.process_index::acc.num_processes]
     # every process runs the same number of batches (a sharded model gathers its weights in each forward
     # on all of them together); a process short of examples repeats one and does not count it
     batches = -(-len(examples) // acc.num_processes // size) if run.sharded else -(-len(mine) // size)
     total = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, tokens
     run.raw_model.eval()
-    for i in tqdm(range(0, batches * size, size), desc="held-out loss", disable=not progress, leave=False,
+    for i in tqdm(range(0, batches * size, size), desc=desc, disable=not progress, leave=False,
                   dynamic_ncols=True):
         rows, counted = (mine[i:i + size], True) if mine[i:i + size] else (examples[:1], False)
         batch = {k: v.to(device) for k, v in run.collate(rows).items()}
@@ -303,6 +312,13 @@ def validation_loss(run: Run, examples: list[dict] | None = None, progress: bool
     if acc.num_processes > 1:
         total = acc.reduce(total, reduction="sum")
     return float(total[0] / total[1])
+
+
+def general_loss(run: Run, progress: bool = False) -> float | None:
+    """The loss on the general text (forgetting), at the training micro-batch size: a forward pass of a training
+    batch's shape without gradients, so it adds nothing to the run's memory peak."""
+    return validation_loss(run, run.general, progress=progress, batch_size=run.plan.batch_size,
+                           desc="general-text loss")
 
 
 def _norm_steps(cfg: TrainConfig, steps: int) -> set[int]:
@@ -360,6 +376,8 @@ def _train(cfg: TrainConfig, output_dir: str | Path, progress: bool, experiment:
         # every process reads and writes the main process's checkpoint directory
         ckpt = Checkpoint(atomic.partial_dir(output_dir) / "checkpoint", dataclasses.asdict(cfg), run.sharded)
         start = _resume(run, ckpt, record) if checkpointing else 0
+        if start == 0:  # the base model's loss on the general text, before any update
+            record.general_loss_base = general_loss(run)
         logs = _Logs(Trackers(run.accelerator, cfg, out), JsonLines(out / "train_log.jsonl", keep_before=start),
                      JsonLines(out / "weight_norms.jsonl", keep_before=start), _norm_steps(cfg, steps),
                      progress and is_main)
@@ -450,6 +468,7 @@ def _finish(run: Run, record: Record, logs: _Logs, out: Path, start: int) -> dic
     logs.trackers.finish()
     if not method.trains:  # the untrained model's held-out loss, for the tables
         record.eval_losses[0] = validation_loss(run, progress=logs.progress)
+    general = general_loss(run, progress=logs.progress) if method.trains else record.general_loss_base
     if run.steps in logs.norm_steps or not method.trains:
         logs.norms.write({"step": run.steps, **weight_norms(model, run.layout, method)})
     logs.steps.close()
@@ -463,7 +482,7 @@ def _finish(run: Run, record: Record, logs: _Logs, out: Path, start: int) -> dic
     if run.accelerator.is_main_process:
         method.save(model, run.tokenizer, out / "model", state_dict=whole)
     del whole
-    metrics = _metrics(run, record, start, in_sync)
+    metrics = _metrics(run, record, start, in_sync, general)
     atomic.write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -486,7 +505,7 @@ def _preempted(run: Run, ckpt: Checkpoint, record: Record, step: int, signal: st
     raise faults.Preempted()
 
 
-def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict:
+def _metrics(run: Run, record: Record, start: int, in_sync: bool | None, general: float | None = None) -> dict:
     cfg, losses = run.cfg, record.losses
     evals = [record.eval_losses[s] for s in sorted(record.eval_losses)]
     lost = [record.lost_updates[s] for s in sorted(record.lost_updates)]
@@ -521,6 +540,11 @@ def _metrics(run: Run, record: Record, start: int, in_sync: bool | None) -> dict
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
         "eval_loss": evals[-1] if evals else None,
+        # forgetting (data/general.py): the change in loss on general text no split contains, from the base model
+        "general_loss_base": record.general_loss_base,
+        "general_loss": general,
+        "forgetting": general - record.general_loss_base if None not in (general, record.general_loss_base) else None,
+        "general_text": run.general_info or None,
         # the share of the intended update the weights of record did not take (training/updates.py), on a fixed
         # sample of trainable elements: at the first step, and over the window since the last held-out-loss point
         "lost_update_share_first": lost[0] if lost else None,
