@@ -285,6 +285,18 @@ def _check_sweep(config: dict, overrides: dict) -> None:
         if "lr" in (overrides.get(exp) or {}):
             raise BadInput(f"config sweep.lr[{exp}]: the experiment also sets lr in experiment_overrides; the sweep "
                            f"chooses it")
+    for exp, source in (sweep.get("rate_from") or {}).items():
+        if exp not in names:
+            raise choices_error("experiment", exp, names, where="config sweep.rate_from")
+        if exp in grids:
+            raise BadInput(f"config sweep.rate_from[{exp}]: the experiment has a grid of its own in sweep.lr; give "
+                           f"one or the other")
+        if source not in grids:
+            raise choices_error("swept experiment", source, list(grids), where=f"config sweep.rate_from[{exp}]",
+                                more=" (an experiment of sweep.lr)")
+        if "lr" in (overrides.get(exp) or {}):
+            raise BadInput(f"config sweep.rate_from[{exp}]: the experiment also sets lr in experiment_overrides; the "
+                           f"sweep of {source} chooses it")
     if not sweep.get("seeds", [0]):
         raise BadInput("config sweep.seeds: no seed; give at least one, e.g. [0]")
     from .data.registry import load_conversations

@@ -19,9 +19,22 @@ def grid_runs(model, exp):
             for seed in SWEEP.get("seeds", [0])]
 
 
+RATE_FROM = SWEEP.get("rate_from") or {}
+
+
+def swept_by(exp):
+    """The experiment whose sweep chooses this one's rate: itself where it has a grid, else the one sweep.rate_from
+    names for it (or for its experiment, if it is a grid point); None: it keeps the rate of its file."""
+    if rates(exp):
+        return exp
+    return RATE_FROM.get(exp) or RATE_FROM.get(POINTS[exp][0])
+
+
 def sweep_best_file(wildcards):
-    """The chosen learning rate of an experiment that has a grid (a settings file for its final runs)."""
-    return [f"{RUNS}/sweep/{wildcards.model}/{wildcards.exp}/best.yaml"] if rates(wildcards.exp) else []
+    """The chosen learning rate of an experiment that has a grid, or takes another's (a settings file for its
+    final runs)."""
+    source = swept_by(wildcards.exp)
+    return [f"{RUNS}/sweep/{wildcards.model}/{source}/best.yaml"] if source else []
 
 
 rule sweep_train:
