@@ -51,7 +51,7 @@ def _check_on_model(cfg, model_name: str, where: str) -> None:
 
 
 def check_study(config: dict, experiments_dir: str | Path = "experiments") -> None:
-    from .config import experiment_names
+    from .config import experiment_names, read_experiment, resolve_experiment
     from .evaluation.lm_eval_runner import check_tasks, parse_task_specs
     from .memory.bench import MemoryCell
     from .runs import model_dirs
@@ -87,6 +87,12 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
         if base not in points:
             raise choices_error("experiment", base, list(points), where="config comparisons.baselines",
                                 more=" (the study's experiments and grid points)")
+    matched = (config.get("comparisons") or {}).get("matched")
+    if matched is not None:
+        methods = sorted({read_experiment(resolve_experiment(exp, experiments_dir)).get("method", "")
+                          for exp in config["experiments"]} - {""})
+        check_choice("method", matched, methods, where="config comparisons.matched",
+                     more=" (the methods of the study's experiments)")
     _check_runs(config, points, experiments_dir, launcher, processes)
     memory = config.get("memory") or {}
     listed = list(dict.fromkeys(config["experiments"] + memory.get("methods", [])))

@@ -77,6 +77,8 @@ def table_outputs():
         tables.append(report(f"{RESULTS}/tables/curves.csv", category="Tables", caption="../report/curves.rst"))
         figures.append(report(f"{RESULTS}/figures/learning_curves.png", category="Figures",
                               caption="../report/curves.rst"))
+    if (config.get("comparisons") or {}).get("matched"):
+        tables.append(report(f"{RESULTS}/tables/matched.csv", category="Tables", caption="../report/matched.rst"))
     if MT:
         tables.append(report(f"{RESULTS}/tables/mt_bench.csv", category="Tables", caption="../report/mt_bench.rst"))
         figures.append(report(f"{RESULTS}/figures/mt_bench_categories.png", category="Figures",
@@ -112,7 +114,8 @@ rule tables_and_figures:
         baselines=f"--baselines={','.join(config['comparisons']['baselines'])}"
         if (config.get("comparisons") or {}).get("baselines") else "",
         bootstrap=(config.get("comparisons") or {}).get("bootstrap", 2000),
+        matched=f"--matched {config['comparisons']['matched']}" if (config.get("comparisons") or {}).get("matched") else "",
         score=f"--score {(config.get('figures') or {})['score']}" if (config.get("figures") or {}).get("score") else "",
     shell:
         "{LISA_BENCH} report --runs {params.runs} {params.sweep} --output-dir {RESULTS} --name {NAME} "
-        "{params.baselines} --bootstrap {params.bootstrap} {params.score} > {log} 2>&1"
+        "{params.baselines} --bootstrap {params.bootstrap} {params.matched} {params.score} > {log} 2>&1"

@@ -16,8 +16,8 @@ training: {max_steps: 3, max_length: 96, train_size: 64, eval_size: 16, eval_eve
 experiments: [full, lisa-e-h-2l]
 launcher: {type: single}
 stages: [train]
-sweep: {steps: 2, seeds: [0], lr: {lisa-e-h-2l: [1.0e-4, 1.0e-2]}}
-comparisons: {baselines: [full], bootstrap: 200}
+sweep: {steps: 2, seeds: [0], lr: {lisa-e-h-2l: [1.0e-4, 1.0e-2]}, rate_from: {full: lisa-e-h-2l}}
+comparisons: {baselines: [full], matched: full, bootstrap: 200}
 lm_eval: {tasks: [synthetic_mc], limit: 12}
 figures: {score: synthetic_mc/acc}
 """
@@ -37,10 +37,11 @@ def test_sweep_seeds_and_intervals(workdir):
     assert set(grid["lr"]) == {1e-4, 1e-2} and grid["chosen"].sum() == 1
     assert (results / "sweep" / "lr_sweep.png").exists() and not (runs / "mt_bench").exists()
     best = float(grid.loc[grid["chosen"], "lr"].iloc[0])
-    for seed in (0, 1):
-        config = json.loads((runs / "train" / "tiny-random-llama" / "lisa-e-h-2l" / f"seed{seed}" /
-                             "metrics.json").read_text())["provenance"]["config"]
-        assert config["lr"] == best and config["max_steps"] == 3
+    for exp in ("lisa-e-h-2l", "full"):  # full takes the rate lisa-e-h-2l's grid chose (sweep.rate_from)
+        for seed in (0, 1):
+            config = json.loads((runs / "train" / "tiny-random-llama" / exp / f"seed{seed}" /
+                                 "metrics.json").read_text())["provenance"]["config"]
+            assert config["lr"] == best and config["max_steps"] == 3
     training = pd.read_csv(results / "tables" / "training.csv")
     assert (training["seeds"] == 2).all() and training["loss_last_ci95"].notna().all()
     lm_eval = pd.read_csv(results / "tables" / "lm_eval.csv")
@@ -48,6 +49,10 @@ def test_sweep_seeds_and_intervals(workdir):
     comparisons = pd.read_csv(results / "tables" / "comparisons.csv")
     assert set(comparisons["experiment"]) == {"lisa-e-h-2l"} and set(comparisons["baseline"]) == {"full"}
     assert (comparisons["questions"] == 12).all() and (comparisons["ci_low"] <= comparisons["ci_high"]).all()
+    matched = pd.read_csv(results / "tables" / "matched.csv")  # LISA against the nearest (the only) full run
+    assert set(matched["matched_by"]) == {"optimizer_state", "peak_memory"} and set(matched["matched"]) == {"full"}
+    assert {"eval_loss", "forgetting", "synthetic_mc/acc"} <= set(matched["metric"])
+    assert (matched["seeds"] == 2).all() and (matched["ci_low"] <= matched["ci_high"]).all()
     assert (results / "figures" / "score_vs_memory.png").exists()
     curves = pd.read_csv(results / "tables" / "curves.csv")
     assert list(curves.filter(like="step ").columns) == ["step 2", "step 3"] and (curves["seeds"] == 2).all()
@@ -65,6 +70,12 @@ def test_sweep_seeds_and_intervals(workdir):
     ("sweep: {steps: 2, lr: {lisa-e-h-2l: [0.001]}}\nexperiment_overrides: {lisa-e-h-2l: {lr: 0.1}}",
      "also sets lr in experiment_overrides"),
     ("experiment_overrides: {lisa-e-h-2l: {method_options: {always_on: tail}}}", "unknown lisa always_on unit 'tail'"),
+    ("sweep: {lr: {lisa-e-h-2l: [0.001]}, rate_from: {base: full}}",
+     "config sweep.rate_from[base]: unknown swept experiment 'full'; valid choices: lisa-e-h-2l"),
+    ("sweep: {lr: {lisa-e-h-2l: [0.001]}, rate_from: {lora-r16: lisa-e-h-2l}}",
+     "config sweep.rate_from: unknown experiment 'lora-r16'"),
+    ("sweep: {lr: {lisa-e-h-2l: [0.001]}, rate_from: {lisa-e-h-2l: lisa-e-h-2l}}", "has a grid of its own"),
+    ("comparisons: {matched: lora}", "config comparisons.matched: unknown method 'lora'; valid choices: base, lisa"),
 ])
 def test_sweep_config_errors(edit, needle, monkeypatch, tmp_path):
     import yaml

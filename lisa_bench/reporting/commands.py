@@ -21,6 +21,9 @@ def add_report_parser(sub) -> None:
     p.add_argument("--baselines", default=None,
                    help="experiments the paired comparisons are against, comma-separated (default: those of "
                         "lora-r128,full that have runs)")
+    p.add_argument("--matched", default=None, metavar="METHOD",
+                   help="compare every other method's experiments with this method's experiment nearest in "
+                        "optimizer state and in peak memory (tables/matched; e.g. lora, along its ranks)")
     p.add_argument("--bootstrap", type=int, default=2000, help="resamples of the comparisons' intervals")
     p.add_argument("--score", default=None,
                    help="what figures/score_vs_memory plots: eval_loss (the final held-out loss), mt_bench (its "
@@ -39,7 +42,8 @@ def _cmd_report(args) -> int:
         raise BadInput("report: no runs given; give --runs DIR [DIR ...] (run directories, or directories holding "
                        "runs) or --runs-dir DIR")
     baselines = tuple(b for b in args.baselines.split(",") if b) if args.baselines is not None else None
-    tables = collect(sources, args.output_dir, args.name, baselines, args.bootstrap, args.score, args.sweep_runs)
+    tables = collect(sources, args.output_dir, args.name, baselines, args.bootstrap, args.score, args.sweep_runs,
+                     args.matched)
     if not args.quiet:
         print(summary(tables, args.output_dir))
     return 0

@@ -16,7 +16,8 @@ import pandas as pd
 from .. import atomic
 from ..errors import BadInput, choices_error
 from . import figures
-from .tables import (comparisons_table, curves_table, equal_seconds_table, lm_eval_table, mean_std, mt_bench_table,
+from .tables import (comparisons_table, curves_table, equal_seconds_table, lm_eval_table, matched_table, mean_std,
+                     mt_bench_table,
                      runs, samples_table, training_table, write_table)
 
 
@@ -79,11 +80,13 @@ def _baselines(baselines: tuple[str, ...] | None, experiments: set[str]) -> list
 
 
 def collect(sources: str | Path | list, out_dir: str | Path, name: str, baselines: tuple[str, ...] | None = None,
-            resamples: int = 2000, score: str | None = None, sweep: list | None = None) -> dict[str, pd.DataFrame]:
+            resamples: int = 2000, score: str | None = None, sweep: list | None = None,
+            matched: str | None = None) -> dict[str, pd.DataFrame]:
     """``sources``: run directories or directories holding runs; ``sweep``: a sweep's grid runs (default: a
     sweep/ directory inside each source). ``score``: what the quality-against-memory figure plots (eval_loss,
     mt_bench or a task/metric of the study's lm-eval scores); default MT-Bench's overall score where the study
-    has one, else the held-out loss. No runs, an unknown baseline or score: BadInput before anything is written."""
+    has one, else the held-out loss. ``matched``: a method whose experiments every other method's are compared with
+    at the nearest optimizer state and peak memory (tables/matched). No runs, an unknown baseline or score: BadInput before anything is written."""
     root = [Path(s) for s in ([sources] if isinstance(sources, (str, Path)) else sources)]
     _check_sources(root)
     out, tables = Path(out_dir), {}
@@ -94,6 +97,9 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
     experiments = set().union(*(set(t["experiment"]) for t in (train, ev, mt) if len(t)))
     baselines = _baselines(baselines, experiments)
     scores = _score_columns(ev, mt, train)
+    if matched is not None and (not len(train) or matched not in set(train["method"])):
+        raise choices_error("matched method", matched, sorted(set(train["method"])) if len(train) else [],
+                            where="report", more=" (a method of the runs, whose experiments span a size axis)")
     if score is not None and score not in scores:  # before anything is written
         raise choices_error("figure score", score, list(scores), where="report",
                             more=" (the held-out loss, MT-Bench's overall score, the study's lm-eval metrics)")
@@ -151,6 +157,14 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
                 f"its runs), with a 95% interval from a two-level bootstrap that resamples the runs (seeds) and the "
                 f"questions together ({resamples} resamples)")
     tables["comparisons"] = comparisons
+    if matched is not None:
+        m = matched_table(train, samples_table(root), matched, resamples)
+        write_table(m.set_index(["model", "matched_by", "experiment", "metric"]), out / "tables" / "matched",
+                    f"At matched memory ({name}): each experiment minus the {matched} experiment nearest to it in "
+                    f"optimizer state and in peak memory (means over seeds), in held-out loss, forgetting and each "
+                    f"lm-eval metric, with a 95% interval from a two-level bootstrap over runs and questions "
+                    f"({resamples} resamples); lower is better for the losses and forgetting, higher for the scores")
+        tables["matched"] = m
     grid = sweep_grid([Path(s) for s in sweep] if sweep is not None else [s / "sweep" for s in root])
     if len(grid):
         write_table(grid.set_index(["model", "experiment", "lr"]), out / "sweep" / "grid",

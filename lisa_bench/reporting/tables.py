@@ -106,6 +106,57 @@ def comparisons_table(samples: pd.DataFrame, baselines: list[str], resamples: in
     return pd.DataFrame(rows, columns=cols)
 
 
+MATCHED_BY = {"optimizer_state": "optimizer_state_MiB", "peak_memory": "peak_memory_MiB"}
+
+
+def matched_table(train: pd.DataFrame, samples: pd.DataFrame, family: str, resamples: int = 2000) -> pd.DataFrame:
+    """Each experiment of another method against the experiment of method ``family`` nearest to it in optimizer
+    state, and again in peak memory (the smallest ratio either way, means over seeds): the difference (experiment
+    minus its match) in the held-out loss and forgetting (over runs) and in each lm-eval metric (over runs and
+    questions), with 95% intervals from the two-level bootstrap of ``paired_bootstrap``. Which method reaches the
+    better model at the same memory, along the whole of each method's size axis."""
+    cols = ["model", "matched_by", "experiment", "MiB", "matched", "matched_MiB", "metric", "seeds",
+            "seeds_matched", "questions", "difference", "ci_low", "ci_high"]
+    if train.empty or family not in set(train["method"]):
+        return pd.DataFrame(columns=cols)
+    if len(samples):
+        samples = samples.assign(task_metric=samples["task"] + "/" + samples["metric"])
+    rows = []
+    for model, runs_m in train.groupby("model"):
+        means = runs_m.groupby(["experiment", "method"])[list(MATCHED_BY.values())].mean().reset_index()
+        pool = means[means["method"] == family]
+        if pool.empty:
+            continue
+        for by, column in MATCHED_BY.items():
+            for _, row in means[means["method"] != family].iterrows():
+                ratio = np.abs(np.log(pool[column].clip(lower=1e-9) / max(row[column], 1e-9)))
+                match = pool.loc[ratio.idxmin()]
+                a = runs_m[runs_m["experiment"] == row["experiment"]].sort_values("seed")
+                b = runs_m[runs_m["experiment"] == match["experiment"]].sort_values("seed")
+                base = {"model": model, "matched_by": by, "experiment": row["experiment"], "MiB": row[column],
+                        "matched": match["experiment"], "matched_MiB": match[column]}
+                for metric in ("eval_loss", "forgetting"):
+                    x, y = a[metric].dropna().to_numpy(), b[metric].dropna().to_numpy() if metric in b else []
+                    if len(x) and len(y):
+                        mean, lo, hi = paired_bootstrap(x[:, None], np.asarray(y)[:, None], resamples)
+                        rows.append({**base, "metric": metric, "seeds": len(x), "seeds_matched": len(y),
+                                     "questions": None, "difference": mean, "ci_low": lo, "ci_high": hi})
+                if samples.empty:
+                    continue
+                for tm, group in samples[samples["model"] == model].groupby("task_metric"):
+                    grid = {e: g.pivot_table(index="seed", columns="doc_id", values="value", aggfunc="mean")
+                            for e, g in group.groupby("experiment") if e in (row["experiment"], match["experiment"])}
+                    if len(grid) < 2:
+                        continue
+                    ga, gb = grid[row["experiment"]], grid[match["experiment"]]
+                    shared = [q for q in ga.columns if q in gb.columns and ga[q].notna().all() and gb[q].notna().all()]
+                    if shared:
+                        mean, lo, hi = paired_bootstrap(ga[shared].to_numpy(), gb[shared].to_numpy(), resamples)
+                        rows.append({**base, "metric": tm, "seeds": len(ga), "seeds_matched": len(gb),
+                                     "questions": len(shared), "difference": mean, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows, columns=cols)
+
+
 def blocks_never_trained(log_path: Path, blocks: int) -> int | None:
     """Decoder blocks no step trained, from the run's log of the blocks each step trained (``active_layers``);
     None for a method that does not log them (it trains every block, or none, throughout)."""
