@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 TORCH_CPU_SPEC ?= torch==2.13.0
 HAS_NVIDIA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 
-.PHONY: setup reproduce test clean
+.PHONY: setup reproduce test test-all clean
 
 setup: $(VENV)/.installed
 
@@ -31,8 +31,15 @@ reproduce: setup
 # modules start in the order tests/conftest.py gives them (the longest first), not by their number of tests
 TEST_WORKERS ?= auto
 
+PYTEST = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
+
+# every test but the `extended` variants (another test covers their code path): within 10 minutes on 2 cores
 test: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
+	$(PYTEST) -m "not extended"
+
+# every test
+test-all: setup
+	$(PYTEST)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

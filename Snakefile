@@ -28,6 +28,7 @@ localrules:
     all,
     fetch_model,
     memory_table,
+    paper_table,
     sweep_best,
     tables_and_figures,
 
@@ -36,3 +37,4 @@ rule all:
     input:
         [f"{RESULTS}/tables/training.csv", f"{RESULTS}/norms/skew.csv"] if "train" in STAGES else [],
         f"{RESULTS}/memory/memory.csv" if "memory" in STAGES else [],
+        f"{RESULTS}/paper/paper.csv" if config.get("paper") else [],

@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .memory.bench import add_parser as add_memory
     from .memory.collect import add_parser as add_memory_collect
     from .memory.plan import add_parser as add_plan
-    from .reporting.commands import add_report_parser as add_report, add_sweep_best_parser as add_sweep_best
+    from .reporting.commands import add_paper_parser as add_paper, add_report_parser as add_report, \
+        add_sweep_best_parser as add_sweep_best
     from .reproduce import add_parser as add_reproduce
 
     parser = _Parser(prog="lisa-bench", description="LISA reproduction and fine-tuning benchmark suite")
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mt_bench(sub)
     add_report(sub)
     add_sweep_best(sub)
+    add_paper(sub)
     n = sub.add_parser("analyze-norms", help="layerwise weight-norm skew of trained runs",
                        description="Mean weight norm per unit over training, update norm ||W_T - W_0|| per unit, "
                                    "and the skew ratio (embedding+head over the median block) per run.")

@@ -93,6 +93,13 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
                           for exp in config["experiments"]} - {""})
         check_choice("method", matched, methods, where="config comparisons.matched",
                      more=" (the methods of the study's experiments)")
+    if config.get("paper"):  # the paper's numbers for this study: every cell names a model and experiment of it
+        from .reporting.paper import check_reference
+
+        memory_cfg = config.get("memory") or {}
+        check_reference(Path(experiments_dir).parent / config["paper"],
+                        list(dict.fromkeys(config["models"] + memory_cfg.get("models", []))),
+                        list(dict.fromkeys(list(points) + [Path(m).stem for m in memory_cfg.get("methods", [])])))
     _check_runs(config, points, experiments_dir, launcher, processes)
     memory = config.get("memory") or {}
     listed = list(dict.fromkeys(config["experiments"] + memory.get("methods", [])))

@@ -119,3 +119,20 @@ rule tables_and_figures:
     shell:
         "{LISA_BENCH} report --runs {params.runs} {params.sweep} --output-dir {RESULTS} --name {NAME} "
         "{params.baselines} --bootstrap {params.bootstrap} {params.matched} {params.score} > {log} 2>&1"
+
+
+rule paper_table:
+    input:
+        reference=config.get("paper", []),
+        tables=([f"{RESULTS}/tables/training.csv"] if "train" in STAGES else [])
+        + ([f"{RESULTS}/memory/memory.csv"] if "memory" in STAGES else []),
+    output:
+        report(f"{RESULTS}/paper/paper.csv", category="The paper beside ours", caption="../report/paper.rst"),
+        report(f"{RESULTS}/paper/paper_settings.csv", category="The paper beside ours", caption="../report/paper.rst"),
+    log:
+        f"{RUNS}/logs/paper_table.log",
+    params:
+        config=shlex.quote(json.dumps(config)),
+    shell:
+        "{LISA_BENCH} paper --reference {input.reference} --results {RESULTS} --config-json {params.config} "
+        "--output-dir $(dirname {output[0]}) --quiet > {log} 2>&1"

@@ -17,7 +17,7 @@ def snakemake(workdir, *args, timeout=900):
 
 def copy_project(tmp_path):
     """The files a study needs, in a scratch directory: Snakefile, rules, configs, experiments, report."""
-    for item in ("experiments", "config", "rules", "report"):
+    for item in ("experiments", "config", "rules", "report", "paper"):
         shutil.copytree(ROOT / item, tmp_path / item)
     shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
     return tmp_path

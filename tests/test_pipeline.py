@@ -1,6 +1,6 @@
-"""The Snakemake pipeline: a real run of a tiny study with a baseline added from outside the package, and
-config errors. Dry runs of every study: test_studies.py (the default study's stages: test_reproduce.py, in a
-fresh clone); the sweep: test_sweep.py."""
+"""The Snakemake pipeline: a real run of a tiny paper-shaped study (a hub-id model and a local path) with a
+baseline added from outside the package, and config errors. Dry runs of every study: test_studies.py (the
+default study's stages: test_reproduce.py, in a fresh clone); the sweep: test_sweep.py."""
 
 import json
 import os
@@ -13,60 +13,104 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.pipeline_support import ROOT, TINY, files as _files, snakemake as _snakemake
+from tests.pipeline_support import ROOT, TINY, files as _files, hub_cache, save_tiny, snakemake as _snakemake
 
 
 BASELINE = ROOT / "examples" / "adding-a-baseline"
 
 
+HUB_ID = "tiny-org/tiny-llama"
+
+
 @pytest.mark.slow
 @pytest.mark.pipeline
-def test_tiny_pipeline_end_to_end(workdir):
-    """A study through `lisa-bench reproduce`, with a baseline added the way the README shows: one method
-    file and one experiment file, no other file touched."""
+def test_tiny_pipeline_end_to_end(workdir, tmp_path):
+    """A study shaped like the paper's configs through `lisa-bench reproduce`: its models named as a hub id
+    (``org/name``, served offline from a hub cache the way a user's HF_HOME holds it) and as a local directory path
+    with a space in it, through every stage (training, lm-eval, MT-Bench answers and judging, weight norms, memory,
+    tables, figures, comparisons); with a baseline added the way the README shows: one method file and one
+    experiment file, no other file touched. Then published, redrawn from the published records, rerun (nothing
+    to do, equal to its reference) and made into Snakemake's HTML report."""
+    hf_home = tmp_path / "hf-home"
+    hub_cache(hf_home, HUB_ID)
+    local = save_tiny(tmp_path / "checkpoints" / "my model", seed=1)  # a space in the path, as users have
     before = _files(workdir)
     (workdir / "plugins").mkdir()
     shutil.copy(BASELINE / "sgd_full.py", workdir / "plugins" / "sgd_full.py")
     shutil.copy(BASELINE / "sgd-full.yaml", workdir / "experiments" / "sgd-full.yaml")
     study = TINY.replace("experiments: [base, lisa-e-h-2l]", "experiments: [lisa-e-h-2l, sgd-full]")
-    study = study.replace("methods: [lisa-e-h-2l], seq_len: 64, steps: 1", "methods: [full, sgd-full], "
-                          "seq_len: 512, steps: 2")
+    study = study.replace("models: [tiny-random-llama]", f"models: [{HUB_ID}, {json.dumps(str(local))}]")
+    study = study.replace('judge: "hf:tiny-random-llama"', f'judge: "hf:{HUB_ID}"')
+    study = study.replace("memory: {models: [tiny-random-llama], methods: [lisa-e-h-2l], seq_len: 64, steps: 1}",
+                          f"memory: {{models: [{HUB_ID}], methods: [full, sgd-full], seq_len: 512, steps: 2}}")
     (workdir / "config" / "plugin-study.yaml").write_text(study)
     assert _files(workdir) - before == {"plugins/sgd_full.py", "experiments/sgd-full.yaml", "config/plugin-study.yaml"}
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # and a reference of "the paper's" numbers for it (docs/paper.md): one filled cell, one blank
+    (workdir / "paper" / "tiny.yaml").write_text(
+        "settings: {Table 1: {memory.seq_len: 512, memory.batch_size: 8}}\ncells:\n"
+        f"  - {{table: Table 1, model: {HUB_ID}, experiment: full, quantity: peak_memory_GiB, value: 0.01, source: t}}\n"
+        f"  - {{table: Table 3, model: {HUB_ID}, experiment: sgd-full, quantity: mt_bench, value: null, blank: b}}\n")
+    with open(workdir / "config" / "plugin-study.yaml", "a") as f:
+        f.write("paper: paper/tiny.yaml\n")
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run([sys.executable, "-m", "lisa_bench.cli", "reproduce", "--directory", str(workdir),
                            "--configfile", "config/plugin-study.yaml", "--cores", "2"], capture_output=True, text=True,
                           env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert not (workdir / "results").exists()  # the pipeline writes under runs/; results/ holds references
-    results = workdir / "runs" / "tiny" / "results"
+    runs = workdir / "runs" / "tiny"
+    results = runs / "results"
+    from lisa_bench.runs import model_dir_name
+
+    local_dir = model_dir_name(str(local))  # each model's runs under a directory named for it
+    assert local_dir.startswith("my-model-") and "/" not in local_dir
+    assert {p.name for p in (runs / "train").iterdir()} == {"tiny-org--tiny-llama", local_dir}
     for table in ("training", "lm_eval", "mt_bench"):
         for suffix in (".csv", ".md", ".tex"):
             assert (results / "tables" / f"{table}{suffix}").exists(), table + suffix
         assert "sgd-full" in (results / "tables" / f"{table}.md").read_text()
         assert "sgd-full" in proc.stdout  # reproduce prints the tables
+        # every run in the tables, under the model's own name
+        assert set(pd.read_csv(results / "tables" / f"{table}.csv")["model"]) == {HUB_ID, str(local)}, table
     for fig in ("loss_curves", "memory_over_steps", "mt_bench_categories", "score_vs_memory", "lisa_layers"):
         assert (results / "figures" / f"{fig}.png").exists() and (results / "figures" / f"{fig}.pdf").exists(), fig
     for fig in ("norms/weight_norms", "memory/memory_breakdown", "memory/memory_trace", "memory/speed"):
         assert (results / f"{fig}.png").exists() and (results / f"{fig}.pdf").exists(), fig
-    assert len(json.loads((results / "provenance.json").read_text())["runs"]) == 6  # train, eval, MT-Bench x 2
+    # train, eval, MT-Bench x 2 experiments x 2 models
+    assert len(json.loads((results / "provenance.json").read_text())["runs"]) == 12
     skew = pd.read_csv(results / "norms" / "skew.csv")
     assert set(skew["method"]) == {"lisa", "sgd-full"}
-    training = pd.read_csv(results / "tables" / "training.csv").set_index("experiment")
-    assert set(training.index) == {"lisa-e-h-2l", "sgd-full"}
+    training = pd.read_csv(results / "tables" / "training.csv")
+    assert set(zip(training["model"], training["experiment"])) == {
+        (m, e) for m in (HUB_ID, str(local)) for e in ("lisa-e-h-2l", "sgd-full")}
+    assert training.groupby("model")["loss_last"].mean().nunique() == 2  # two models, different weights
+    assert training["forgetting"].notna().all()
     # the baseline's own state formula: one momentum buffer per parameter, measured from its optimizer
     from lisa_bench.models import load_model
 
-    n_params = sum(p.numel() for p in load_model("tiny-random-llama").model.parameters())
-    assert training.loc["sgd-full", "optimizer_state_MiB"] * 2**20 == pytest.approx(4 * n_params, rel=1e-9)
+    n_params = sum(p.numel() for p in load_model("tiny-random-llama").model.parameters())  # the same architecture
+    sgd_state = training.set_index(["model", "experiment"]).loc[(HUB_ID, "sgd-full"), "optimizer_state_MiB"]
+    assert sgd_state * 2**20 == pytest.approx(4 * n_params, rel=1e-9)
+    comparisons = pd.read_csv(results / "tables" / "comparisons.csv")
+    assert set(comparisons["model"]) == {HUB_ID, str(local)}
     memory = pd.read_csv(results / "memory" / "memory.csv").set_index("experiment")
+    assert set(memory["model"]) == {HUB_ID} and (memory["status"] == "ok").all()
     sgd = memory.loc["sgd-full"]
-    assert sgd["status"] == "ok" and sgd["method"] == "sgd-full"
+    assert sgd["method"] == "sgd-full"
     assert sgd["optimizer_bytes"] == sgd["predicted_optimizer_bytes"] == 4 * n_params
     assert memory.loc["full", "optimizer_bytes"] > 2 * sgd["optimizer_bytes"]
     assert abs(sgd["peak_bytes"] / sgd["predicted_peak_bytes"] - 1) < 0.05
-    runs = workdir / "runs" / "tiny"
-    assert (runs / "benchmarks" / "train" / "tiny-random-llama" / "lisa-e-h-2l" / "seed0.tsv").exists()
+    assert (runs / "benchmarks" / "train" / "tiny-org--tiny-llama" / "lisa-e-h-2l" / "seed0.tsv").exists()
+    paper = pd.read_csv(results / "paper" / "paper.csv").set_index("table")
+    assert paper.loc["Table 1", "ours"] == pytest.approx(memory.loc["full", "peak_bytes"] / 2**30)
+    assert paper.loc["Table 1", "difference"] == pytest.approx(paper.loc["Table 1", "ours"] - 0.01)
+    assert paper.loc["Table 3", "paper_source"] == "not verified: b" and pd.isna(paper.loc["Table 3", "paper"])
+    settings = pd.read_csv(results / "paper" / "paper_settings.csv").set_index("setting")["differs"]
+    assert settings.to_dict() == {"memory.seq_len": False, "memory.batch_size": True}
+    assert "The paper's numbers beside ours" in proc.stdout  # reproduce prints it
+    identity = json.loads((runs / "eval" / "tiny-org--tiny-llama" / "sgd-full" / "seed0" / "run.json").read_text())
+    assert identity == {**identity, "model": HUB_ID, "experiment": "sgd-full", "seed": 0}
     # published as the study's reference, a rerun (nothing left to do) compares equal to it
     cli = [sys.executable, "-m", "lisa_bench.cli"]
     assert subprocess.run(cli + ["publish", "--directory", str(workdir), "--configfile", "config/plugin-study.yaml"],
@@ -89,7 +133,9 @@ def test_tiny_pipeline_end_to_end(workdir):
     n = int(counts.split(" of ")[1].split()[0])
     assert n > 10 and f"{n} of {n} headline" in counts
     assert (results / "comparison.md").exists()
-    report = _snakemake(workdir, "--cores", "1", "--configfile", "config/plugin-study.yaml", "--report", "report.html")
+    report = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile",
+                             "config/plugin-study.yaml", "--report", "report.html"], cwd=workdir, capture_output=True,
+                            text=True, env=env, timeout=600)
     assert report.returncode == 0, report.stderr[-2000:]
     assert (workdir / "report.html").stat().st_size > 10_000
 

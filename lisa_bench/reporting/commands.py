@@ -62,3 +62,40 @@ def _cmd_sweep_best(args) -> int:
     from .sweep import cmd_best
 
     return cmd_best(args)
+
+
+def add_paper_parser(sub) -> None:
+    p = sub.add_parser("paper", help="the paper's numbers beside a study's (paper/<study>.yaml)",
+                       description="Writes OUT/paper.{csv,md,tex} (each cell of the paper table the study reproduces: "
+                                   "the paper's value where verified, ours, the difference) and "
+                                   "OUT/paper_settings.{csv,md,tex} (the paper's stated settings beside the study's "
+                                   "config). Format and how to fill a blank from the PDF: docs/paper.md.")
+    p.add_argument("--reference", required=True, help="the reference file, e.g. paper/paper-memory.yaml")
+    p.add_argument("--results", required=True, help="the study's results directory (runs/<study>/results)")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--configfile", help="the study's config (its settings are compared)")
+    given.add_argument("--config-json", help="the study's config as JSON (what the pipeline passes)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=_cmd_paper)
+
+
+def _cmd_paper(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .. import yaml_io
+    from ..errors import BadInput
+    from .paper import write_paper_tables
+
+    if args.config_json is not None:
+        config = json.loads(args.config_json)
+    elif not Path(args.configfile).is_file():
+        raise BadInput(f"paper: config {args.configfile!r} does not exist")
+    else:
+        config = yaml_io.load(Path(args.configfile).read_text()) or {}
+    cells = write_paper_tables(args.reference, args.results, config, args.output_dir)
+    if not args.quiet:
+        print((Path(args.output_dir) / "paper.md").read_text())
+        print((Path(args.output_dir) / "paper_settings.md").read_text())
+    return 0 if len(cells) else 2

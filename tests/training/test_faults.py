@@ -269,7 +269,9 @@ def test_a_killed_writers_claim_is_taken_over(reference, tmp_path, capsys):
     _same_as(out, reference)
 
 
-@pytest.mark.parametrize("launcher", ["ddp", "fsdp"])
+# DDP's stop is the same all-reduced flag as FSDP2's (faults.Preemption.requested); its checkpoint and exact
+# resume are tested by the kill test of test_fsdp.py; `make test-all` runs it too
+@pytest.mark.parametrize("launcher", [pytest.param("ddp", marks=pytest.mark.extended), "fsdp"])
 def test_a_signal_to_one_process_stops_every_process_at_the_same_step(launcher, tmp_path):
     """SIGTERM to process 1 alone: both processes checkpoint the same step and stop; the rerun is exact."""
     import psutil
