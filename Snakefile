@@ -29,6 +29,7 @@ localrules:
     fetch_model,
     memory_table,
     paper_table,
+    plan_tables,
     sweep_best,
     tables_and_figures,
 
@@ -38,3 +39,4 @@ rule all:
         [f"{RESULTS}/tables/training.csv", f"{RESULTS}/norms/skew.csv"] if "train" in STAGES else [],
         f"{RESULTS}/memory/memory.csv" if "memory" in STAGES else [],
         f"{RESULTS}/paper/paper.csv" if config.get("paper") else [],
+        [f"{RESULTS}/{table}.csv" for table in config.get("plan", {})] if "plan" in STAGES else [],

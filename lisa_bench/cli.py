@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .memory.bench import add_parser as add_memory
     from .memory.collect import add_parser as add_memory_collect
     from .memory.plan import add_parser as add_plan
+    from .memory.plan_tables import add_parser as add_plan_tables
     from .reporting.commands import add_paper_parser as add_paper, add_report_parser as add_report, \
         add_sweep_best_parser as add_sweep_best
     from .reproduce import add_parser as add_reproduce
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_memory(sub)
     add_memory_collect(sub)
     add_plan(sub)
+    add_plan_tables(sub)
     add_eval(sub)
     add_mt_bench(sub)
     add_report(sub)

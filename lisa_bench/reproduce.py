@@ -231,7 +231,7 @@ def _cmd_publish(args) -> int:
 
     root, _, name = _study(args)
     out, ref = run_dir(root, name), reference_dir(root, name)
-    if not (out / "tables").is_dir() and not (out / "memory").is_dir():
+    if not (out / "tables").is_dir() and not (out / "memory").is_dir() and not list(out.glob("*.csv")):
         raise BadInput(f"study {name!r} has no finished run in {str(out)!r}; run `lisa-bench reproduce` first")
     notes = ref / "README.md"  # what a person wrote about the reference stays with it
     kept = notes.read_text() if notes.is_file() and not (out / "README.md").exists() else None

@@ -93,6 +93,15 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
                           for exp in config["experiments"]} - {""})
         check_choice("method", matched, methods, where="config comparisons.matched",
                      more=" (the methods of the study's experiments)")
+    if "plan" in config.get("stages", []):  # the memory model's tables: their axes name known things
+        from .memory.plan_tables import check_spec
+
+        check_spec(config.get("plan"))
+        for name, table in config["plan"].items():
+            for exp in table.get("experiments", []) + [m["method"] for m in table.get("models", [])
+                                                       if isinstance(m, dict)] + [table.get("claim", {}).get("baseline")]:
+                if exp is not None and exp not in known:
+                    raise choices_error("experiment", exp, known, where=f"config plan.{name}")
     if config.get("paper"):  # the paper's numbers for this study: every cell names a model and experiment of it
         from .reporting.paper import check_reference
 

@@ -136,3 +136,19 @@ rule paper_table:
     shell:
         "{LISA_BENCH} paper --reference {input.reference} --results {RESULTS} --config-json {params.config} "
         "--output-dir $(dirname {output[0]}) --quiet > {log} 2>&1"
+
+
+rule plan_tables:
+    output:
+        report(f"{RESULTS}/{{table}}.csv", category="The memory model", caption="../report/plan.rst"),
+        f"{RESULTS}/{{table}}.md",
+    wildcard_constraints:
+        table="will_it_fit|verdict",
+    log:
+        f"{RUNS}/logs/plan/{{table}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/plan/{{table}}.tsv"
+    params:
+        spec=lambda wc: shlex.quote(json.dumps({wc.table: config["plan"][wc.table]})),
+    shell:
+        "{LISA_BENCH} plan-tables --spec-json {params.spec} --output-dir {RESULTS} > {log} 2>&1"

@@ -347,7 +347,7 @@ def test_a_renamed_flag_fails(parser):
                  ".venv/bin/lisa-bench trian --output-dir runs/x",
                  ".venv/bin/lisa-bench train --experiment no-such-experiment --output-dir runs/x",
                  ".venv/bin/lisa-bench reproduce --configfile config/no-such-study.yaml",
-                 "python scripts/will_it_fit.py --outdir results/plan",
+                 "python scripts/no_such_script.py --outdir results/plan",
                  "bash scripts/no_such_script.sh"):
         cmd = Command(page, 0, text, "", set(), [])
         cmd.block.append(cmd)

@@ -26,8 +26,11 @@ def test_dry_run(config, workdir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     study = yaml.safe_load((ROOT / "config" / config).read_text())
     counts = _job_counts(proc.stdout)
-    if "train" not in study.get("stages", ["train", "memory"]):
-        assert "train" not in counts and counts["memory_table"] == 1
+    stages = study.get("stages", ["train", "memory"])
+    if "plan" in stages:  # the memory model's tables, one job each
+        assert counts["plan_tables"] == len(study["plan"])
+    if "train" not in stages:
+        assert "train" not in counts and counts.get("memory_table", 0) == ("memory" in stages)
         return
     runs = [f"runs/{study['name']}/train/{model_dir_name(m)}/{e}/seed{s}"
             for m in study["models"] for e in study["experiments"] for s in experiment_seeds(study, e)]

@@ -44,6 +44,10 @@ HEADLINES = {
     }),
     "tables/mt_bench.csv": (["model", "experiment"], {"overall": Tolerance(abs=0.1)}),
     "norms/skew.csv": (["run"], {"skew_mean_norm": Tolerance(rel=0.01)}),
+    # the memory model's tables (a plan study): deterministic predictions, equal to the last digit
+    "will_it_fit.csv": (["recipe", "gpu", "model", "experiment"], {
+        "peak_GiB": Tolerance(rel=1e-9), "largest_batch_per_gpu": Tolerance()}),
+    "verdict.csv": (["model", "launcher", "protocol", "precision", "experiment"], {"peak_GiB": Tolerance(rel=1e-9)}),
 }
 LM_EVAL = "tables/lm_eval.csv"  # one column per task/metric, scores in [0, 1]
 LM_EVAL_TOLERANCE = Tolerance(abs=0.05)
