@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--cores", default="all")
     p.add_argument("--directory", default=".", help="the project directory holding the Snakefile (default: .)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a figure is outside its tolerance")
+    p.add_argument("--resume-from", metavar="DIR", default=None,
+                   help="first restore the finished runs whose records a sitting published (`publish --records-only`; "
+                        "e.g. results/<study>/runs), so that this run does only what they lack (docs/pipeline.md)")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="further snakemake arguments, after --")
     p.set_defaults(func=_cmd_reproduce)
     q = sub.add_parser("publish", help="copy a finished study's results into results/<study>/ (the reference)",
@@ -41,6 +44,9 @@ def add_parser(sub) -> None:
                                    "checking that the run finished (its tables exist).")
     q.add_argument("--configfile", default=None, help="the study's config (default: config/default.yaml)")
     q.add_argument("--directory", default=".")
+    q.add_argument("--records-only", action="store_true",
+                   help="a sitting of a long study: copy each finished run's records (and the job timings) into "
+                        "results/<study>/runs without tables, for `report --runs` and `reproduce --resume-from`")
     q.set_defaults(func=_cmd_publish)
 
 
@@ -110,6 +116,9 @@ def _cmd_reproduce(args) -> int:
     claim = _claim_study(root, name)
     try:
         _clear_stale_lock(root, configfile, claim, env)
+        if args.resume_from:
+            restored = restore_records(Path(args.resume_from), root / "runs" / name)
+            print(f"[lisa-bench] restored {restored} finished runs' records from {args.resume_from}", flush=True)
         print("[lisa-bench] snakemake " + " ".join(cmd[3:]), flush=True)
         start = time.perf_counter()
         # Snakemake inherits the claim: a reproduce killed while its Snakemake lives still holds the study
@@ -209,7 +218,8 @@ def write_stage_times(table, out: Path, wall: float) -> None:
 
 # what a run records about itself (no weights, no checkpoints): enough for `lisa-bench report --runs` to redraw
 # every table and figure of a published study, and for a later sitting to resume a study from them
-RUN_RECORDS = ("run.json", "metrics.json", "train_log.jsonl", "scores.json", "samples.jsonl", "mt_bench.json")
+RUN_RECORDS = ("run.json", "metrics.json", "train_log.jsonl", "weight_norms.jsonl", "scores.json", "samples.jsonl",
+               "mt_bench.json", "answers.jsonl", "best.yaml")
 
 
 def copy_run_records(runs: Path, dest: Path) -> int:
@@ -223,7 +233,60 @@ def copy_run_records(runs: Path, dest: Path) -> int:
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, dest / rel)
                 copied += 1
+    for path in sorted((runs / "benchmarks").rglob("*.tsv")) if (runs / "benchmarks").is_dir() else []:
+        (dest / path.relative_to(runs)).parent.mkdir(parents=True, exist_ok=True)  # each job's time, for sittings
+        shutil.copy2(path, dest / path.relative_to(runs))
     return copied
+
+
+def restore_records(records: Path, runs: Path) -> int:
+    """Put the runs a sitting published (``publish --records-only``) back into a study's run tree, so that
+    Snakemake finds them done: a training run only with its evaluations (its weights are not published, so one
+    whose lm-eval or MT-Bench answers are missing is left to rerun), each restored output given a time after its
+    inputs' in the pipeline's order (models, sweep, its choice, training, evaluation). Returns how many training
+    runs were restored; a run already in the tree is left as it is."""
+    if not (records / "train").is_dir():
+        raise BadInput(f"--resume-from {str(records)!r}: no published runs there (a train/ directory of records); "
+                       f"`lisa-bench publish --records-only` writes them")
+    evaluated = {p.parent.relative_to(records / "eval") for p in (records / "eval").rglob("scores.json")} \
+        if (records / "eval").is_dir() else set()
+    answered = {p.parent.parent.relative_to(records / "mt_bench") for p in (records / "mt_bench").rglob("mt_bench.json")}\
+        if (records / "mt_bench").is_dir() else None
+    now, order = time.time(), []
+    for sweep in sorted((records / "sweep").rglob("metrics.json")) if (records / "sweep").is_dir() else []:
+        order.append((0, sweep.parent))
+    for best in sorted((records / "sweep").rglob("best.yaml")) if (records / "sweep").is_dir() else []:
+        order.append((1, best))
+    restored = 0
+    for metrics in sorted((records / "train").rglob("metrics.json")):
+        run = metrics.parent.relative_to(records / "train")
+        if run not in evaluated or (answered is not None and run not in answered) or (runs / "train" / run).exists():
+            continue
+        order.append((2, metrics.parent))
+        order.append((3, records / "eval" / run))
+        if answered is not None:
+            order.append((3, records / "mt_bench" / run))
+        restored += 1
+    for rank, source in order:
+        dest = runs / source.relative_to(records)
+        if dest.exists() and rank != 3:
+            continue
+        if source.is_dir():
+            shutil.copytree(source, dest, dirs_exist_ok=True)
+            for path in [p for p in dest.rglob("*")] + [dest]:
+                os.utime(path, (now - 10 + rank, now - 10 + rank))
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest)
+            os.utime(dest, (now - 10 + rank, now - 10 + rank))
+    models = runs / "models"  # the fetch markers the training runs depend on: older than all of them
+    for model in sorted((runs / "train").iterdir()) if (runs / "train").is_dir() else []:
+        marker = models / f"{model.name}.fetched"
+        if not marker.exists():
+            models.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"{model.name} (restored with its published runs)\n")
+            os.utime(marker, (now - 11, now - 11))
+    return restored
 
 
 def _cmd_publish(args) -> int:
@@ -231,6 +294,12 @@ def _cmd_publish(args) -> int:
 
     root, _, name = _study(args)
     out, ref = run_dir(root, name), reference_dir(root, name)
+    if args.records_only:  # a sitting: the finished runs' records, next to whatever earlier sittings published
+        copied = copy_run_records(out.parent, ref / "runs")
+        print(f"[lisa-bench] published the records of runs/{name}'s finished runs -> results/{name}/runs ({copied} "
+              f"files; `lisa-bench report --runs results/{name}/runs` draws what is done, `lisa-bench reproduce "
+              f"--resume-from results/{name}/runs` continues from them)")
+        return 0
     if not (out / "tables").is_dir() and not (out / "memory").is_dir() and not list(out.glob("*.csv")):
         raise BadInput(f"study {name!r} has no finished run in {str(out)!r}; run `lisa-bench reproduce` first")
     notes = ref / "README.md"  # what a person wrote about the reference stays with it

@@ -138,6 +138,23 @@ def test_tiny_pipeline_end_to_end(workdir, tmp_path):
                             text=True, env=env, timeout=600)
     assert report.returncode == 0, report.stderr[-2000:]
     assert (workdir / "report.html").stat().st_size > 10_000
+    # a long study's sittings: the finished runs' records published alone, then a fresh tree (no weights, no
+    # Snakemake metadata) restored from them has no training or evaluation left to do
+    assert subprocess.run(cli + ["publish", "--directory", str(workdir), "--configfile", "config/plugin-study.yaml",
+                                 "--records-only"], env=env).returncode == 0
+    assert list((records / "benchmarks" / "train").rglob("*.tsv"))  # each job's time goes with them
+    shutil.rmtree(runs)
+    shutil.rmtree(workdir / ".snakemake")
+    from lisa_bench.reproduce import restore_records
+
+    assert restore_records(records, runs) == 4
+    plan = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile",
+                           "config/plugin-study.yaml"], cwd=workdir, capture_output=True, text=True, env=env)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    jobs = plan.stdout.split("Job stats:")[1].split("total")[0]
+    for rule in ("train", "lm_eval", "mt_bench_answer", "mt_bench_judge", "fetch_model"):
+        assert f"\n{rule} " not in jobs, jobs  # done: restored
+    assert "tables_and_figures" in jobs  # the tables are redrawn from the restored runs
 
 
 def test_the_rules_need_no_lisa_bench_on_path(workdir):
