@@ -428,176 +428,70 @@ def flat(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-def gpu_h200_claims() -> list[str]:
-    cells = rows("results/gpu-h200/memory_table.csv")
-    peak = {r["method"]: float(r["peak_GiB"]) for r in cells if r["model"] == "llama-2-7b"}
-    worst = max(abs(float(r["peak_GiB"]) / float(r["predicted_peak_GiB"]) - 1) for r in cells if r["status"] == "ok")
-    measured = rows("results/gpu-h200/memory.csv")
-    shapes = {(r["batch_size"], r["seq_len"], r["attn_implementation"], r["precision"]) for r in measured}
-    assert shapes == {("1", "1024", "eager", "bf16")}, shapes
-    return [f"bf16, batch {1} x {1024}, eager attention",
-            f"LISA E+H+2L peaks at {rnd(peak['lisa-e-h-2l'], 1)} GiB on LLaMA-2-7B against "
-            f"{rnd(peak['lora-r128'], 1)} GiB for LoRA r128 and {rnd(peak['full'], 1)} GiB for full fine-tuning",
-            f"every measured peak lies within {rnd(worst * 100, 1)}% of the suite's analytic memory model"]
-
-
-def gpu_recipe_claims() -> list[str]:
-    runs = rows("results/gpu-recipe/recipe.csv")
-    ratios = [float(r["measured_over_predicted"]) for r in runs]
-    assert max(abs(x - 1) for x in ratios) < 0.01 + 0.0005
-    pure = [r for r in runs if r["precision"] == "bf16"]
-    kept = [r for r in runs if r["precision"] in ("bf16-mixed", "bf16-master", "bf16-kahan")]
-    assert len(pure) == 1 and pure[0]["model"] == "llama-2-7b" and pure[0]["launcher"] == "fsdp"
-    assert {r["model"] for r in kept} == {"tinyllama-1.1b"}
-    assert max(abs(float(r["lost_update_first"])) for r in kept) < 0.002
-    count = {10: "Ten"}[len(runs)]
-    return [f"{count} training runs on the same H200",
-            f"peaked within 1% of `lisa-bench plan`'s prediction ({rnd(min(ratios), 3)} to {rnd(max(ratios), 3)})",
-            f"lost {rnd(float(pure[0]['lost_update_first']) * 100, 0)}% of the first step's update",
-            "lost under 0.2%"]
-
-
-def verdict_cells() -> dict[tuple[str, str], str]:
-    """(protocol, precision) -> 'LISA / LoRA' for LLaMA-2-7B on one GPU, from results/plan/verdict.csv."""
-    out = {}
-    for r in rows("results/plan/verdict.csv"):
-        if r["model"] != "Llama-2-7b-hf" or r["launcher"] != "single x 1":
-            continue
-        proto = "paper" if r["protocol"].startswith("paper") else "practical"
-        out.setdefault((proto, r["precision"]), {})[r["experiment"]] = rnd(r["peak_GiB"], 1)
-    return {k: f"{v['lisa-e-h-2l']} / {v['lora-r128']}" for k, v in out.items()}
-
-
-def check_verdict_table(text: str) -> int:
-    cells = verdict_cells()
-    checked = 0
-    for line in text.split("\n"):
-        if line.startswith("| paper protocol") or line.startswith("| practical"):
-            proto = "paper" if line.startswith("| paper") else "practical"
-            got = [c.strip() for c in line.strip("|").split("|")][1:]
-            want = [cells[(proto, p)] for p in ("fp32", "bf16", "bf16-mixed", "bf16-master", "bf16-kahan")]
-            assert got == want, (proto, got, want)
-            checked += 1
-    return checked
-
-
-def cpu_claims_claims() -> list[str]:
-    train = rows("results/cpu-claims/tables/training.csv")
-    lm = rows("results/cpu-claims/tables/lm_eval.csv")
-    em = "synthetic_qa/exact_match (0-shot, chat)"
-    state = {e: rnd(one(train, experiment=e)["optimizer_state_MiB"], 1) for e in ("lisa-e-h-2l", "lora-r128", "full")}
-    match = {e: rnd(one(lm, experiment=e)[em], 3) for e in ("lisa-e-h-2l", "lora-r128", "full")}
-    study = yaml.safe_load((ROOT / "config/cpu-claims.yaml").read_text())
-    seeds = {r["seeds"] for r in train}
-    assert seeds == {str(len(study["seeds"]))}
-    return [f"SmolLM2-135M, {study['training']['max_steps']} steps, {len(study['seeds'])} seeds",
-            f"LISA E+H+2L holds {state['lisa-e-h-2l']} MiB of optimizer state against {state['lora-r128']} for "
-            f"LoRA r128 and {state['full']} for full fine-tuning",
-            f"its exact match is {match['lisa-e-h-2l']} against LoRA's {match['lora-r128']} and full fine-tuning's "
-            f"{match['full']}"]
-
-
-def cpu_budget_claims() -> list[str]:
-    train = rows("results/cpu-budget/tables/training.csv")
-    study = yaml.safe_load((ROOT / "config/cpu-budget.yaml").read_text())
-    loss = {e: rnd(one(train, experiment=e)["eval_loss"], 3)
-            for e in ("lisa-e-h-2l", "lora-r128", "full", "lisa-e-h-2l-cover")}
-    assert one(train, experiment="lisa-e-h-2l-cover")["blocks_never_trained"] in ("0", "0.0")
-    # the count the README gives is that of the three experiments the question is about; the config's
-    # experiment_seeds gives the cover variant and LoRA+E+H fewer, and training.csv must say so
-    seeds = {one(train, experiment=e)["seeds"] for e in ("lisa-e-h-2l", "lora-r128", "full")}
-    assert seeds == {str(len(study["seeds"]))}
-    for exp, own in study.get("experiment_seeds", {}).items():
-        assert one(train, experiment=exp)["seeds"] == str(len(own))
-    count = {"1": "one seed", "2": "2 seeds"}[seeds.pop()]
-    claims = yaml.safe_load((ROOT / "config/cpu-claims.yaml").read_text())
-    times = study["training"]["max_steps"] // claims["training"]["max_steps"]
-    assert times * claims["training"]["max_steps"] == study["training"]["max_steps"]
-    return [f"Quality with {times} times the budget", f"at {study['training']['max_steps']} steps",
-            f"LISA E+H+2L ends at a held-out loss of {loss['lisa-e-h-2l']} against LoRA r128's {loss['lora-r128']} "
-            f"and full fine-tuning's {loss['full']}",
-            f"at {loss['lisa-e-h-2l-cover']}", f"({count};"]
-
-
-def cpu_ablations_claims() -> list[str]:
-    train = rows("results/cpu-ablations/tables/training.csv")
-    comp = rows("results/cpu-ablations/tables/comparisons.csv")
-    study = yaml.safe_load((ROOT / "config/cpu-ablations.yaml").read_text())
-    loss = {e: rnd(one(train, experiment=e)["eval_loss"], 3) for e in ("lisa-e-h-2l-k13", "lisa-e-h-2l-k122", "lisa-e-h-8l")}
-    em = one(comp, task_metric="synthetic_qa/exact_match", experiment="lisa-e-h-8l", baseline="lisa-e-h-2l-k13")
-    assert float(em["ci_low"]) > 0  # "question by question": the paired interval excludes zero
-    seeds = {r["seeds"] for r in train}
-    assert seeds == {str(len(study["seeds"]))}
-    def options(exp: str) -> dict:  # the experiment file's method options under the study's overrides
-        own = yaml.safe_load((ROOT / f"experiments/{exp}.yaml").read_text())["method_options"]
-        return {**own, **study["experiment_overrides"].get(exp, {}).get("method_options", {})}
-    k = [options(f"lisa-e-h-2l-k{n}") for n in (122, 25, 13)]
-    g = [options(e) for e in ("lisa-e-h-2l-k13", "lisa-e-h-4l", "lisa-e-h-8l")]
-    assert {o["gamma"] for o in k} == {2} and {o["interval"] for o in g} == {13}
-    return [f"for {study['training']['max_steps']} steps", f"{len(study['seeds'])} seeds",
-            f"switching every {k[0]['interval']}, {k[1]['interval']} or {k[2]['interval']} steps with 2 layers, and "
-            f"{g[0]['gamma']}, {g[1]['gamma']} or {g[2]['gamma']} layers every 13 steps",
-            f"held-out loss of {loss['lisa-e-h-2l-k13']} against {loss['lisa-e-h-2l-k122']} without switching",
-            f"8 layers at {loss['lisa-e-h-8l']}", f"exact match +{rnd(em['difference'], 3)} question by question"]
-
-
-def default_claims() -> list[str]:
-    stages = (ROOT / "results/default/stage_times.md").read_text()
-    wall = re.search(r"wall time of this `lisa-bench reproduce`: ([\d.]+) min", stages).group(1)
-    python = re.search(r'requires-python = ">=([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
-    return [f"the pipeline takes {wall} minutes", f"Python >= {python}"]
-
-
-def tiny_claims() -> list[str]:
-    """The first look's wall time, as config/tiny.yaml's comment records its measurement."""
-    wall = re.search(r"^# Measured: ([\d.]+) minutes", (ROOT / "config/tiny.yaml").read_text(), re.M).group(1)
-    return [f"in {wall} minutes on this project's 2-core machine"]
-
-
-# Numbers in the README's prose that no results file holds, with where they come from.
+# Numbers in the README's prose outside its generated blocks, with where they come from.
 NOT_FROM_RESULTS = {
     "2024": "the paper's venue (NeurIPS 2024)",
     "2403.17919": "the paper's arXiv id",
-    "15": "`make test`'s time from a clean clone (15 min 2 s, at 985af41; measured by hand, docs/pipeline.md)",
-    "2": "the same measurement's seconds",
-    "10": "the project's aim for make test, in minutes (the developers' brief)",
 }
 
 
-def test_readme_numbers_come_from_committed_files():
+def test_the_generated_blocks_are_what_the_results_say():
+    """Every `<!-- from-results: NAME -->` block of README.md and docs/*.md is what `lisa-bench docs` writes from
+    the committed results (lisa_bench/docs_results.py): regenerating changes nothing."""
+    from lisa_bench.docs_results import update
+
+    assert update(ROOT, check=True) == [], "run `.venv/bin/lisa-bench docs` after changing results/"
     text = README.read_text()
-    body = flat(text)
-    claims = gpu_h200_claims() + gpu_recipe_claims() + cpu_claims_claims() + cpu_budget_claims() + cpu_ablations_claims() + default_claims() + tiny_claims()
-    for claim in claims:
-        assert claim in body, f"README.md does not say {claim!r} (recomputed from results/)"
-    assert check_verdict_table(text) == 2
-    # every number in the prose is one of the checked claims' numbers, or listed with its source
-    checked = set(NOT_FROM_RESULTS)
+    for name in ("first-look", "default-run", "make-test", "gpu-h200", "gpu-recipe", "verdict", "cpu-claims",
+                 "cpu-budget", "cpu-ablations"):
+        assert f"<!-- from-results: {name} -->" in text, name
+
+
+def test_a_changed_result_changes_its_block(tmp_path):
+    """The check can fail: a rerun whose LISA peak differs rewrites the README's memory paragraph, and a block no
+    renderer knows is refused."""
+    import shutil
+
+    from lisa_bench.docs_results import update
+    from lisa_bench.errors import BadInput
+
+    for item in ("README.md", "docs", "results", "config", "experiments", "pyproject.toml"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
+    table = tmp_path / "results/gpu-h200/memory_table.csv"
+    lines = table.read_text().split("\n")
+    k = next(i for i, ln in enumerate(lines) if ln.startswith("llama-2-7b,") and ",lisa-e-h-2l," in ln)
+    head = lines[0].split(",")
+    cells = lines[k].split(",")
+    cells[head.index("peak_GiB")] = "29.5"
+    lines[k] = ",".join(cells)
+    table.write_text("\n".join(lines))
+    assert update(tmp_path, check=True) == ["README.md"]
+    update(tmp_path)
+    assert "LISA E+H+2L peaks at 29.5 GiB" in flat((tmp_path / "README.md").read_text())
+    (tmp_path / "docs" / "x.md").write_text("<!-- from-results: nope -->\nx\n<!-- /from-results -->\n")
+    with pytest.raises(BadInput, match="unknown results block 'nope'"):
+        update(tmp_path, check=True)
+
+
+def _outside_blocks(text: str) -> str:
+    return re.sub(r"<!-- from-results: [\w-]+ -->\n.*?<!-- /from-results -->", "", text, flags=re.S)
+
+
+def test_readme_numbers_come_from_committed_files():
+    """Every number in the README's prose is in a generated block, or listed with its source."""
     number = r"(?<![\w.\-/+=])\d+(?:\.\d+)?(?![\w\-/+]|\.\d)"
-    for claim in claims:
-        checked |= set(re.findall(number, claim))
-    table = [ln for ln in text.split("\n") if ln.startswith("|")]
-    verdict = [ln for ln in table if ln.startswith(("| paper protocol", "| practical", "| LLaMA-2-7B, 1 x"))]
-    for ln in verdict:
-        checked |= set(re.findall(number, ln))
-    words = prose(text)
+    words = prose(_outside_blocks(README.read_text()))
     words = re.sub(r"`[^`\n]*`", "", words)                      # code: names and commands
     words = re.sub(r"\]\([^)]*\)", "]", words)                   # link targets
-    words = "\n".join(ln for ln in words.split("\n") if not ln.startswith("|") or ln in verdict)
-    unchecked = sorted(set(re.findall(number, words)) - checked)
-    assert not unchecked, f"numbers in README.md that no test recomputes: {unchecked}"
+    words = "\n".join(ln for ln in words.split("\n") if not ln.startswith("|"))
+    unchecked = sorted(set(re.findall(number, words)) - set(NOT_FROM_RESULTS))
+    assert not unchecked, f"numbers in README.md outside its generated blocks: {unchecked}"
 
 
 def test_docs_quote_results_as_the_files_say():
     memory = (ROOT / "docs/memory.md").read_text()
-    # the verdict table, cell by cell
-    assert check_verdict_table(memory) == 2
-    # the will-it-fit tables, verbatim from results/plan/will_it_fit.md
-    fit = (ROOT / "results/plan/will_it_fit.md").read_text()
-    quoted = re.findall(r"^\*\*[^\n]*\(one GPU; 0 = does not fit\)\n\n(?:\|[^\n]*\n)+", memory, flags=re.M)
-    assert len(quoted) == 2
-    for table in quoted:
-        assert table.strip() in fit, table[:200]
+    for name in ("will-it-fit", "verdict-table"):  # generated (the test above)
+        assert f"<!-- from-results: {name} -->" in memory
     # the GPU figures quoted in memory.md and training.md
     lisa, lora, full = (rnd(one(rows("results/gpu-h200/memory_table.csv"), model="llama-2-7b", method=m)["peak_GiB"], 1)
                         for m in ("lisa-e-h-2l", "lora-r128", "full"))
