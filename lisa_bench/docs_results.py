@@ -246,6 +246,28 @@ def cpu_ablations(r: Results) -> str:
             "the cost of more optimizer state.**")
 
 
+def cpu_claims_table(r: Results) -> str:
+    """docs/results.md's table of the cpu-claims study: each tuned method's memory and scores, the rate its grid
+    chose, and LISA's paired difference from it."""
+    train, lm = "results/cpu-claims/tables/training.csv", "results/cpu-claims/tables/lm_eval.csv"
+    comp, grid = "results/cpu-claims/tables/comparisons.csv", "results/cpu-claims/sweep/grid.csv"
+    em = "synthetic_qa/exact_match (0-shot, chat)"
+    lines = ["| experiment | optimizer state MiB | peak RSS MiB | held-out loss | exact match | LISA E+H+2L minus it, "
+             "exact match [95% CI] |", "|---|---|---|---|---|---|"]
+    for exp in ("full", "lora-r128", "lisa-e-h-2l"):
+        t, e = r.one(train, experiment=exp), r.one(lm, experiment=exp)
+        rate = r.one(grid, experiment=exp, chosen="True")["lr"]
+        diff = ""
+        if exp != "lisa-e-h-2l":
+            c = r.one(comp, task_metric="synthetic_qa/exact_match", experiment="lisa-e-h-2l", baseline=exp)
+            diff = f"{rnd(c['difference'], 3)} [{rnd(c['ci_low'], 3)}, {rnd(c['ci_high'], 3)}]"
+        mantissa, exponent = f"{float(rate):e}".split("e")
+        lines.append(f"| {exp} ({float(mantissa):g}e{int(exponent)}) | {rnd(t['optimizer_state_MiB'], 1)} | "
+                     f"{rnd(t['peak_memory_MiB'], 0)} | {rnd(t['eval_loss'], 3)} | {rnd(e[em], 3)} | "
+                     + (f"{diff} |" if diff else "|"))
+    return "\n".join(lines)
+
+
 def will_it_fit(r: Results) -> str:
     return r.text("results/plan/will_it_fit.md").strip()
 
@@ -254,7 +276,7 @@ BLOCKS = {
     "first-look": first_look, "default-run": default_run, "make-test": make_test,
     "make-test-detail": make_test_detail, "gpu-h200": gpu_h200, "gpu-recipe": gpu_recipe, "verdict": verdict,
     "verdict-table": verdict_table, "cpu-claims": cpu_claims, "cpu-budget": cpu_budget,
-    "cpu-ablations": cpu_ablations, "will-it-fit": will_it_fit,
+    "cpu-ablations": cpu_ablations, "will-it-fit": will_it_fit, "cpu-claims-table": cpu_claims_table,
 }
 
 
