@@ -16,8 +16,9 @@ PARTS = [("weights_bytes", "weights"), ("grads_bytes", "gradients"), ("optimizer
          ("activations_bytes", "activations")]
 
 
-def save(fig, path: Path) -> list[Path]:
-    """Write ``path``.png and ``path``.pdf and close the figure."""
+def save(fig, path: Path, caption: str | None = None) -> list[Path]:
+    """Write ``path``.png and ``path``.pdf and close the figure; with ``caption`` (what the figure shows, and the
+    model, data, steps, seeds and machine behind it), ``path``.txt beside them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -25,6 +26,9 @@ def save(fig, path: Path) -> list[Path]:
     for p in out:
         fig.savefig(p, dpi=130)
     plt.close(fig)
+    if caption:
+        path.with_suffix(".txt").write_text(caption.strip() + "\n")
+        out.append(path.with_suffix(".txt"))
     return out
 
 
@@ -138,27 +142,32 @@ def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
     return save(fig, path)
 
 
-def _runs_label(exp: str, model: str, seed: int) -> str:
-    return f"{exp} ({model}, seed {seed})"
+def _method_of(log_path) -> str | None:
+    metrics = Path(log_path).parent / "metrics.json"
+    return json.loads(metrics.read_text()).get("method") if metrics.is_file() else None
 
 
-def loss_curves(runs, path: Path) -> list[Path]:
-    """Training loss per step of every run (lines) and its held-out loss where measured (markers, same
-    colour); ``runs`` yields (model, experiment, seed, train_log path)."""
+def loss_curves(runs, path: Path, caption: str | None = None) -> list[Path]:
+    """Training loss per step of every run (thin lines) and its held-out loss where measured (markers), each
+    experiment in its own style (``experiment_style``); ``runs`` yields (model, experiment, seed, train_log path)."""
+    runs = list(runs)
+    several = len({m for m, *_ in runs}) > 1
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for model, exp, seed, log_path in runs:
         log = pd.read_json(log_path, lines=True)
         if not len(log):
             continue
-        line, = ax.plot(log["step"], log["loss"], label=_runs_label(exp, model, seed))
+        style = experiment_style(exp, _method_of(log_path))
+        ax.plot(log["step"], log["loss"], color=style["color"], ls=style["linestyle"], lw=1,
+                label=run_label(exp, model, seed, several))
         if "eval_loss" in log and log["eval_loss"].notna().any():
             held = log[log["eval_loss"].notna()]
-            ax.plot(held["step"], held["eval_loss"], marker="o", ls="--", color=line.get_color(), ms=4)
+            ax.plot(held["step"], held["eval_loss"], marker=style["marker"], ls="none", color=style["color"], ms=5)
     ax.set_xlabel("optimizer step")
     integer_steps(ax)
-    ax.set_ylabel("loss (line: training; dashed with dots: held-out)")
-    ax.legend(fontsize=6)
-    return save(fig, path)
+    ax.set_ylabel("loss (lines: training;\nmarkers: held-out)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save(fig, path, caption)
 
 
 def blocks_heatmap(runs, path: Path) -> list[Path] | None:
@@ -180,13 +189,24 @@ def blocks_heatmap(runs, path: Path) -> list[Path] | None:
     return None
 
 
-def mt_bench_categories(scores: pd.DataFrame, path: Path) -> list[Path]:
-    """Mean MT-Bench score per category (columns) of each experiment (rows)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    scores.T.plot.bar(ax=ax)
+def mt_bench_categories(scores: pd.DataFrame, path: Path, methods: dict | None = None,
+                        caption: str | None = None) -> list[Path]:
+    """Mean MT-Bench score per category (groups) of each experiment (bars in its own colour); ``scores``: one row
+    per experiment (its index, or (model, experiment)), one column per category."""
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    rows = list(scores.index)
+    width = 0.8 / max(1, len(rows))
+    for i, key in enumerate(rows):
+        exp = key[-1] if isinstance(key, tuple) else key
+        style = experiment_style(exp, (methods or {}).get(exp))
+        label = " ".join(map(str, key[::-1])) if isinstance(key, tuple) and scores.index.nlevels > 1 and \
+            len({k[0] for k in rows}) > 1 else exp
+        ax.bar([c + i * width - 0.4 + width / 2 for c in range(len(scores.columns))], scores.loc[key].values,
+               width, color=style["color"], hatch=("", "//", "..", "xx")[i % 4], edgecolor="white", label=label)
+    ax.set_xticks(range(len(scores.columns)), scores.columns, rotation=30, ha="right")
     ax.set_ylabel("MT-Bench score (1-10)")
-    ax.legend(fontsize=6)
-    return save(fig, path)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save(fig, path, caption)
 
 
 MARKERS = "osD^vP*Xph"
@@ -199,6 +219,26 @@ def family_style(family: str) -> dict:
 
     code = zlib.crc32(family.encode())
     return {"color": plt.get_cmap("tab10").colors[code % 10], "marker": MARKERS[(code // 10) % len(MARKERS)]}
+
+
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def experiment_style(experiment: str, family: str | None) -> dict:
+    """An experiment's colour (its method family's, ``family_style``), marker and line style (a stable hash of its
+    name), the same in every figure of every study; no family known: a colour of its own from the same hash."""
+    import zlib
+
+    code = zlib.crc32(experiment.encode())
+    colour = family_style(family)["color"] if family else plt.get_cmap("tab10").colors[code % 10]
+    return {"color": colour, "marker": MARKERS[code % len(MARKERS)],
+            "linestyle": LINESTYLES[(code // len(MARKERS)) % len(LINESTYLES)]}
+
+
+def run_label(experiment: str, model: str, seed: int | None = None, several_models: bool = False) -> str:
+    """A run's name in every legend: its experiment, the model where a figure holds several, the seed."""
+    parts = ([model] if several_models else []) + ([f"seed {seed}"] if seed is not None else [])
+    return f"{experiment} ({', '.join(parts)})" if parts else experiment
 
 
 def place_labels(ax, xs, ys, labels, fontsize: int = 8) -> None:
@@ -249,77 +289,81 @@ def score_vs_memory(runs: pd.DataFrame, path: Path, score: str = "overall",
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(label)
     axes[0].legend(fontsize=8, title="method family (mean; small points: each seed)", title_fontsize=7)
-    if caption:
-        fig.suptitle(caption, fontsize=9)
-    return save(fig, path)
+    return save(fig, path, caption)
 
 
-def learning_curves(points: pd.DataFrame, path: Path, machine: str) -> list[Path]:
+def learning_curves(points: pd.DataFrame, path: Path, machine: str, methods: dict | None = None,
+                    caption: str | None = None) -> list[Path]:
     """Held-out loss against optimizer steps (left) and against training seconds (right), one line per
-    experiment: the mean over seeds, with each seed's points faint behind it. ``points``: curves_table's rows."""
+    experiment in its own style: the mean over seeds, with each seed's points faint behind it. ``points``:
+    curves_table's rows; ``methods``: experiment -> method family (for the colours)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, ((model, exp), sub) in enumerate(points.groupby(["model", "experiment"], sort=True)):
-        colour = colours[i % len(colours)]
+    several = points["model"].nunique() > 1
+    for (model, exp), sub in points.groupby(["model", "experiment"], sort=True):
+        style = experiment_style(exp, (methods or {}).get(exp))
         mean = sub.groupby("step")[["seconds", "eval_loss"]].mean()
         seeds = sub["seed"].nunique()
-        label = f"{exp} ({model}, {seeds} seed{'s' if seeds > 1 else ''})"
+        label = f"{run_label(exp, model, None, several)}, {seeds} seed{'s' if seeds > 1 else ''}"
         for ax, x in ((axes[0], mean.index), (axes[1], mean["seconds"])):
-            ax.plot(x, mean["eval_loss"], marker="o", ms=3, color=colour, label=label)
+            ax.plot(x, mean["eval_loss"], marker=style["marker"], ms=4, color=style["color"], ls=style["linestyle"],
+                    label=label)
         if seeds > 1:
             for _, run in sub.groupby("seed"):
-                axes[0].plot(run["step"], run["eval_loss"], color=colour, alpha=0.25, lw=0.8)
-                axes[1].plot(run["seconds"], run["eval_loss"], color=colour, alpha=0.25, lw=0.8)
+                axes[0].plot(run["step"], run["eval_loss"], color=style["color"], alpha=0.25, lw=0.8)
+                axes[1].plot(run["seconds"], run["eval_loss"], color=style["color"], alpha=0.25, lw=0.8)
     sizes = sorted(points["eval_examples"].dropna().astype(int).unique())
     held = f" ({'/'.join(map(str, sizes))} held-out examples)" if sizes else ""
     axes[0].set_ylabel("held-out loss" + held)
     axes[0].set_xlabel("optimizer step")
     integer_steps(axes[0])
     axes[1].set_xlabel(f"training seconds, each job's own\n(held-out passes excluded; {machine})")
-    axes[0].legend(fontsize=7)
-    return save(fig, path)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save(fig, path, caption)
 
 
-def weight_norms(mean: pd.DataFrame, update: pd.DataFrame, path: Path) -> list[Path]:
-    """Per unit from embedding to head: mean weight norm over training and update norm, one line per run."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
-    # one colour per experiment, one line style per seed: a study of 6 experiments x 2 seeds has 12 runs, more
-    # than the 10 colours of the default cycle, whose repeats would pair unrelated runs
-    experiments = list(dict.fromkeys(str(label).split(", seed")[0] for label in mean.index))
-    palette = plt.get_cmap("tab10" if len(experiments) <= 10 else "tab20").colors
-    seen: dict[str, int] = {}
+def weight_norms(mean: pd.DataFrame, update: pd.DataFrame, path: Path, styles: dict | None = None,
+                 caption: str | None = None) -> list[Path]:
+    """Per unit from embedding to head: mean weight norm over training and update norm, one line per run
+    (``styles``: run label -> (experiment, method family), for its colour and marker). Full fine-tuning and LISA
+    train the same weights, so their norms coincide where LISA trained a unit: the later lines are drawn thinner
+    and with their markers, so that one under another still shows."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.4))
     style = {}
     for label in mean.index:
-        exp = str(label).split(", seed")[0]
-        style[label] = dict(color=palette[experiments.index(exp) % len(palette)],
-                            linestyle=("-", "--", ":", "-.")[seen.get(exp, 0) % 4])
-        seen[exp] = seen.get(exp, 0) + 1
+        exp, family = (styles or {}).get(label, (str(label).split(" (")[0], None))
+        own = experiment_style(exp, family)
+        style[label] = dict(color=own["color"], linestyle=own["linestyle"], marker=own["marker"], ms=3)
     # units a method left untouched (norm 0) are gaps on the log scale, not lines to -infinity
     for ax, df in ((ax1, mean), (ax2, update)):
-        for label, row in df.iterrows():
-            ax.plot(range(len(row)), row.where(row > 0).values, marker=".", label=label, **style.get(label, {}))
-    for ax, title in ((ax1, "mean trained-parameter norm over training (paper's Fig. 2)\nLoRA: adapters, "
-                             "embedding/head where trained; untrained units blank"),
+        for i, (label, row) in enumerate(df.iterrows()):
+            ax.plot(range(len(row)), row.where(row > 0).values, label=label, lw=max(0.8, 2.2 - 0.3 * i),
+                    alpha=0.85, **style.get(label, {}))
+    for ax, title in ((ax1, "mean trained-parameter norm over training\n(the paper's Figure 2; untrained units "
+                             "blank)"),
                       (ax2, "update norm ||W_T - W_0||")):
         ticks = list(mean.columns)
         step = max(1, len(ticks) // 12)
         ax.set_xticks(range(0, len(ticks), step), ticks[::step], rotation=45, ha="right", fontsize=7)
         ax.set_yscale("log")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, not over its lines
-    return save(fig, path)
+    return save(fig, path, caption)
 
 
-def lr_sweep(grid: pd.DataFrame, path: Path) -> list[Path]:
-    """Held-out loss against learning rate, one line per (model, experiment); the chosen rate circled."""
+def lr_sweep(grid: pd.DataFrame, path: Path, methods: dict | None = None, caption: str | None = None) -> list[Path]:
+    """Held-out loss against learning rate, one line per (model, experiment) in its own style; the chosen rate
+    circled."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    several = grid["model"].nunique() > 1
     for (model, exp), sub in grid.groupby(["model", "experiment"], sort=False):
         sub = sub.sort_values("lr")
-        line, = ax.plot(sub["lr"], sub["eval_loss"], marker="o", label=f"{exp} ({model})")
+        style = experiment_style(exp, (methods or {}).get(exp))
+        ax.plot(sub["lr"], sub["eval_loss"], marker=style["marker"], color=style["color"], ls=style["linestyle"],
+                label=run_label(exp, model, None, several))
         chosen = sub[sub["chosen"]]
-        ax.scatter(chosen["lr"], chosen["eval_loss"], s=120, facecolors="none", edgecolors=line.get_color())
+        ax.scatter(chosen["lr"], chosen["eval_loss"], s=140, facecolors="none", edgecolors=style["color"])
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("held-out loss after the sweep's steps")
-    ax.legend(fontsize=7)
-    return save(fig, path)
+    ax.legend(fontsize=7, title="circled: the rate chosen", title_fontsize=7)
+    return save(fig, path, caption)

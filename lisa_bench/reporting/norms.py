@@ -117,12 +117,20 @@ def unit_order(units) -> list[str]:
 
 
 def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
-    mean_rows, update_rows, skew = [], [], []
-    for run in map(Path, runs):
+    from ..runs import read_identity
+
+    mean_rows, update_rows, skew, styles = [], [], [], {}
+    identities = [read_identity(run) or {} for run in map(Path, runs)]
+    several = len({i.get("model") for i in identities}) > 1
+    for run, identity in zip(map(Path, runs), identities):
         metrics = json.loads((run / "metrics.json").read_text())
-        # one label per run: the experiment's name, and its seed where the study trains several
+        # the tables' label of a run (skew.csv's key, as committed references hold it), and its figure label
+        # as in every figure: its experiment, the model where there are several, its seed
         label = (f"{metrics['method']} ({run.parent.name}, {run.name.replace('seed', 'seed ')})"
                  if run.name.startswith("seed") else f"{metrics['method']} ({run.name})")
+        exp = identity.get("experiment") or metrics["method"]
+        shown = figures.run_label(exp, identity.get("model", metrics["model"]), identity.get("seed"), several)
+        styles[label] = (shown, exp, metrics["method"])
         u = update_norms(run)
         m = trained_only(mean_norms(run), u)
         mean_rows.append(m.rename(label))
@@ -140,5 +148,11 @@ def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
     skew_df = pd.DataFrame(skew).set_index("run")
     atomic.write_text(out_dir / "skew.csv", skew_df.to_csv())
     atomic.write_text(out_dir / "reading.md", reading(skew_df))
-    figures.weight_norms(mean_df, update_df, out_dir / "weight_norms")
+    rename = {label: shown for label, (shown, _, _) in styles.items()}
+    figures.weight_norms(mean_df.rename(index=rename), update_df.rename(index=rename), out_dir / "weight_norms",
+                         {shown: (exp, family) for shown, exp, family in styles.values()},
+                         "Per unit from the embedding to the head, the mean norm of the trained parameters over "
+                         "training (left; LoRA: its adapters, and the embedding and head where trained) and the norm of "
+                         "the update W_T - W_0 (right); one colour per method family, one marker and line style per "
+                         "experiment.")
     return skew_df

@@ -45,6 +45,17 @@ def _machine(sources: list[Path]) -> str:
     return "machine not recorded"
 
 
+def _caption(name: str, train: pd.DataFrame, machine: str, what: str) -> str:
+    """A figure's caption: what it shows, then the model, data, steps, seeds and machine behind it."""
+    def listed(column):
+        values = sorted({str(v) for v in train[column].dropna()}) if column in train else []
+        return ", ".join(values) or "not recorded"
+
+    steps = "/".join(str(int(s)) for s in sorted(set(train["steps"].dropna()))) if "steps" in train else "?"
+    return (f"{what} Study {name}: {listed('model')} on {listed('dataset')}, {steps} steps, seeds {listed('seed')}; "
+            f"{machine}.")
+
+
 def _score_columns(ev: pd.DataFrame, mt: pd.DataFrame, train: pd.DataFrame | None = None) -> dict[str, str]:
     """The scores a study's quality-against-memory figure can plot: name -> column of its table."""
     columns = {"eval_loss": "eval_loss"}
@@ -105,6 +116,7 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
                             more=" (the held-out loss, MT-Bench's overall score, the study's lm-eval metrics)")
     score = score or ("mt_bench" if "mt_bench" in scores else "eval_loss")
     _write_provenance(root, out, name)
+    methods = dict(zip(train["experiment"], train["method"])) if len(train) else {}
     if len(train):
         t = mean_std(train, ["model", "experiment", "method"],
                      ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "mfu", "loss_last", "eval_loss",
@@ -117,7 +129,10 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
                     f"from the base model) per method")
         tables["training"] = t
         logs = list(runs(root, "train_log.jsonl"))
-        figures.loss_curves(logs, out / "figures" / "loss_curves")
+        figures.loss_curves(logs, out / "figures" / "loss_curves",
+                            _caption(name, train, _machine(root), "Training loss per step of every run (lines) and "
+                                     "held-out loss where measured (markers); one colour per method family, one "
+                                     "marker and line style per experiment."))
         figures.memory_over_steps([p.parent for *_, p in logs], out / "figures" / "memory_over_steps")
         figures.blocks_heatmap(logs, out / "figures" / "lisa_layers")
     curves = curves_table(root)
@@ -132,7 +147,9 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
                     f"seconds, in curve_points.csv")
         atomic.write_text(out / "tables" / "curve_points.csv", curves.to_csv(index=False))
         machine = _machine(root)
-        figures.learning_curves(curves, out / "figures" / "learning_curves", machine)
+        figures.learning_curves(curves, out / "figures" / "learning_curves", machine, methods,
+                                _caption(name, train, machine, "Held-out loss against optimizer steps and against "
+                                         "training seconds: each experiment's mean over seeds, each seed faint."))
         tables["curves"] = wide
         same = equal_seconds_table(curves)
         write_table(same.set_index(["model", "experiment"]), out / "tables" / "equal_seconds",
@@ -169,7 +186,10 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
     if len(grid):
         write_table(grid.set_index(["model", "experiment", "lr"]), out / "sweep" / "grid",
                     f"Learning-rate sweep ({name}): held-out loss of each grid point, mean over the sweep's seeds")
-        figures.lr_sweep(grid, out / "sweep" / "lr_sweep")
+        figures.lr_sweep(grid, out / "sweep" / "lr_sweep", methods,
+                         _caption(name, train, _machine(root), "Learning-rate sweep: held-out loss after the "
+                                  "sweep's steps against the rate; the rate the final runs use circled.")
+                         if len(train) else None)
         tables["sweep"] = grid
     if len(mt):
         values = [c for c in mt.columns if c.startswith("cat_") or c.startswith("turn_")] + ["overall", "failure_rate"]
@@ -177,14 +197,19 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
         write_table(t, out / "tables" / "mt_bench", f"MT-Bench ({name}; judge {mt['judge'].iloc[0]})")
         tables["mt_bench"] = t
         cats = t[[c for c in t.columns if c.startswith("cat_") and not c.endswith(("_std", "_ci95"))]]
-        figures.mt_bench_categories(cats.rename(columns=lambda c: c[4:]), out / "figures" / "mt_bench_categories")
+        figures.mt_bench_categories(cats.rename(columns=lambda c: c[4:]), out / "figures" / "mt_bench_categories",
+                                    methods, _caption(name, train, _machine(root), "MT-Bench score per category, "
+                                                      "mean over seeds.") if len(train) else None)
     if "training" in tables:
         column = scores[score]
         per_run = _score_per_run(train, ev, mt, column, score)
         label = {"eval_loss": "final held-out loss",
                  "forgetting": "forgetting (change in general-text loss)"}.get(score) or (
             f"MT-Bench overall ({mt['judge'].iloc[0]})" if score == "mt_bench" else column)
-        figures.score_vs_memory(per_run, out / "figures" / "score_vs_memory", column, label)
+        figures.score_vs_memory(per_run, out / "figures" / "score_vs_memory", column, label,
+                                _caption(name, train, _machine(root), f"{label} against measured peak memory (left) "
+                                         f"and optimizer state (right): every seed a small point, each experiment's "
+                                         f"mean a large one, each method family's means joined in order of size."))
     return tables
 
 

@@ -177,6 +177,7 @@ def training_table(sources: list[Path]) -> pd.DataFrame:
         m = json.loads(path.read_text())
         never = blocks_never_trained(path.parent / "train_log.jsonl", m.get("decoder_blocks", 0))
         rows.append({"model": model, "experiment": exp, "method": m["method"], "seed": seed,
+                     "dataset": m.get("dataset"), "steps": m.get("steps"),
                      "trainable_params": m["trainable_params_peak"],
                      "optimizer_state_MiB": m["optimizer_state_bytes_peak"] / 2**20,
                      "peak_memory_MiB": m["peak_memory_bytes"] / 2**20, "memory_kind": m["memory_kind"],
