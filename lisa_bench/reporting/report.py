@@ -197,9 +197,12 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
         write_table(t, out / "tables" / "mt_bench", f"MT-Bench ({name}; judge {mt['judge'].iloc[0]})")
         tables["mt_bench"] = t
         cats = t[[c for c in t.columns if c.startswith("cat_") and not c.endswith(("_std", "_ci95"))]]
+        ci = t[[c for c in t.columns if c.startswith("cat_") and c.endswith("_ci95")]]
         figures.mt_bench_categories(cats.rename(columns=lambda c: c[4:]), out / "figures" / "mt_bench_categories",
                                     methods, _caption(name, train, _machine(root), "MT-Bench score per category, "
-                                                      "mean over seeds.") if len(train) else None)
+                                                      "mean over seeds, with the 95% interval over seeds where there "
+                                                      "are several.") if len(train) else None,
+                                    ci.rename(columns=lambda c: c[4:-5]) if ci.notna().any().any() else None)
     if "training" in tables:
         column = scores[score]
         per_run = _score_per_run(train, ev, mt, column, score)
