@@ -5,7 +5,7 @@ The text is the prose of the Python Language Reference as CPython ships it (``py
 ``help()`` shows): it is on every machine that runs the suite, CI included, with no download; it is ordinary
 English expository prose of the kind web pretraining corpora hold (SmolLM2's included), about a subject none of
 the suite's datasets touches; and it is fixed for a given Python release (its SHA-256 is recorded with the score,
-so two runs are compared on the same text or seen not to be). Indented lines (grammar productions and code
+so two runs are compared on the same text or seen not to be). Indented lines and ASCII tables (grammar productions, code and operator tables
 examples) are left out, so that what is scored is running prose rather than Python syntax.
 
 Blocks of ``max_length`` tokens, evenly spaced over the whole text (not its first pages, which are about the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import sys
 
-SOURCE = "CPython pydoc_data.topics (Python Language Reference prose, indented grammar and code left out)"
+SOURCE = "CPython pydoc_data.topics (Python Language Reference prose, indented grammar and code and tables left out)"
 
 
 def general_prose() -> str:
@@ -31,12 +31,43 @@ def general_prose() -> str:
         for para in topics[name].split("\n\n"):
             lines = [ln for ln in para.splitlines() if ln.strip()]
             # prose only: no indented code or grammar, no underlines of headings, no headings alone
-            if not lines or any(ln[:1].isspace() for ln in lines) or set(lines[-1].strip()) <= set("*=-~^"):
+            if not lines or any(ln[:1].isspace() or ln[:1] in "+|" for ln in lines) \
+                    or set(lines[-1].strip()) <= set("*=-~^"):
                 continue
             text = " ".join(ln.strip() for ln in lines)
             if len(text.split()) >= 8:
                 paragraphs.append(text)
     return "\n\n".join(paragraphs)
+
+
+def _pieces(text: str, size: int = 1000) -> list[str]:
+    """The text in consecutive pieces of at most ``size`` characters, each cut after a paragraph's end where one
+    falls inside it, else after a space: put together, the pieces are the text."""
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = text.rfind("\n\n", start, end)
+            cut = cut + 1 if cut > start else text.rfind(" ", start, end)
+            end = cut + 1 if cut > start else end
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+_IDS: dict = {}  # (tokenizer kind, name, vocabulary size, text hash) -> the text's token ids
+
+
+def _token_ids(tokenizer, text: str) -> list[int]:
+    """The text's tokens, paragraph by paragraph in one batch (each paragraph is short, so no tokenizer warns
+    about a sequence above the model's length), once per tokenizer and text in a process."""
+    if not text:
+        return []
+    key = (type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""), len(tokenizer),
+           hashlib.sha256(text.encode()).hexdigest())
+    if key not in _IDS:
+        _IDS[key] = [t for ids in tokenizer(_pieces(text), add_special_tokens=False)["input_ids"] for t in ids]
+    return _IDS[key]
 
 
 def general_blocks(tokenizer, tokens: int, block_length: int) -> tuple[list[dict], dict]:
@@ -46,7 +77,7 @@ def general_blocks(tokenizer, tokens: int, block_length: int) -> tuple[list[dict
     text = general_prose()
     info = {"source": SOURCE, "python": f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}",
             "sha256": hashlib.sha256(text.encode()).hexdigest(), "block_length": block_length}
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    ids = _token_ids(tokenizer, text)
     whole = len(ids) // block_length
     wanted = min(whole, max(1, tokens // block_length))
     if wanted == 0:

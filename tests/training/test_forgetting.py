@@ -16,7 +16,12 @@ def test_general_blocks_are_evenly_spaced_scored_throughout_and_described():
     blocks, info = general_blocks(tokenizer, 1000, 50)
     assert info["available"] and info["blocks"] == len(blocks) == 20 and info["tokens"] == 1000
     assert all(len(b["input_ids"]) == 50 and b["labels"] == b["input_ids"] for b in blocks)  # every token scored
-    ids = tokenizer(general_prose(), add_special_tokens=False)["input_ids"]
+    # the text tokenized in pieces of at most 1000 characters (cut at paragraphs, else at spaces), put together
+    from lisa_bench.data.general import _pieces
+
+    pieces = _pieces(general_prose())
+    assert "".join(pieces) == general_prose() and max(map(len, pieces)) <= 1000
+    ids = [t for piece in pieces for t in tokenizer(piece, add_special_tokens=False)["input_ids"]]
     assert blocks[0]["input_ids"] == ids[:50]  # the first block and the last whole block of the text
     last = (len(ids) // 50 - 1) * 50
     assert blocks[-1]["input_ids"] == ids[last:last + 50] and last > 20 * 50  # spread over it, not its first pages
@@ -27,7 +32,7 @@ def test_general_blocks_are_evenly_spaced_scored_throughout_and_described():
 
 def test_general_text_is_prose_that_no_training_split_contains():
     prose = general_prose()
-    assert len(prose.split()) > 20_000 and "::=" not in prose  # running text; grammar productions left out
+    assert len(prose.split()) > 20_000 and "::=" not in prose and "+---" not in prose  # running text only
     responses = {turn["content"] for seed in (0, 1) for conv in load_conversations("synthetic-instruct", "train", seed=seed)
                  for turn in conv}
     paragraphs = set(prose.split("\n\n"))
