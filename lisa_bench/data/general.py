@@ -5,8 +5,9 @@ The text is the prose of the Python Language Reference as CPython ships it (``py
 ``help()`` shows): it is on every machine that runs the suite, CI included, with no download; it is ordinary
 English expository prose of the kind web pretraining corpora hold (SmolLM2's included), about a subject none of
 the suite's datasets touches; and it is fixed for a given Python release (its SHA-256 is recorded with the score,
-so two runs are compared on the same text or seen not to be). Indented lines and ASCII tables (grammar productions, code and operator tables
-examples) are left out, so that what is scored is running prose rather than Python syntax.
+so two runs are compared on the same text or seen not to be). Indented lines (grammar productions, code
+examples) and ASCII tables (operator precedence) are left out, so that what is scored is running prose rather
+than Python syntax.
 
 Blocks of ``max_length`` tokens, evenly spaced over the whole text (not its first pages, which are about the
 ``assert`` statement), every token scored; see ``general_blocks``.
