@@ -269,25 +269,55 @@ def test_a_killed_writers_claim_is_taken_over(reference, tmp_path, capsys):
     _same_as(out, reference)
 
 
+MULTI = ["--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def multi_reference(tmp_path_factory):
+    """The uninterrupted two-process run of each launcher, made once for the tests that fault it."""
+    from tests.training.test_fsdp import _train
+
+    made = {}
+
+    def get(launcher):
+        if launcher not in made:
+            out = tmp_path_factory.mktemp(f"reference-{launcher}") / "run"
+            _train("lisa", out, 2, MULTI + (["--sharding", "fsdp"] if launcher == "fsdp" else []))
+            made[launcher] = out
+        return made[launcher]
+
+    return get
+
+
+def _equal_to(out, reference):
+    from tests.training.test_fsdp import _log
+    from tests.training.test_fsdp import _weights as weights
+
+    assert [r["loss"] for r in _log(out)] == pytest.approx([r["loss"] for r in _log(reference)], rel=1e-6)
+    a, b = weights(out, "lisa"), weights(reference, "lisa")
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in b) < 1e-6
+
+
+def _worker(out, rank: int):
+    import psutil
+
+    return next(p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])
+                and p.environ().get("RANK") == str(rank))
+
+
 # DDP's stop is the same all-reduced flag as FSDP2's (faults.Preemption.requested); its checkpoint and exact
 # resume are tested by the kill test of test_fsdp.py; `make test-all` runs it too
 @pytest.mark.parametrize("launcher", [pytest.param("ddp", marks=pytest.mark.extended), "fsdp"])
-def test_a_signal_to_one_process_stops_every_process_at_the_same_step(launcher, tmp_path):
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step(launcher, tmp_path, multi_reference):
     """SIGTERM to process 1 alone: both processes checkpoint the same step and stop; the rerun is exact."""
-    import psutil
-
     from tests.training.test_fsdp import _log, _train
-    from tests.training.test_fsdp import _weights as weights
 
-    extra = ["--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "5"]
-    extra += ["--sharding", "fsdp"] if launcher == "fsdp" else []
-    _train("lisa", tmp_path / "reference", 2, extra)
+    extra = MULTI + (["--sharding", "fsdp"] if launcher == "fsdp" else [])
+    reference = multi_reference(launcher)
     out = tmp_path / "run"
     proc = _train("lisa", out, 2, extra, wait=False)
     _wait_for_steps(out, 3)
-    worker = next(p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])
-                  and p.environ().get("RANK") == "1")
-    worker.send_signal(signal.SIGTERM)
+    _worker(out, 1).send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0  # torchrun reports its workers' exit 75 as its own failure
     step = len(_log(_partial(out)))
@@ -296,6 +326,29 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(launcher, 
     assert err.count("lisa-bench: stopped by") == 1  # said once, by process 0
     metrics = _train("lisa", out, 2, extra)
     assert metrics["resumed_from_step"] == step
-    assert [r["loss"] for r in _log(out)] == pytest.approx([r["loss"] for r in _log(tmp_path / "reference")], rel=1e-6)
-    a, b = weights(out, "lisa"), weights(tmp_path / "reference", "lisa")
-    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in b) < 1e-6
+    _equal_to(out, reference)
+
+
+# one process's death: the same for both launchers (torchrun's agent stops the others); `make test-all` runs DDP's
+@pytest.mark.parametrize("launcher", [pytest.param("ddp", marks=pytest.mark.extended), "fsdp"])
+def test_one_process_killed_ends_the_whole_run_soon_and_the_rerun_resumes(launcher, tmp_path, multi_reference):
+    """SIGKILL to process 1 alone, past the first checkpoint: the launcher stops process 0 (SIGTERM, then SIGKILL
+    after its grace period) and exits non-zero within a bounded time, the checkpoint is kept, the rerun resumes
+    from it and ends equal to the uninterrupted run."""
+    from tests.training.test_fsdp import _train
+
+    extra = MULTI + (["--sharding", "fsdp"] if launcher == "fsdp" else [])
+    reference = multi_reference(launcher)
+    out = tmp_path / "run"
+    proc = _train("lisa", out, 2, extra, wait=False)
+    _wait_for_steps(out, 7)  # past the checkpoint of step 5
+    _worker(out, 1).kill()
+    died = time.perf_counter()
+    proc.communicate(timeout=300)
+    took = time.perf_counter() - died
+    print(f"{launcher}: one process killed, the whole run ended {took:.1f} s later (exit {proc.returncode})")
+    assert proc.returncode != 0 and took < 60  # torchrun's monitor, then its 30 s grace period at most
+    assert (_partial(out) / "checkpoint" / "state.pt").exists()  # the checkpoint of step 5 (or 10) kept
+    metrics = _train("lisa", out, 2, extra)
+    assert metrics["resumed_from_step"] in (5, 10)
+    _equal_to(out, reference)
