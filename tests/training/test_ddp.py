@@ -12,7 +12,9 @@ import pytest
 pytestmark = pytest.mark.slow  # subprocesses: real launches and kills
 
 
-@pytest.mark.parametrize("method, precision", [("lisa", "fp32"), ("full", "fp32"), ("full", "bf16-master"),
+# (full, fp32): DDP's reducer at fp32 is test_ddp_equals_one_process's lora case; `make test-all` runs it too
+@pytest.mark.parametrize("method, precision", [("lisa", "fp32"), pytest.param("full", "fp32", marks=pytest.mark.extended),
+                                               ("full", "bf16-master"),
                                                ("lisa", "bf16-kahan")])
 def test_two_process_training_keeps_replicas_in_sync(method, precision, tmp_path):
     """Under the recipes that keep every update too: each replica's fp32 masters (or Kahan buffers) take the same
@@ -42,7 +44,8 @@ def test_two_process_training_keeps_replicas_in_sync(method, precision, tmp_path
     assert len(rows) == 6
 
 
-@pytest.mark.parametrize("method", ["lisa", "full", "lora"])
+# full and LoRA both go through DDP's reducer: LoRA's case covers it (`make test-all` runs full too)
+@pytest.mark.parametrize("method", ["lisa", pytest.param("full", marks=pytest.mark.extended), "lora"])
 def test_ddp_equals_one_process_on_the_global_batch(method, tmp_path):
     """Two replicas at batch 4 each against one process at batch 8: the same losses, the same gradient norm
     before clipping at every step (a factor-of-N error in the averaging would show there, not in the losses or

@@ -66,7 +66,9 @@ def _weights(run, method):
     return load_file(Path(run) / "model" / ("adapter_model.safetensors" if method == "lora" else "model.safetensors"))
 
 
-@pytest.mark.parametrize("method", ["lisa", "full", "lora"])
+# every parameter trainable (full) is the sharding's plain case, LISA's and LoRA's the special ones; `make test-all`
+# runs full too
+@pytest.mark.parametrize("method", ["lisa", pytest.param("full", marks=pytest.mark.extended), "lora"])
 def test_fsdp2_equals_one_process_on_the_global_batch(method, tmp_path):
     sharded = _train(method, tmp_path / "fsdp", 2, ["--batch-size", "4", "--max-steps", "8", "--sharding", "fsdp",
                                                      "--checkpoint-every", "0"])

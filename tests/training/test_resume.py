@@ -26,7 +26,9 @@ def _losses(run):
     return [json.loads(x)["loss"] for x in (run / "train_log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method", ["lisa", "lora"])
+# LISA's kill and resume is also tested under DDP and FSDP2 (test_fsdp.py) and by SIGTERM (test_faults.py);
+# `make test-all` runs it here too
+@pytest.mark.parametrize("method", [pytest.param("lisa", marks=pytest.mark.extended), "lora"])
 def test_killed_run_resumes_to_the_same_result(method, tmp_path):
     reference = tmp_path / "reference"
     from lisa_bench.cli import main
@@ -58,6 +60,7 @@ def test_killed_run_resumes_to_the_same_result(method, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.extended  # test_faults.py's changed-settings test covers it, in-process and naming the settings
 def test_changed_settings_do_not_resume(tmp_path):
     out = tmp_path / "run"
     partial = tmp_path / ".run.partial"
