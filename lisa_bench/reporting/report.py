@@ -9,6 +9,7 @@ Methods are rows, as in the paper; numbers are means over seeds with the standar
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -203,16 +204,21 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
                                                       "mean over seeds, with the 95% interval over seeds where there "
                                                       "are several.") if len(train) else None,
                                     ci.rename(columns=lambda c: c[4:-5]) if ci.notna().any().any() else None)
-    if "training" in tables:
-        column = scores[score]
-        per_run = _score_per_run(train, ev, mt, column, score)
-        label = {"eval_loss": "final held-out loss",
-                 "forgetting": "forgetting (change in general-text loss)"}.get(score) or (
-            f"MT-Bench overall ({mt['judge'].iloc[0]})" if score == "mt_bench" else column)
-        figures.score_vs_memory(per_run, out / "figures" / "score_vs_memory", column, label,
-                                _caption(name, train, _machine(root), f"{label} against measured peak memory (left) "
-                                         f"and optimizer state (right): every seed a small point, each experiment's "
-                                         f"mean a large one, each method family's means joined in order of size."))
+    if "training" in tables:  # the study's score as score_vs_memory, every other as score_vs_memory-<name>
+        for each in [score] + [k for k in scores if k != score]:
+            column = scores[each]
+            per_run = _score_per_run(train, ev, mt, column, each)
+            if per_run[column].isna().all():
+                continue
+            label = {"eval_loss": "final held-out loss",
+                     "forgetting": "forgetting (change in general-text loss)"}.get(each) or (
+                f"MT-Bench overall ({mt['judge'].iloc[0]})" if each == "mt_bench" else column)
+            stem = "score_vs_memory" if each == score else "score_vs_memory-" + re.sub(r"[^\w.-]+", "_", each)
+            figures.score_vs_memory(per_run, out / "figures" / stem, column, label,
+                                    _caption(name, train, _machine(root), f"{label} against measured peak memory "
+                                             f"(left) and optimizer state (right): every seed a small point, each "
+                                             f"experiment's mean a large one, each method family's means joined in "
+                                             f"order of size."))
     return tables
 
 
