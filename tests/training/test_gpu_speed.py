@@ -21,6 +21,6 @@ def test_the_device_speed_check_dry_run(tmp_path):
         for kind in ("loop", "bare", "loop_dataset"):
             assert r[f"{kind}_tokens_per_second"] > 0 and len(r[f"{kind}_seconds"]) == 4, (r["experiment"], kind)
         # the Trainer where it runs the method as it is (not LISA); the loop and the Trainer compute the same step
-        assert ("trainer_tokens_per_second" in r) == (not r["experiment"].startswith("lisa")), r["experiment"]
+        assert ("trainer_tokens_per_second" in r) == (r["experiment"] != "lisa-e-h-2l" and r["precision"] != "bf16-master")
         assert r["loop_mfu"] is None  # no datasheet peak for a CPU
     assert "loop_over_bare" in (tmp_path / "speed.md").read_text()
