@@ -12,6 +12,13 @@ min_version("8.0")
 
 if not config:  # no --configfile given: the embedded default (another study is never merged over it)
     configfile: "config/default.yaml"
+# a schema violation as one line naming the key (Snakemake's own message prints the whole schema after it)
+from lisa_bench.study import schema_error
+import yaml as _yaml
+
+_problem = schema_error(config, _yaml.safe_load(open(workflow.source_path("config/schema.yaml"))))
+if _problem:
+    raise WorkflowError(f"lisa-bench: {_problem}")
 validate(config, "config/schema.yaml")
 
 

@@ -324,3 +324,13 @@ def test_config_errors_stop_the_pipeline_before_any_job(edit, needle, workdir):
     assert proc.returncode != 0
     assert needle in proc.stdout + proc.stderr
     assert not (workdir / "runs").exists()
+
+
+def test_plain_snakemake_with_a_bad_study_says_one_line(workdir):
+    """`snakemake --configfile` with a key missing: the key in one line, not the schema after it."""
+    study = "\n".join(ln for ln in TINY.split("\n") if not ln.startswith("experiments:"))
+    (workdir / "config" / "bad.yaml").write_text(study)
+    proc = _snakemake(workdir, "-n", "--cores", "1", "--configfile", "config/bad.yaml")
+    out = (proc.stdout + proc.stderr).strip().split("\n")
+    assert proc.returncode != 0 and "lisa-bench: config (top level): 'experiments' is a required property" in out[1]
+    assert len(out) <= 4, out
