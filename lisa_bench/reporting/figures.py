@@ -16,11 +16,35 @@ PARTS = [("weights_bytes", "weights"), ("grads_bytes", "gradients"), ("optimizer
          ("activations_bytes", "activations")]
 
 
+# A figure is read at a page's text width (a two-column paper's, 7 inches) or its own, if narrower: every text in
+# it must then be at least MIN_POINTS high. ``save`` raises any smaller one to that; figures that place labels
+# themselves ask ``readable_size`` first, so their placement is done at the size they will have.
+COLUMN_INCHES = 7.0
+MIN_POINTS = 6.0
+
+
+def readable_size(fig, size: float = 0.0) -> float:
+    """The smallest font size (points) readable in ``fig`` once scaled to COLUMN_INCHES, or ``size`` if larger."""
+    scale = min(1.0, COLUMN_INCHES / fig.get_size_inches()[0])
+    return max(size, MIN_POINTS / scale)
+
+
+def _make_readable(fig) -> None:
+    from matplotlib.text import Text
+
+    floor = readable_size(fig)
+    for text in fig.findobj(Text):
+        if text.get_text() and text.get_visible() and text.get_fontsize() < floor - 1e-9:
+            text.set_fontsize(floor)
+
+
 def save(fig, path: Path, caption: str | None = None) -> list[Path]:
     """Write ``path``.png and ``path``.pdf and close the figure; with ``caption`` (what the figure shows, and the
-    model, data, steps, seeds and machine behind it), ``path``.txt beside them."""
+    model, data, steps, seeds and machine behind it), ``path``.txt beside them. Every text is made readable at a
+    page's width first (``readable_size``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _make_readable(fig)
     fig.tight_layout()
     out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
     for p in out:
@@ -44,7 +68,12 @@ def memory_breakdown(table: pd.DataFrame, path: Path) -> list[Path]:
     peak (black tick) and the analytic prediction (red tick)."""
     ok = table[table["status"] == "ok"]
     models = list(dict.fromkeys(ok["model"]))
-    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5.5 * max(1, len(models)), 4), squeeze=False)
+    cols = min(2, max(1, len(models)))
+    rows = -(-max(1, len(models)) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    axes = [grid.ravel()]
+    for ax in grid.ravel()[len(models):]:
+        ax.axis("off")
     for ax, model in zip(axes[0], models):
         sub = ok[ok["model"] == model]
         x = range(len(sub))
@@ -60,7 +89,7 @@ def memory_breakdown(table: pd.DataFrame, path: Path) -> list[Path]:
         ax.set_ylabel("GiB (each part at its own peak)")
         ax.set_title(f"{model} ({sub['device'].iloc[0]}, {sub['precision'].iloc[0]}, seq {int(sub['seq_len'].iloc[0])})",
                      fontsize=10)
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[0][min(len(models), cols) - 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save(fig, path, "Memory per method: each part (weights, gradients, optimizer state, activations) at its "
                            "own peak, stacked; the parts are not all resident at once (activations are freed as "
                            "gradients appear), so a stack may stand above the measured peak (black tick), which is the "
@@ -73,7 +102,7 @@ def speed_bars(table: pd.DataFrame, path: Path) -> list[Path]:
     implementation would reach (markers), one panel per model."""
     ok = table[(table["status"] == "ok") & table["speed_vs_full"].notna()]
     models = list(dict.fromkeys(ok["model"])) or ["(no cell with a full baseline)"]
-    fig, axes = plt.subplots(1, len(models), figsize=(max(4.0, 0.5 * len(ok) + 1.5 * len(models)), 3.5),
+    fig, axes = plt.subplots(1, len(models), figsize=(min(11.0, max(4.0, 0.5 * len(ok) + 1.5 * len(models))), 3.5),
                              squeeze=False, sharey=True)
     for ax, model in zip(axes[0], models):
         sub = ok[ok["model"] == model]
@@ -136,7 +165,7 @@ def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
         trace["line"] = trace["line"] + f" {c}=" + trace[c].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
     models = list(dict.fromkeys(trace["model"]))
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(dict.fromkeys(trace["line"]))}  # same in every panel
-    fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 6), squeeze=False)
+    fig, axes = plt.subplots(2, len(models), figsize=(min(11.0, 5 * len(models)), 6), squeeze=False)
     for col, model in enumerate(models):
         for line, sub in trace[trace["model"] == model].groupby("line", sort=False):
             style = dict(marker="o", ms=3, color=colors[line], label=line)
@@ -284,7 +313,7 @@ def score_vs_memory(runs: pd.DataFrame, path: Path, score: str = "overall",
     and marker per method family, whose means are joined in order of size (its frontier). ``runs``: one row per
     run with model, experiment, method, seed, peak_memory_MiB, optimizer_state_MiB and ``score``."""
     runs = runs.dropna(subset=[score])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), sharey=True)
     several = runs["model"].nunique() > 1
     for ax, x, xlabel in ((axes[0], "peak_memory_MiB", "measured peak training memory (MiB)"),
                           (axes[1], "optimizer_state_MiB", "optimizer state (MiB, from the state tensors)")):
@@ -298,7 +327,7 @@ def score_vs_memory(runs: pd.DataFrame, path: Path, score: str = "overall",
             ax.scatter(own[x], own[score], s=14, alpha=0.45, color=style["color"], marker=style["marker"])
         ax.margins(x=0.15, y=0.08)  # room for the labels of the outermost points
         names = [f"{e} ({m})" if several else e for m, e in zip(means["model"], means["experiment"])]
-        place_labels(ax, list(means[x]), list(means[score]), names, fontsize=7)
+        place_labels(ax, list(means[x]), list(means[score]), names, fontsize=readable_size(fig, 7))
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(label)
@@ -341,7 +370,7 @@ def weight_norms(mean: pd.DataFrame, update: pd.DataFrame, path: Path, styles: d
     (``styles``: run label -> (experiment, method family), for its colour and marker). Full fine-tuning and LISA
     train the same weights, so their norms coincide where LISA trained a unit: the later lines are drawn thinner
     and with their markers, so that one under another still shows."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
     style = {}
     for label in mean.index:
         exp, family = (styles or {}).get(label, (str(label).split(" (")[0], None))
