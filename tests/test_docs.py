@@ -399,7 +399,7 @@ def test_every_page_says_what_it_is_for():
 
 def test_readme_indexes_every_page_and_stays_short():
     text = README.read_text()
-    assert len(text.split("\n")) <= 160
+    assert len([ln for ln in text.split("\n") if not ln.startswith("<!-- ")]) <= 160  # markers are not read
     for page in DOCS:
         assert f"(docs/{page.name})" in text, f"README.md does not index docs/{page.name}"
     assert text.index("make reproduce") < text.index("## What the results say")
