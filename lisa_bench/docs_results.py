@@ -23,6 +23,8 @@ from .errors import BadInput
 START = re.compile(r"<!-- from-results: ([\w-]+) -->\n")
 END = "<!-- /from-results -->"
 PAGES = ("README.md", "docs/*.md")
+# the experiment name the committed studies give full fine-tuning (their rows are keyed by experiment)
+FULL = "full"
 
 
 def rnd(value, digits: int) -> str:
@@ -109,13 +111,13 @@ def gpu_h200(r: Results) -> str:
     shapes = {(c["batch_size"], c["seq_len"], c["attn_implementation"], c["precision"])
               for c in r.rows("results/gpu-h200/memory.csv")}
     (batch, seq, attn, precision), = shapes
-    least = peak["lisa-e-h-2l"] < peak["lora-r128"] < peak["full"]
+    least = peak["lisa-e-h-2l"] < peak["lora-r128"] < peak[FULL]
     finding = ("at 7B, LISA needs the least memory of the three, as the paper's table says" if least
                else "at 7B, LISA does not need the least memory of the three, against the paper's table")
     return ("**Memory, on a GPU** ([`results/gpu-h200/`](results/gpu-h200/README.md)). Under the paper's protocol "
             f"on one H200 ({precision}, batch {batch} x {seq}, {attn} attention), LISA E+H+2L peaks at "
             f"{rnd(peak['lisa-e-h-2l'], 1)} GiB on LLaMA-2-7B against {rnd(peak['lora-r128'], 1)} GiB for LoRA r128 "
-            f"and {rnd(peak['full'], 1)} GiB for full fine-tuning, and every measured peak lies within "
+            f"and {rnd(peak[FULL], 1)} GiB for full fine-tuning, and every measured peak lies within "
             f"{rnd(worst * 100, 1)}% of the suite's analytic memory model. **Finding: {finding}.**")
 
 
@@ -184,20 +186,20 @@ def verdict(r: Results) -> str:
 def cpu_claims(r: Results) -> str:
     train, lm = "results/cpu-claims/tables/training.csv", "results/cpu-claims/tables/lm_eval.csv"
     em = "synthetic_qa/exact_match (0-shot, chat)"
-    exps = ("lisa-e-h-2l", "lora-r128", "full")
+    exps = ("lisa-e-h-2l", "lora-r128", FULL)
     state = {e: float(r.one(train, experiment=e)["optimizer_state_MiB"]) for e in exps}
     match = {e: float(r.one(lm, experiment=e)[em]) for e in exps}
     study = r.yaml("config/cpu-claims.yaml")
-    memory = state["lisa-e-h-2l"] < state["lora-r128"] < state["full"]
-    quality = match["lisa-e-h-2l"] >= min(match["lora-r128"], match["full"])
+    memory = state["lisa-e-h-2l"] < state["lora-r128"] < state[FULL]
+    quality = match["lisa-e-h-2l"] >= min(match["lora-r128"], match[FULL])
     finding = (f"at this scale LISA's memory claim {'holds' if memory else 'does not hold'} and its quality claim "
                f"{'holds' if quality else 'does not'}")
     return ("**Quality, at CPU scale** ([`results/cpu-claims/`](results/cpu-claims/README.md)). SmolLM2-135M, "
             f"{study['training']['max_steps']} steps, {len(study['seeds'])} seeds, each method at the best learning "
             f"rate of its own grid: LISA E+H+2L holds {rnd(state['lisa-e-h-2l'], 1)} MiB of optimizer state against "
-            f"{rnd(state['lora-r128'], 1)} for LoRA r128 and {rnd(state['full'], 1)} for full fine-tuning, but its "
+            f"{rnd(state['lora-r128'], 1)} for LoRA r128 and {rnd(state[FULL], 1)} for full fine-tuning, but its "
             f"exact match is {rnd(match['lisa-e-h-2l'], 3)} against LoRA's {rnd(match['lora-r128'], 3)} and full "
-            f"fine-tuning's {rnd(match['full'], 3)}. **Finding: {finding}** (question-by-question intervals in "
+            f"fine-tuning's {rnd(match[FULL], 3)}. **Finding: {finding}** (question-by-question intervals in "
             "[results](docs/results.md#cpu-claims-the-papers-main-claim-at-cpu-scale); it says nothing about the "
             "paper's 7B-70B regime, which needs the GPU studies below). Its control is not the paper's: LoRA r128 at "
             "SmolLM2's width 576 is 7 times the paper's relative rank (r16 here), and the runs of its second seed "
@@ -209,16 +211,16 @@ def cpu_budget(r: Results) -> str:
     train = "results/cpu-budget/tables/training.csv"
     study, claims = r.yaml("config/cpu-budget.yaml"), r.yaml("config/cpu-claims.yaml")
     loss = {e: float(r.one(train, experiment=e)["eval_loss"]) for e in
-            ("lisa-e-h-2l", "lora-r128", "full", "lisa-e-h-2l-cover")}
-    seeds = {r.one(train, experiment=e)["seeds"] for e in ("lisa-e-h-2l", "lora-r128", "full")}
+            ("lisa-e-h-2l", "lora-r128", FULL, "lisa-e-h-2l-cover")}
+    seeds = {r.one(train, experiment=e)["seeds"] for e in ("lisa-e-h-2l", "lora-r128", FULL)}
     count = {"1": "one seed", "2": "2 seeds", "3": "3 seeds"}[seeds.pop()]
     times = study["training"]["max_steps"] // claims["training"]["max_steps"]
-    closes = min(loss["lisa-e-h-2l"], loss["lisa-e-h-2l-cover"]) <= min(loss["lora-r128"], loss["full"])
+    closes = min(loss["lisa-e-h-2l"], loss["lisa-e-h-2l-cover"]) <= min(loss["lora-r128"], loss[FULL])
     return (f"**Quality with {times} times the budget** ([`results/cpu-budget/`](results/cpu-budget/README.md)). The "
             f"same set-up at {study['training']['max_steps']} steps, with LISA's coverage sampling (every block "
             "trained before any trains twice) and LoRA with embedding and head trained (the paper's Figure 2): LISA "
             f"E+H+2L ends at a held-out loss of {rnd(loss['lisa-e-h-2l'], 3)} against LoRA r128's "
-            f"{rnd(loss['lora-r128'], 3)} and full fine-tuning's {rnd(loss['full'], 3)}, and coverage sampling, "
+            f"{rnd(loss['lora-r128'], 3)} and full fine-tuning's {rnd(loss[FULL], 3)}, and coverage sampling, "
             f"which left no block untrained, at {rnd(loss['lisa-e-h-2l-cover'], 3)}. **Finding: more steps and full "
             f"coverage {'close' if closes else 'do not close'} LISA's gap at this scale** ({count}; paired "
             "intervals and the equal-seconds reading in its README).")
@@ -257,7 +259,7 @@ def cpu_claims_table(r: Results) -> str:
     em = "synthetic_qa/exact_match (0-shot, chat)"
     lines = ["| experiment | optimizer state MiB | peak RSS MiB | held-out loss | exact match | LISA E+H+2L minus it, "
              "exact match [95% CI] |", "|---|---|---|---|---|---|"]
-    for exp in ("full", "lora-r128", "lisa-e-h-2l"):
+    for exp in (FULL, "lora-r128", "lisa-e-h-2l"):
         t, e = r.one(train, experiment=exp), r.one(lm, experiment=exp)
         rate = r.one(grid, experiment=exp, chosen="True")["lr"]
         diff = ""

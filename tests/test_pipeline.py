@@ -39,10 +39,12 @@ def test_tiny_pipeline_end_to_end(workdir, tmp_path):
     shutil.copy(BASELINE / "sgd_full.py", workdir / "plugins" / "sgd_full.py")
     shutil.copy(BASELINE / "sgd-full.yaml", workdir / "experiments" / "sgd-full.yaml")
     study = TINY.replace("experiments: [base, lisa-e-h-2l]", "experiments: [lisa-e-h-2l, sgd-full]")
-    study = study.replace("models: [tiny-random-llama]", f"models: [{HUB_ID}, {json.dumps(str(local))}]")
-    study = study.replace('judge: "hf:tiny-random-llama"', f'judge: "hf:{HUB_ID}"')
+    # the memory line first: it names the models too
     study = study.replace("memory: {models: [tiny-random-llama], methods: [lisa-e-h-2l], seq_len: 64, steps: 1}",
                           f"memory: {{models: [{HUB_ID}], methods: [full, sgd-full], seq_len: 512, steps: 2}}")
+    study = study.replace("models: [tiny-random-llama]", f"models: [{HUB_ID}, {json.dumps(str(local))}]")
+    study = study.replace('judge: "hf:tiny-random-llama"', f'judge: "hf:{HUB_ID}"')
+    assert "methods: [full, sgd-full]" in study and "tiny-random-llama" not in study
     (workdir / "config" / "plugin-study.yaml").write_text(study)
     assert _files(workdir) - before == {"plugins/sgd_full.py", "experiments/sgd-full.yaml", "config/plugin-study.yaml"}
     # and a reference of "the paper's" numbers for it (docs/paper.md): one filled cell, one blank
@@ -51,7 +53,7 @@ def test_tiny_pipeline_end_to_end(workdir, tmp_path):
         f"  - {{table: Table 1, model: {HUB_ID}, experiment: full, quantity: peak_memory_GiB, value: 0.01, source: t}}\n"
         f"  - {{table: Table 3, model: {HUB_ID}, experiment: sgd-full, quantity: mt_bench, value: null, blank: b}}\n")
     with open(workdir / "config" / "plugin-study.yaml", "a") as f:
-        f.write("paper: paper/tiny.yaml\n")
+        f.write("paper: paper/tiny.yaml\ncomparisons: {baselines: [sgd-full]}\n")  # the default, full, is not run
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run([sys.executable, "-m", "lisa_bench.cli", "reproduce", "--directory", str(workdir),

@@ -92,13 +92,13 @@ def verdict(spec: dict) -> tuple[pd.DataFrame, str]:
     from .bench import MemoryCell
     from .model import predict
 
-    claim = spec["claim"]  # {baseline: lora-r128}; each model names its own method (lisa-e-h-2l, or -4l at 70B)
+    claim = spec["claim"]  # {baseline: lora-r128, reference: full}; each model names its own method (lisa-e-h-2l, or -4l at 70B)
     rows = []
     for entry in spec["models"]:
         config = model_config(entry["model"])
         for protocol in spec["protocols"]:
             for precision in spec["precisions"]:
-                for experiment in ("full", claim["baseline"], entry["method"]):
+                for experiment in (claim["reference"], claim["baseline"], entry["method"]):
                     cell = MemoryCell.from_experiment(experiment)
                     p = predict(config, cell.method, json.loads(cell.options), spec["batch_size"], spec["seq_len"],
                                 precision, 3, device_type="cuda", attention=protocol["attn_implementation"],
@@ -111,15 +111,15 @@ def verdict(spec: dict) -> tuple[pd.DataFrame, str]:
                                  "optimizer_GiB": p.optimizer_bytes / 2**30,
                                  "activations_GiB": p.activations_bytes / 2**30})
     table = pd.DataFrame(rows)
-    base = claim["baseline"]
+    base, reference = claim["baseline"], claim["reference"]
     text = ["# LISA against LoRA under each precision recipe (the memory model, GiB per GPU)", "",
             "`lisa-bench reproduce --configfile config/plan.yaml`; every cell is `lisa-bench plan`'s prediction "
             f"(whole-run peak, batch {spec['batch_size']} x {spec['seq_len']}). A recipe's memory claim holds where "
             f"LISA is below {base}.", ""]
     for (model, launcher, protocol), part in table.groupby(["model", "launcher", "protocol"], sort=False):
         wide = part.pivot(index="precision", columns="experiment", values="peak_GiB").reindex(spec["precisions"])
-        method = [c for c in part["experiment"].unique() if c not in ("full", base)][0]
-        wide = wide[["full", base, method]]
+        method = [c for c in part["experiment"].unique() if c not in (reference, base)][0]
+        wide = wide[[reference, base, method]]
         text += [f"## {model} ({launcher} GPU{'s' if not launcher.endswith(' 1') else ''}), {protocol}", "",
                  wide.reset_index().to_markdown(index=False, floatfmt=".1f"), ""]
         for precision, r in wide.iterrows():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -116,6 +117,10 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
         raise choices_error("figure score", score, list(scores), where="report",
                             more=" (the held-out loss, MT-Bench's overall score, the study's lm-eval metrics)")
     score = score or ("mt_bench" if "mt_bench" in scores else "eval_loss")
+    if not baselines and experiments:  # after every check: bad input stays one line
+        print(f"report: no run of {' or '.join(DEFAULT_BASELINES)}, the default baselines: the comparisons table is "
+              f"empty; name baselines with --baselines (a study's comparisons.baselines), one of "
+              f"{', '.join(sorted(experiments))}", file=sys.stderr)
     _write_provenance(root, out, name)
     methods = dict(zip(train["experiment"], train["method"])) if len(train) else {}
     if len(train):

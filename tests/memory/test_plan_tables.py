@@ -12,7 +12,7 @@ SPEC = {
                     "recipes": [{"name": "r", "precision": "bf16", "attn_implementation": "eager",
                                  "gradient_checkpointing": False}]},
     "verdict": {"models": [{"model": "tiny-random-llama", "launcher": "single", "processes": 1,
-                            "method": "lisa-e-h-2l"}], "claim": {"baseline": "lora-r128"},
+                            "method": "lisa-e-h-2l"}], "claim": {"baseline": "lora-r128", "reference": "full"},
                 "precisions": ["fp32", "bf16"], "batch_size": 1, "seq_len": 64,
                 "protocols": [{"name": "p", "attn_implementation": "eager", "gradient_checkpointing": False}]},
 }

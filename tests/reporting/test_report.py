@@ -36,9 +36,12 @@ def _tree(root, with_scores=True):
                                                              "num_fewshot": 0, "apply_chat_template": True}]))
 
 
-def test_learning_curves_table_and_figures(tmp_path):
+def test_learning_curves_table_and_figures(tmp_path, capsys):
     _tree(tmp_path / "runs")
     tables = collect(tmp_path / "runs", tmp_path / "out", "t")
+    # neither default baseline (lora-r128, full) was run: the empty comparisons table is said, with the choices
+    assert "comparisons table is empty; name baselines with --baselines" in capsys.readouterr().err
+    assert tables["comparisons"].empty
     curves = pd.read_csv(tmp_path / "out" / "tables" / "curves.csv").set_index("experiment")
     assert curves.loc["fast", "step 2"] == pytest.approx(1.55) and curves.loc["slow", "step 4"] == pytest.approx(1.35)
     assert list(curves["seeds"]) == [2, 2]
