@@ -65,6 +65,11 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
     if launcher == "single" and processes != 1:
         raise BadInput(f"config launcher.num_processes: {processes} with type 'single', which runs one process; "
                        f"valid: num_processes 1, or type ddp or fsdp for {processes} processes")
+    nodes = config["launcher"].get("nodes", 1)
+    if nodes > 1 and launcher not in ("ddp", "fsdp"):
+        raise BadInput(f"config launcher.nodes: {nodes} with type {launcher!r}, which runs on one node; valid: "
+                       f"nodes 1, or type ddp or fsdp over {nodes} nodes")
+    processes *= nodes  # the world: what sharding, the global batch and the memory model see
     if launcher == "deepspeed":
         from .training.distributed import refuse_deepspeed
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lisa_bench.runs import model_dirs
 from lisa_bench.study import check_study, experiment_seeds, grid_points, point_layer
+from lisa_bench.training.launch import command_line
 
 # The study check builds each experiment's method on each model (seconds): once per invocation, in the process
 # that plans the jobs, not again in every cluster job's parse of this file (those run `--mode remote`).
@@ -41,8 +42,15 @@ GPU_DEFAULT = 0 if config["device"] == "cpu" else 1
 # needs `lisa-bench` or `torchrun` on PATH: `.venv/bin/snakemake` from a shell where .venv is not activated works.
 PYTHON = shlex.quote(sys.executable)
 LISA_BENCH = f"{PYTHON} -m lisa_bench.cli"
-PROCESSES = config["launcher"].get("num_processes", 1)
-TORCHRUN = f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {PROCESSES} -m lisa_bench.cli"
+PROCESSES = config["launcher"].get("num_processes", 1)  # per node
+NODES = config["launcher"].get("nodes", 1)
+# one node: torchrun --standalone; several: one torchrun agent per node of the job's SLURM allocation, started by
+# srun and meeting at a c10d rendezvous (lisa_bench/training/launch.py, docs/gpus.md#several-nodes)
+TORCHRUN = (f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {PROCESSES} -m lisa_bench.cli"
+            if NODES == 1 else command_line(NODES, PROCESSES))
+# a multi-node job asks SLURM for its nodes, one task (agent) on each; `mpi` tells the SLURM executor that the job
+# starts its own srun step (the launcher's), so the job's command is not wrapped in `srun -n1`
+NODE_RESOURCES = {} if NODES == 1 else {"nodes": NODES, "tasks": NODES, "mpi": "srun"}
 LAUNCH = {  # torchrun starts one process per GPU; fsdp adds --set sharding=fsdp (training_flags)
     "single": LISA_BENCH,
     "ddp": TORCHRUN,

@@ -33,6 +33,7 @@ rule train:
         gpu=res("train", "gpu", GPU_DEFAULT),
         mem_mb=res("train", "mem_mb", 16000),
         runtime=res("train", "runtime", 120),
+        **NODE_RESOURCES,
     params:
         model=model_name,
         launch=LAUNCH,

@@ -6,7 +6,7 @@ moved text into is read; each `lisa-bench ...` command (also `.venv/bin/lisa-ben
 subcommand defines, spelled out (argparse would accept an abbreviation; the docs should not rely on it), and
 parse with the suite's own parser; `python scripts/X.py` must exist and use only the script's flags; scripts,
 configs, profiles and experiments named in a command must exist. A command that needs a GPU, the hub, an API key
-or a server says so with a trailing `# needs: gpu` (or `hub`, `key`, `server`, comma-separated), or its block's
+or a server says so with a trailing `# needs: gpu` (or `hub`, `key`, `server`, `slurm`, comma-separated), or its block's
 fence says ```bash needs-gpu; those are parsed and checked, never run. Commands without a mark are run with
 `--help` appended in-process (the subcommand's parser builds), and `lisa-bench plan` ones are run for real (the
 memory model on the meta device: nothing is downloaded or allocated).
@@ -41,7 +41,7 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 MOVED = [ROOT / "results" / "default" / "README.md"]
 PAGES = [README, *DOCS, *MOVED]
 SHELL_FENCES = {"bash", "sh", "console", "shell"}
-NEEDS = {"gpu", "hub", "key", "server"}
+NEEDS = {"gpu", "hub", "key", "server", "slurm"}
 
 
 # ---------------------------------------------------------------- reading the pages
@@ -157,6 +157,13 @@ def suite_argv(tokens: list[str]) -> list[str] | None:
             k = tokens.index("-m")
             if k + 1 < len(tokens) and tokens[k + 1] in ("lisa_bench", "lisa_bench.cli"):
                 return tokens[k + 2:]
+            if k + 1 < len(tokens) and tokens[k + 1] == "lisa_bench.training.launch" and "--" in tokens:
+                from lisa_bench.training.launch import main as launch  # its own flags, then `--` and the suite's
+
+                with pytest.raises(SystemExit) as exc, contextlib.redirect_stdout(io.StringIO()):
+                    launch([*tokens[k + 2:tokens.index("--")], "--help"])
+                assert exc.value.code == 0
+                return tokens[tokens.index("--") + 1:]
     return None
 
 

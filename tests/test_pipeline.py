@@ -207,6 +207,11 @@ BAD_STUDIES = [
      "config experiments[galore-r128]: method 'galore' cannot train on FSDP2-sharded parameters"),
     ("launcher: {type: ddp, num_processes: 3}\ntraining: {max_steps: 3, global_batch_size: 8}",
      "global_batch_size 8 does not divide into 3 processes x 1 accumulation steps"),
+    # nodes x processes per node is the world the batch divides into
+    ("launcher: {type: ddp, num_processes: 1, nodes: 3}\ntraining: {max_steps: 3, global_batch_size: 8}",
+     "global_batch_size 8 does not divide into 3 processes x 1 accumulation steps"),
+    ("launcher: {type: single, nodes: 2}", "config launcher.nodes: 2 with type 'single', which runs on one node; valid: "
+     "nodes 1, or type ddp or fsdp over 2 nodes"),
     ("memory: {models: [tiny-random-llama], methods: [lora-r9]}", "config memory.methods: unknown experiment 'lora-r9'"),
     ("experiments: [base, lisa-e-h-2l]\nexperiment_overrides: {lisa-e-h-2l: {method_options: {gamma: 12}}}",
      "config experiments[lisa-e-h-2l] on tiny-random-llama: lisa gamma (--lisa-layers) 12 is larger than the 8 "
@@ -222,7 +227,7 @@ BAD_STUDIES = [
                          "MiB, so no batch, length or checkpointing setting fits"),
     ("launcher: {type: fsdp, num_processes: 2}\ngpu_memory: 10MiB",
      "FSDP2 over 2 GPUs); lower batch_size or max_length, or turn on gradient_checkpointing, or shard over more GPUs "
-     "than 2 (launcher.num_processes;"),
+     "than 2 (launcher.num_processes x launcher.nodes;"),
     ("gpu_memory: lots", "config gpu_memory 'lots' is not a size"),
     ("lm_eval: {tasks: [{name: synthetic_qa, shots: 2}]}", "unknown key 'shots'"),
     ("lm_eval: {tasks: [{name: [synthetic_qa]}]}", "task name ['synthetic_qa'] must be a non-empty string"),
@@ -271,6 +276,22 @@ def test_experiment_seeds_give_an_experiment_fewer_seeds(workdir):
     assert trained == ["base/seed1", "lisa-e-h-2l/seed0", "lisa-e-h-2l/seed1"], trained
     evaluated = sorted(set(re.findall(r"runs/tiny/eval/tiny-random-llama/([\w-]+/seed\d+)", proc.stdout)))
     assert evaluated == trained, evaluated
+
+
+def test_a_study_over_two_nodes_launches_one_agent_per_node(workdir):
+    """`launcher: {nodes: 2}`: the train job starts lisa_bench.training.launch over 2 nodes (srun, one torchrun agent
+    each, a c10d rendezvous: tests/training/test_faults.py runs it on loopback) and asks SLURM for 2 nodes, one task
+    each, starting its own srun step (mpi)."""
+    study = TINY.replace("launcher: {type: single}", "launcher: {type: fsdp, num_processes: 1, nodes: 2}")
+    (workdir / "config" / "nodes.yaml").write_text(study.replace("mt_bench:", "stages: [train]\nmt_bench:"))
+    proc = _snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/nodes.yaml", "--printshellcmds",
+                      "runs/tiny/train/tiny-random-llama/lisa-e-h-2l/seed0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    command = [ln for ln in proc.stdout.splitlines() if " train --experiment " in ln][0]
+    assert "-m lisa_bench.training.launch --nodes 2 --nproc-per-node 1 -- train " in command
+    assert "--set sharding=fsdp" in command
+    resources = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("resources:")]
+    assert resources and "nodes=2" in resources[-1] and "tasks=2" in resources[-1] and "mpi=srun" in resources[-1]
 
 
 def test_grid_points_train_with_their_settings(workdir):

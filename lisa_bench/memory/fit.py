@@ -69,7 +69,7 @@ def check_fit(cfg, model: str, gpu_memory: int, where: str, launcher: str = "sin
             if not cfg.gradient_checkpointing:
                 remedies.append("turn on gradient_checkpointing")
             if launcher == "fsdp":
-                remedies.append(f"shard over more GPUs than {processes} (launcher.num_processes; `lisa-bench plan "
+                remedies.append(f"shard over more GPUs than {processes} (launcher.num_processes x launcher.nodes; `lisa-bench plan "
                                 f"--launcher fsdp --num-gpus N` finds how many)")
         raise BadInput(f"{where} on {model}: the memory model predicts {_size(peak)} per GPU, more than "
                        f"gpu_memory {_size(gpu_memory)} (batch_size {cfg.batch_size} x {cfg.max_length} "

@@ -33,7 +33,9 @@ def add_parser(sub) -> None:
                                                                   "flash_attention_2")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="plan with each block's activations recomputed in backward (default: off)")
-    p.add_argument("--num-gpus", type=int, default=1)
+    p.add_argument("--num-gpus", type=int, default=1, help="GPUs on each node (default 1)")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="nodes (default 1): ddp and fsdp span --num-gpus x --nodes GPUs (a study's launcher.nodes)")
     p.add_argument("--launcher", default="single", help="single, ddp (a replica per GPU) or fsdp (FSDP2 shards)")
     p.add_argument("--format", default="table", help="table (default), csv or json")
     p.set_defaults(func=_cmd_plan)
@@ -105,16 +107,18 @@ def _cmd_plan(args) -> int:
     check_choice("format", args.format, ("table", "csv", "json"))
     resolve_precision(args.precision)
     check_attention(check_choice("attn_implementation", args.attn_implementation, ATTENTION))
-    for flag, value in (("--seq-len", args.seq_len), ("--batch-size", args.batch_size), ("--num-gpus", args.num_gpus)):
+    for flag, value in (("--seq-len", args.seq_len), ("--batch-size", args.batch_size), ("--num-gpus", args.num_gpus),
+                        ("--nodes", args.nodes)):
         if value < 1:
             raise BadInput(f"{flag} must be >= 1, got {value}")
-    if args.launcher == "single" and args.num_gpus > 1:
-        raise BadInput(f"--num-gpus {args.num_gpus} needs --launcher ddp or fsdp; valid choices: single, ddp, fsdp")
+    if args.launcher == "single" and args.num_gpus * args.nodes > 1:
+        flag = f"--num-gpus {args.num_gpus}" if args.num_gpus > 1 else f"--nodes {args.nodes}"
+        raise BadInput(f"{flag} needs --launcher ddp or fsdp; valid choices: single, ddp, fsdp")
     config = model_config(args.model)
     shape = Shape("cuda", args.precision, args.attn_implementation, args.gradient_checkpointing, args.batch_size,
                   args.seq_len)
     cells = [MemoryCell.from_experiment(e, args.experiments_dir) for e in args.experiments.split(",") if e]
-    gpus = args.num_gpus if args.launcher != "single" else 1
+    gpus = args.num_gpus * args.nodes if args.launcher != "single" else 1  # the world, over every node
     rows = [plan_row(config, args.model, c, shape, gpu_memory, args.launcher, gpus) for c in cells]
     table = pd.DataFrame(rows)
     if args.format == "json":

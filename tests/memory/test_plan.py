@@ -51,7 +51,11 @@ def test_plan_formats(capsys):
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["experiment"] for r in rows] == ["full", "lisa-e-h-2l"] and all(r["fits"] for r in rows)
     assert main(args + ["--format", "csv", "--num-gpus", "2", "--launcher", "fsdp"]) == 0
-    assert "largest_batch_per_gpu" in capsys.readouterr().out.splitlines()[0]
+    two_gpus = capsys.readouterr().out
+    assert "largest_batch_per_gpu" in two_gpus.splitlines()[0]
+    # two nodes of one GPU each: FSDP2 shards over the same world of two
+    assert main(args + ["--format", "csv", "--num-gpus", "1", "--nodes", "2", "--launcher", "fsdp"]) == 0
+    assert capsys.readouterr().out == two_gpus
 
 
 @pytest.mark.parametrize("extra, needle", [
@@ -60,6 +64,8 @@ def test_plan_formats(capsys):
     (["--launcher", "deepspeed"], "--launcher deepspeed is refused: ZeRO-3 partitions the parameters"),
     (["--launcher", "megatron"], "unknown launcher 'megatron'; valid choices: single, ddp, fsdp"),
     (["--num-gpus", "4"], "--num-gpus 4 needs --launcher ddp or fsdp"),
+    (["--nodes", "2"], "--nodes 2 needs --launcher ddp or fsdp"),
+    (["--nodes", "0", "--launcher", "ddp"], "--nodes must be >= 1, got 0"),
     (["--precision", "fp8"], "unknown precision 'fp8'"),
     (["--model", "gpt2-small", "--attn-implementation", "sdpa"], "the memory model covers"),
     (["--precision", "bf16-kahan", "--experiments", "galore-r128"], "cannot serve method 'galore'"),

@@ -352,3 +352,54 @@ def test_one_process_killed_ends_the_whole_run_soon_and_the_rerun_resumes(launch
     metrics = _train("lisa", out, 2, extra)
     assert metrics["resumed_from_step"] in (5, 10)
     _equal_to(out, reference)
+
+
+def _two_nodes(out, extra):
+    """Two nodes on loopback (lisa_bench.training.launch --loopback): two torchrun agents, one process each,
+    meeting at a c10d rendezvous on 127.0.0.1, as srun starts them on two nodes of a SLURM allocation."""
+    from tests.training.test_fsdp import COMMON, ENV, OPTIONS
+
+    args = ["train", "--method", "lisa", *COMMON, *OPTIONS["lisa"], *extra, "--output-dir", str(out)]
+    return subprocess.Popen([sys.executable, "-m", "lisa_bench.training.launch", "--nodes", "2", "--nproc-per-node",
+                             "1", "--loopback", "--", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+
+
+def test_two_nodes_preempted_refuse_a_second_writer_and_resume_to_the_one_node_run(tmp_path, multi_reference, capsys):
+    """FSDP2 over two nodes (one process each, global ranks 0 and 1 from the rendezvous): a second writer is
+    refused while it runs; SIGTERM to the launch (SLURM's preemption, which srun forwards to every node) stops both
+    nodes at one step with a checkpoint; the rerun resumes and ends with the losses and weights of the
+    two-process run on one node, which test_fsdp.py shows equal to one process on the global batch."""
+    from tests.training.test_fsdp import _log
+    from tests.training.test_fsdp import _weights as weights
+
+    extra = MULTI + ["--sharding", "fsdp"]
+    reference = multi_reference("fsdp")
+    out = tmp_path / "run"
+    proc = _two_nodes(out, extra)
+    _wait_for_steps(out, 3)
+    workers = [_worker(out, rank) for rank in (0, 1)]
+    for w in workers:  # held mid-run (its steps take a fraction of a second), so the signal lands before the end
+        w.suspend()
+    assert main(_args(out)) == 2  # the claim, held by global rank 0 on one of the nodes
+    assert "is being written by another run, pid" in _err_lines(capsys)[0]
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1)  # the launch forwards it to both agents, each agent to its worker (pending while held)
+    for w in workers:
+        w.resume()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and (_partial(out) / "train_log.jsonl").exists(), err[-3000:]
+    step = len(_log(_partial(out)))
+    assert f"lisa-bench: stopped by SIGTERM after step {step} of 12: checkpoint of step {step}" in err, err[-3000:]
+    assert err.count("lisa-bench: stopped by") == 1  # both nodes stopped at that step; global rank 0 said it
+    rerun = _two_nodes(out, extra)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["resumed_from_step"] == step
+    a, b = _log(out), _log(reference)
+    wa, wb = weights(out, "lisa"), weights(reference, "lisa")
+    print(f"two nodes x one process against one node x two: largest loss difference "
+          f"{max(abs(x['loss'] - y['loss']) for x, y in zip(a, b)):.2e}, largest weight difference "
+          f"{max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wb):.2e} (resumed from step {step})")
+    _equal_to(out, reference)
