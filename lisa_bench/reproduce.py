@@ -245,9 +245,9 @@ def restore_records(records: Path, runs: Path) -> int:
     whose lm-eval or MT-Bench answers are missing is left to rerun), each restored output given a time after its
     inputs' in the pipeline's order (models, sweep, its choice, training, evaluation). Returns how many training
     runs were restored; a run already in the tree is left as it is."""
-    if not (records / "train").is_dir():
-        raise BadInput(f"--resume-from {str(records)!r}: no published runs there (a train/ directory of records); "
-                       f"`lisa-bench publish --records-only` writes them")
+    if not (records / "train").is_dir() and not (records / "sweep").is_dir():  # a sitting may have run only a sweep
+        raise BadInput(f"--resume-from {str(records)!r}: no published runs there (a train/ or sweep/ directory of "
+                       f"records); `lisa-bench publish --records-only` writes them")
     evaluated = {p.parent.relative_to(records / "eval") for p in (records / "eval").rglob("scores.json")} \
         if (records / "eval").is_dir() else set()
     answered = {p.parent.parent.relative_to(records / "mt_bench") for p in (records / "mt_bench").rglob("mt_bench.json")}\
@@ -258,7 +258,7 @@ def restore_records(records: Path, runs: Path) -> int:
     for best in sorted((records / "sweep").rglob("best.yaml")) if (records / "sweep").is_dir() else []:
         order.append((1, best))
     restored = 0
-    for metrics in sorted((records / "train").rglob("metrics.json")):
+    for metrics in sorted((records / "train").rglob("metrics.json")) if (records / "train").is_dir() else []:
         run = metrics.parent.relative_to(records / "train")
         if run not in evaluated or (answered is not None and run not in answered) or (runs / "train" / run).exists():
             continue
@@ -279,8 +279,8 @@ def restore_records(records: Path, runs: Path) -> int:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest)
             os.utime(dest, (now - 10 + rank, now - 10 + rank))
-    models = runs / "models"  # the fetch markers the training runs depend on: older than all of them
-    for model in sorted((runs / "train").iterdir()) if (runs / "train").is_dir() else []:
+    models = runs / "models"  # the fetch markers the training and grid runs depend on: older than all of them
+    for model in sorted(d for part in ("train", "sweep") if (runs / part).is_dir() for d in (runs / part).iterdir()):
         marker = models / f"{model.name}.fetched"
         if not marker.exists():
             models.mkdir(parents=True, exist_ok=True)

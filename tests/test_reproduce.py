@@ -167,3 +167,26 @@ def test_snakemake_arguments_after_the_double_dash_come_before_the_config_file(m
     cmd = seen[0]
     assert cmd[cmd.index("snakemake") + 1:cmd.index("--cores")] == ["-n", target]
     assert cmd[-2:] == ["--configfile", str((root / "config" / "default.yaml").resolve())]
+
+
+def test_a_sitting_that_ran_only_a_sweep_is_restored(tmp_path, capsys):
+    """A long study's first sitting may publish only its sweep (grid runs and the choice): `--resume-from` puts
+    them back, the choice after its grid runs and the model's fetch marker before both, so Snakemake reruns
+    neither; records with neither train/ nor sweep/ are refused in one line."""
+    import os
+
+    from lisa_bench.errors import BadInput
+    from lisa_bench.reproduce import restore_records
+
+    records, runs = tmp_path / "records", tmp_path / "runs"
+    point = records / "sweep" / "m" / "full" / "lr0.001" / "seed0"
+    point.mkdir(parents=True)
+    (point / "metrics.json").write_text("{}")
+    (records / "sweep" / "m" / "full" / "best.yaml").write_text("lr: 0.001\n")
+    assert restore_records(records, runs) == 0  # no training runs, but the sweep is back
+    grid, best = runs / "sweep" / "m" / "full" / "lr0.001" / "seed0", runs / "sweep" / "m" / "full" / "best.yaml"
+    marker = runs / "models" / "m.fetched"
+    assert (grid / "metrics.json").exists() and best.read_text() == "lr: 0.001\n"
+    assert os.path.getmtime(marker) < os.path.getmtime(grid) < os.path.getmtime(best)
+    with pytest.raises(BadInput, match="no published runs there \\(a train/ or sweep/ directory"):
+        restore_records(tmp_path / "empty", runs)
