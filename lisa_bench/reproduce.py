@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import yaml_io
 from .claims import Busy, Claim, holder_of, recorded
 from .errors import BadInput
 
@@ -117,7 +118,8 @@ def _cmd_reproduce(args) -> int:
     try:
         _clear_stale_lock(root, configfile, claim, env)
         if args.resume_from:
-            restored = restore_records(Path(args.resume_from), root / "runs" / name)
+            restored = restore_records(Path(args.resume_from), root / "runs" / name,
+                                       (yaml_io.load(Path(configfile).read_text()).get("sweep") or {}))
             print(f"[lisa-bench] restored {restored} finished runs' records from {args.resume_from}", flush=True)
         print("[lisa-bench] snakemake " + " ".join(cmd[3:]), flush=True)
         start = time.perf_counter()
@@ -239,12 +241,28 @@ def copy_run_records(runs: Path, dest: Path) -> int:
     return copied
 
 
-def restore_records(records: Path, runs: Path) -> int:
+def _stale_choices(records: Path, sweep: dict) -> set[Path]:
+    """The published choices (sweep/<model>/<exp>/best.yaml) whose grid the study has since grown: a choice among
+    fewer rates than the study sweeps now is not restored, so Snakemake trains the new points and chooses again
+    (and retrains the runs that took the old choice)."""
+    grid, seeds = sweep.get("lr") or {}, sweep.get("seeds", [0])
+    stale = set()
+    for best in (records / "sweep").rglob("best.yaml") if (records / "sweep").is_dir() else []:
+        exp = best.parent.name
+        rates = grid.get(exp) or grid.get(exp.split("+")[0]) or []  # a grid point sweeps its experiment's rates
+        wanted = {f"lr{float(lr):g}/seed{s}" for lr in rates for s in seeds}
+        if not wanted <= {f"{p.parent.name}/{p.name}" for p in best.parent.glob("lr*/seed*")}:
+            stale.add(best)
+    return stale
+
+
+def restore_records(records: Path, runs: Path, sweep: dict | None = None) -> int:
     """Put the runs a sitting published (``publish --records-only``) back into a study's run tree, so that
     Snakemake finds them done: a training run only with its evaluations (its weights are not published, so one
     whose lm-eval or MT-Bench answers are missing is left to rerun), each restored output given a time after its
-    inputs' in the pipeline's order (models, sweep, its choice, training, evaluation). Returns how many training
-    runs were restored; a run already in the tree is left as it is."""
+    inputs' in the pipeline's order (models, sweep, its choice, training, evaluation); ``sweep``: the study's
+    sweep settings, whose grown grids make a published choice stale. Returns how many training runs were
+    restored; a run already in the tree is left as it is."""
     if not (records / "train").is_dir() and not (records / "sweep").is_dir():  # a sitting may have run only a sweep
         raise BadInput(f"--resume-from {str(records)!r}: no published runs there (a train/ or sweep/ directory of "
                        f"records); `lisa-bench publish --records-only` writes them")
@@ -253,9 +271,14 @@ def restore_records(records: Path, runs: Path) -> int:
     answered = {p.parent.parent.relative_to(records / "mt_bench") for p in (records / "mt_bench").rglob("mt_bench.json")}\
         if (records / "mt_bench").is_dir() else None
     now, order = time.time(), []
-    for sweep in sorted((records / "sweep").rglob("metrics.json")) if (records / "sweep").is_dir() else []:
-        order.append((0, sweep.parent))
+    for point in sorted((records / "sweep").rglob("metrics.json")) if (records / "sweep").is_dir() else []:
+        order.append((0, point.parent))
+    stale = _stale_choices(records, sweep or {})
     for best in sorted((records / "sweep").rglob("best.yaml")) if (records / "sweep").is_dir() else []:
+        if best in stale:
+            print(f"[lisa-bench] not restored: {best.relative_to(records)}, chosen among fewer rates than the study "
+                  f"sweeps now; its new points train and it is chosen again", flush=True)
+            continue
         order.append((1, best))
     restored = 0
     for metrics in sorted((records / "train").rglob("metrics.json")) if (records / "train").is_dir() else []:

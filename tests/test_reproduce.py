@@ -190,3 +190,22 @@ def test_a_sitting_that_ran_only_a_sweep_is_restored(tmp_path, capsys):
     assert os.path.getmtime(marker) < os.path.getmtime(grid) < os.path.getmtime(best)
     with pytest.raises(BadInput, match="no published runs there \\(a train/ or sweep/ directory"):
         restore_records(tmp_path / "empty", runs)
+
+
+def test_a_choice_among_fewer_rates_than_the_study_sweeps_now_is_not_restored(tmp_path, capsys):
+    """A grid grown after its sitting (a rate added at its edge): the published choice is left out, so the new point
+    trains and the choice is made again among all; a choice whose grid is whole is restored."""
+    from lisa_bench.reproduce import restore_records
+
+    records, runs = tmp_path / "records", tmp_path / "runs"
+    for exp, rates in (("full", ("0.0001", "0.001")), ("lora", ("0.001",))):
+        for lr in rates:
+            point = records / "sweep" / "m" / exp / f"lr{lr}" / "seed0"
+            point.mkdir(parents=True)
+            (point / "metrics.json").write_text("{}")
+        (records / "sweep" / "m" / exp / "best.yaml").write_text(f"lr: {rates[-1]}\n")
+    restore_records(records, runs, {"lr": {"full": [1e-4, 1e-3], "lora": [1e-3, 1e-2]}, "seeds": [0]})
+    assert (runs / "sweep" / "m" / "full" / "best.yaml").exists()
+    assert not (runs / "sweep" / "m" / "lora" / "best.yaml").exists()
+    assert (runs / "sweep" / "m" / "lora" / "lr0.001" / "seed0" / "metrics.json").exists()
+    assert "not restored: sweep/m/lora/best.yaml, chosen among fewer rates" in capsys.readouterr().out
