@@ -181,17 +181,19 @@ def test_the_rules_need_no_lisa_bench_on_path(workdir):
                                "config/plain.yaml"], cwd=workdir, capture_output=True, text=True, env=env, timeout=600)
 
     torchrun = f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc_per_node 2 -m lisa_bench.cli "
+    # every rule at once: the tiny study's (training, lm-eval, MT-Bench, norms, memory, tables) under DDP, with a sweep
     ddp_sweep = TINY.replace("launcher: {type: single}", "launcher: {type: ddp, num_processes: 2}") + \
-        "sweep: {lr: {lisa-e-h-2l: [1.0e-3]}, steps: 2}\n"  # the sweep's rules too
-    for study, launch in ((TINY, suite), (ddp_sweep, torchrun)):
-        dry = snakemake(study, "-n", "-p")  # every job's shell command, printed
-        assert dry.returncode == 0, dry.stderr[-2000:]
-        commands = [ln.split("Shell command:", 1)[1].strip().removeprefix("OMP_NUM_THREADS=1 ")
-                    for ln in dry.stdout.splitlines() if "Shell command:" in ln]
-        commands = [c for c in commands if c != "None"]
-        assert len(commands) >= 12 and "lisa-bench " not in "\n".join(commands), dry.stdout[-3000:]
-        assert all(c.startswith((suite, launch)) for c in commands), commands
-        assert any(" train " in c and c.startswith(launch) for c in commands), commands
+        "sweep: {lr: {lisa-e-h-2l: [1.0e-3]}, steps: 2}\n"
+    dry = snakemake(ddp_sweep, "-n", "-p")  # every job's shell command, printed
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    commands = [ln.split("Shell command:", 1)[1].strip().removeprefix("OMP_NUM_THREADS=1 ")
+                for ln in dry.stdout.splitlines() if "Shell command:" in ln]
+    commands = [c for c in commands if c != "None"]
+    assert len(commands) >= 12 and "lisa-bench " not in "\n".join(commands), dry.stdout[-3000:]
+    assert all(c.startswith((suite, torchrun)) for c in commands), commands
+    for rule in (" train ", " eval ", " mt-bench answer ", " analyze-norms ", " memory "):
+        assert any(rule in c for c in commands), (rule, commands)
+    assert all(c.startswith(torchrun) for c in commands if " train " in c), commands
     # and one job for real, with the fake tools first on PATH
     job = snakemake(TINY, "runs/tiny/models/tiny-random-llama.fetched")
     log = workdir / "runs" / "tiny" / "logs" / "fetch" / "tiny-random-llama.log"

@@ -305,9 +305,10 @@ def _worker(out, rank: int):
                 and p.environ().get("RANK") == str(rank))
 
 
-# DDP's stop is the same all-reduced flag as FSDP2's (faults.Preemption.requested); its checkpoint and exact
-# resume are tested by the kill test of test_fsdp.py; `make test-all` runs it too
-@pytest.mark.parametrize("launcher", [pytest.param("ddp", marks=pytest.mark.extended), "fsdp"])
+# DDP's stop is the same all-reduced flag as FSDP2's (faults.Preemption.requested), and FSDP2's is run across two
+# nodes by the two-node test below; `make test-all` runs both launchers here
+@pytest.mark.parametrize("launcher", [pytest.param("ddp", marks=pytest.mark.extended),
+                                      pytest.param("fsdp", marks=pytest.mark.extended)])
 def test_a_signal_to_one_process_stops_every_process_at_the_same_step(launcher, tmp_path, multi_reference):
     """SIGTERM to process 1 alone: both processes checkpoint the same step and stop; the rerun is exact."""
     from tests.training.test_fsdp import _log, _train
@@ -329,8 +330,10 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(launcher, 
     _equal_to(out, reference)
 
 
-# one process's death: the same for both launchers (torchrun's agent stops the others); `make test-all` runs DDP's
-@pytest.mark.parametrize("launcher", [pytest.param("ddp", marks=pytest.mark.extended), "fsdp"])
+# one process's death: the same for both launchers (torchrun's agent stops the others); run under DDP, whose
+# checkpoint and resume no other test of `make test` covers (FSDP2's: the two-node test, test_fsdp.py's bf16-master
+# kill); `make test-all` runs FSDP2's too
+@pytest.mark.parametrize("launcher", ["ddp", pytest.param("fsdp", marks=pytest.mark.extended)])
 def test_one_process_killed_ends_the_whole_run_soon_and_the_rerun_resumes(launcher, tmp_path, multi_reference):
     """SIGKILL to process 1 alone, past the first checkpoint: the launcher stops process 0 (SIGTERM, then SIGKILL
     after its grace period) and exits non-zero within a bounded time, the checkpoint is kept, the rerun resumes
@@ -367,9 +370,10 @@ def _two_nodes(out, extra):
 
 def test_two_nodes_preempted_refuse_a_second_writer_and_resume_to_the_one_node_run(tmp_path, multi_reference, capsys):
     """FSDP2 over two nodes (one process each, global ranks 0 and 1 from the rendezvous): a second writer is
-    refused while it runs; SIGTERM to the launch (SLURM's preemption, which srun forwards to every node) stops both
-    nodes at one step with a checkpoint; the rerun resumes and ends with the losses and weights of the
-    two-process run on one node, which test_fsdp.py shows equal to one process on the global batch."""
+    refused while it runs; SIGTERM to one node's process stops both nodes at one step with a checkpoint; the rerun
+    resumes and ends with the losses and weights of the two-process run on one node, which test_fsdp.py shows
+    equal to one process on the global batch. (On one node the same stop is test_a_signal_to_one_process_...,
+    in `make test-all`.)"""
     from tests.training.test_fsdp import _log
     from tests.training.test_fsdp import _weights as weights
 
@@ -383,8 +387,10 @@ def test_two_nodes_preempted_refuse_a_second_writer_and_resume_to_the_one_node_r
         w.suspend()
     assert main(_args(out)) == 2  # the claim, held by global rank 0 on one of the nodes
     assert "is being written by another run, pid" in _err_lines(capsys)[0]
-    proc.send_signal(signal.SIGTERM)
-    time.sleep(1)  # the launch forwards it to both agents, each agent to its worker (pending while held)
+    # SIGTERM to global rank 1's process alone (pending while it is held): the all-reduced stop flag stops rank 0
+    # on the other node at the same step (SLURM's preemption reaches every node: the launch forwards it, as
+    # test_launch.py checks)
+    workers[1].send_signal(signal.SIGTERM)
     for w in workers:
         w.resume()
     _, err = proc.communicate(timeout=300)

@@ -67,3 +67,28 @@ def test_one_node_failing_ends_the_others_and_its_status_is_the_launchs(capsys):
                        [sys.executable, "-c", "import time; time.sleep(120)"]])
     assert code == 3 and time.monotonic() - started < 30
     assert "lisa-bench: launch: node 0's agent exited 3; stopping the other nodes" in capsys.readouterr().err
+
+
+def test_sigterm_to_the_launch_reaches_every_node(tmp_path):
+    """SLURM's preemption signal (srun forwards it on a cluster): the launch passes SIGTERM to every agent, and its
+    exit status is theirs (75: checkpointed, requeue)."""
+    import signal
+    import subprocess
+
+    node = ("import pathlib, signal, sys, time\n"
+            "def stop(*_):\n"
+            "    pathlib.Path(sys.argv[1]).write_text('stopped'); sys.exit(75)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "pathlib.Path(sys.argv[1] + '.up').write_text('up')\n"
+            "time.sleep(60)\n")
+    marks = [tmp_path / f"node{i}" for i in range(2)]
+    script = ("import sys\nfrom lisa_bench.training.launch import run\n"
+              f"sys.exit(run([[sys.executable, '-c', {node!r}, m] for m in {[str(m) for m in marks]!r}]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not all(m.with_name(m.name + ".up").exists() for m in marks) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert [m.read_text() for m in marks] == ["stopped", "stopped"], err
+    assert proc.returncode == 75
