@@ -35,15 +35,32 @@ localrules:
     all,
     fetch_model,
     memory_table,
+    page,
     paper_table,
     plan_tables,
     sweep_best,
     tables_and_figures,
 
 
+# every result of the study's stages; the page (RESULTS/index.html) shows them all, so it comes after them
+FINAL = ([f"{RESULTS}/tables/training.csv", f"{RESULTS}/norms/skew.csv"] if "train" in STAGES else []) + \
+    ([f"{RESULTS}/memory/memory.csv"] if "memory" in STAGES else []) + \
+    ([f"{RESULTS}/paper/paper.csv"] if config.get("paper") else []) + \
+    ([f"{RESULTS}/{table}.csv" for table in config.get("plan", {})] if "plan" in STAGES else [])
+
+
 rule all:
     input:
-        [f"{RESULTS}/tables/training.csv", f"{RESULTS}/norms/skew.csv"] if "train" in STAGES else [],
-        f"{RESULTS}/memory/memory.csv" if "memory" in STAGES else [],
-        f"{RESULTS}/paper/paper.csv" if config.get("paper") else [],
-        [f"{RESULTS}/{table}.csv" for table in config.get("plan", {})] if "plan" in STAGES else [],
+        f"{RESULTS}/index.html",
+
+
+# one HTML page of every table, figure and caption (lisa_bench/reporting/page.py); Snakemake's --report beside it
+rule page:
+    input:
+        FINAL,
+    output:
+        f"{RESULTS}/index.html",
+    log:
+        f"{RUNS}/logs/page.log",
+    shell:
+        "{LISA_BENCH} page {RESULTS} --name {NAME} > {log} 2>&1"

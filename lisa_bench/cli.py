@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .memory.plan_tables import add_parser as add_plan_tables
     from .reporting.commands import add_paper_parser as add_paper, add_report_parser as add_report, \
         add_sweep_best_parser as add_sweep_best
+    from .reporting.page import add_parser as add_page
     from .docs_results import add_parser as add_docs
     from .reproduce import add_parser as add_reproduce
 
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report(sub)
     add_sweep_best(sub)
     add_paper(sub)
+    add_page(sub)
     add_docs(sub)
     n = sub.add_parser("analyze-norms", help="layerwise weight-norm skew of trained runs",
                        description="Mean weight norm per unit over training, update norm ||W_T - W_0|| per unit, "

@@ -79,6 +79,9 @@ def test_tiny_pipeline_end_to_end(workdir, tmp_path):
         assert (results / "figures" / f"{fig}.png").exists() and (results / "figures" / f"{fig}.pdf").exists(), fig
     for fig in ("norms/weight_norms", "memory/memory_breakdown", "memory/memory_trace", "memory/speed"):
         assert (results / f"{fig}.png").exists() and (results / f"{fig}.pdf").exists(), fig
+    page = (results / "index.html").read_text()  # the page of every table and figure, made last
+    assert all(f'src="{p.relative_to(results).as_posix()}"' in page for p in results.rglob("*.png"))
+    assert '<h2 id="paper">Paper</h2>' in page and '<h2 id="memory">Memory</h2>' in page
     # train, eval, MT-Bench x 2 experiments x 2 models
     assert len(json.loads((results / "provenance.json").read_text())["runs"]) == 12
     skew = pd.read_csv(results / "norms" / "skew.csv")

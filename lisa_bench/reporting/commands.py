@@ -44,8 +44,12 @@ def _cmd_report(args) -> int:
     baselines = tuple(b for b in args.baselines.split(",") if b) if args.baselines is not None else None
     tables = collect(sources, args.output_dir, args.name, baselines, args.bootstrap, args.score, args.sweep_runs,
                      args.matched)
+    from .page import write_page
+
+    page = write_page(args.output_dir, args.name)  # every table and figure of the output directory, with captions
     if not args.quiet:
         print(summary(tables, args.output_dir))
+        print(f"page: {page}")
     return 0
 
 

@@ -124,7 +124,7 @@ def speed_bars(table: pd.DataFrame, path: Path) -> list[Path]:
                            "times faster than full fine-tuning and 1.5 times faster than LoRA.")
 
 
-def memory_over_steps(run_dirs: list[Path], path: Path) -> list[Path]:
+def memory_over_steps(run_dirs: list[Path], path: Path, caption: str | None = None) -> list[Path]:
     """Per-step memory and optimizer state of several training runs (e.g. LISA flat, callback growing)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     kind = "memory"
@@ -144,7 +144,7 @@ def memory_over_steps(run_dirs: list[Path], path: Path) -> list[Path]:
         integer_steps(ax)
         ax.set_ylabel("MiB")
         ax.legend(fontsize=7)
-    return save(fig, path)
+    return save(fig, path, caption)
 
 
 def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
@@ -210,7 +210,7 @@ def loss_curves(runs, path: Path, caption: str | None = None) -> list[Path]:
     return save(fig, path, caption)
 
 
-def blocks_heatmap(runs, path: Path) -> list[Path] | None:
+def blocks_heatmap(runs, path: Path, caption: str | None = None) -> list[Path] | None:
     """Which decoder blocks trained at each step, for the first run whose trainable set changes during the
     run (its log records ``active_layers``); None when no run does."""
     for model, exp, seed, log_path in runs:
@@ -225,7 +225,7 @@ def blocks_heatmap(runs, path: Path) -> list[Path] | None:
         integer_steps(ax)
         ax.set_ylabel("decoder block")
         ax.set_title(f"blocks trained by {exp} ({model}, seed {seed})")
-        return save(fig, path)
+        return save(fig, path, caption and f"{caption} The run shown: {exp} on {model}, seed {seed}.")
     return None
 
 

@@ -139,8 +139,14 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
                             _caption(name, train, _machine(root), "Training loss per step of every run (lines) and "
                                      "held-out loss where measured (markers); one colour per method family, one "
                                      "marker and line style per experiment."))
-        figures.memory_over_steps([p.parent for *_, p in logs], out / "figures" / "memory_over_steps")
-        figures.blocks_heatmap(logs, out / "figures" / "lisa_layers")
+        figures.memory_over_steps([p.parent for *_, p in logs], out / "figures" / "memory_over_steps",
+                                  _caption(name, train, _machine(root), "Memory at each step (left: the process's "
+                                           "peak as its kind says, CUDA allocated or RSS) and the optimizer state "
+                                           "held (right), per run: LISA's stays flat as its blocks change, a "
+                                           "callback that keeps the moments grows."))
+        figures.blocks_heatmap(logs, out / "figures" / "lisa_layers",
+                               _caption(name, train, _machine(root), "The decoder blocks trained at each step (dark) "
+                                        "by the first run whose trainable set changes during the run."))
     curves = curves_table(root)
     if len(curves) and curves.groupby(["model", "experiment", "seed"]).size().max() > 1:  # eval_every was set
         wide = curves.groupby(["model", "experiment", "step"])["eval_loss"].mean().unstack("step")
