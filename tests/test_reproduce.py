@@ -52,7 +52,8 @@ def test_reproduce_checks_study_settings_before_snakemake(edit, needle, tmp_path
     ("{type: megatron}", "config launcher.type: 'megatron' is not one of ['single', 'ddp', 'fsdp'"),
     ("{type: ddp, num_processes: two}", "config launcher.num_processes: 'two' is not of type 'integer'"),
     ("{type: ddp, num_processes: 0}", "config launcher.num_processes: 0 is less than the minimum of 1"),
-    ("{type: ddp, num_processes: 2, nodes: 2}", "('nodes' was unexpected); valid keys: num_processes, type"),
+    ("{type: ddp, num_processes: 2, hosts: 2}", "('hosts' was unexpected); valid keys: nodes, num_processes, type"),
+    ("{type: single, nodes: 2}", "config launcher.nodes: 2 with type 'single', which runs on one node"),
     ("{type: single, num_processes: 2}", "config launcher.num_processes: 2 with type 'single', which runs one"),
 ])
 def test_reproduce_checks_the_study_before_snakemake(launcher, needle, tmp_path, capsys):
