@@ -73,7 +73,8 @@ def _add_train(sub) -> None:
     p.add_argument("--warmup-ratio", type=float, help="warm-up as a fraction of all steps (or --warmup-steps)")
     p.add_argument("--precision", help="fp32 (default), bf16 (pure: drops updates below half a weight's spacing), "
                    "bf16-mixed (fp32 weights, bf16 autocast), bf16-master (bf16 weights, fp32 masters and moments of "
-                   "what trains), bf16-kahan (bf16 weights and moments, Kahan-summed updates; torch-optimi)")
+                   "what trains), bf16-kahan (bf16 weights and moments, Kahan-summed updates; torch-optimi), bf16-sr (bf16 "
+                   "weights and moments, each update written by stochastic rounding: pure bf16's memory)")
     p.add_argument("--attn-implementation", help="sdpa (default), eager, flash_attention_2")
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--train-size", type=int, help="use the first N training conversations")

@@ -15,6 +15,14 @@ weights, and in what dtype forward and backward compute.
 - ``bf16-kahan``: bfloat16 weights, gradients and AdamW moments, plus a bf16 Kahan compensation buffer for each
   trainable bf16 parameter that carries what rounding dropped into the next step (torch-optimi's
   ``AdamW(kahan_sum=True)``): 6 bytes of state per trainable parameter against 12 for ``bf16-master``.
+- ``bf16-sr``: bfloat16 weights, gradients and AdamW moments, as pure ``bf16`` (4 bytes of state per trainable
+  parameter, nothing more), but each new weight is written by stochastic rounding (``StochasticRoundingAdamW``:
+  torch's AdamW arithmetic in fp32 on one parameter at a time, the weight rounded up or down at random in
+  proportion to where the exact value lies), so an update below half a weight's spacing survives in expectation.
+  Ours rather than torchao's private ``_AdamW(bf16_stochastic_round=True)``: its draws come from a generator
+  seeded by (run seed, step, parameter), so a run is reproducible and resumes exactly without saving RNG state,
+  DDP replicas draw alike, and it needs no ``torch.compile`` (torchao compiles its step, which on the CPU needs a
+  C++ toolchain); it is torch's AdamW in everything but the rounding, which the lost-update meter reads as it is.
 
 A master copy lives in the optimizer's own state (``optimizer.state[p]["master"]``), next to the moments it
 belongs with: whatever frees a parameter's state (LISA's switch) frees its master too, a checkpoint of the
@@ -40,6 +48,7 @@ class Precision:
     autocast_dtype: torch.dtype | None = None  # forward/backward compute under autocast, None: no autocast
     masters: bool = False  # fp32 master and fp32 optimizer state for each trainable low-precision parameter
     kahan: bool = False  # AdamW with Kahan-summed updates (torch-optimi), state in the weights' dtype
+    stochastic: bool = False  # AdamW writing each new weight by stochastic rounding, state in the weights' dtype
     keeps_updates: bool = True  # False: updates below half a weight's spacing are lost (pure bf16)
 
     def autocast(self, device_type: str):
@@ -58,6 +67,7 @@ PRECISIONS = {  # what each keeps and costs: the module's docstring
     "bf16-mixed": Precision("bf16-mixed", torch.float32, torch.bfloat16),
     "bf16-master": Precision("bf16-master", torch.bfloat16, masters=True),
     "bf16-kahan": Precision("bf16-kahan", torch.bfloat16, kahan=True),
+    "bf16-sr": Precision("bf16-sr", torch.bfloat16, stochastic=True),
 }
 
 
@@ -73,13 +83,15 @@ def loses_updates(precision: Precision, trained) -> bool:
 
 def check_method(precision: Precision, method) -> None:
     """Refuse a method the recipe cannot serve, with the method's own reason."""
-    if precision.kahan and method.trains and method.own_optimizer:
+    if (precision.kahan or precision.stochastic) and method.trains and method.own_optimizer:
         raise BadInput(f"precision {precision.name!r} cannot serve method {method.name!r}: it builds "
-                       f"{method.own_optimizer}, and bf16-kahan needs the AdamW it replaces; valid precisions for "
-                       f"it: {', '.join(n for n, p in PRECISIONS.items() if not p.kahan)}")
+                       f"{method.own_optimizer}, which writes the weights itself, and {precision.name} needs the "
+                       f"AdamW it replaces; valid precisions for it: "
+                       f"{', '.join(n for n, p in PRECISIONS.items() if not (p.kahan or p.stochastic))}")
     if precision.masters and method.trains and not method.keeps_masters and not _takes_state_dtype(method):
         # a method written before state_dtype existed: its state under fp32 masters cannot be predicted
-        valid = [n for n, p in PRECISIONS.items() if not p.masters and not (p.kahan and method.own_optimizer)]
+        valid = [n for n, p in PRECISIONS.items()
+                 if not p.masters and not ((p.kahan or p.stochastic) and method.own_optimizer)]
         raise BadInput(f"precision {precision.name!r} cannot serve method {method.name!r}: its "
                        f"optimizer_state_bytes(params) takes no state_dtype, the dtype of its state when it steps "
                        f"fp32 masters (add `state_dtype=None`, see docs/methods.md#adding-a-baseline); valid "
@@ -211,6 +223,57 @@ def settle(p: torch.Tensor, state: dict, seed: int | None) -> None:
         stochastic_round_(p.data, _local_tensor(p.data).float() + _local_tensor(comp).float(), seed)
 
 
+class StochasticRoundingAdamW(torch.optim.AdamW):
+    """torch's AdamW (decoupled weight decay, per-parameter step count and bias corrections, state named as
+    torch's) whose new bf16 weights are written by stochastic rounding: each parameter in turn, the moments and
+    the new weight are computed in fp32 from the bf16 state, the moments stored back to nearest and the weight by
+    ``stochastic_round_``. The draws are seeded by (``seed``, the optimizer's step, the parameter's place), the
+    step kept in each group (``sr_step``) so that a checkpoint resumes them; every process draws alike (DDP
+    replicas stay equal; under FSDP2 each process rounds its own shard). Parameters that are not bf16 (LoRA's fp32
+    adapters) are updated exactly."""
+
+    def __init__(self, params, seed: int = 0, **kwargs):
+        super().__init__(params, foreach=False, **kwargs)
+        self.seed = seed
+        for group in self.param_groups:
+            group.setdefault("sr_step", 0)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for g_index, group in enumerate(self.param_groups):
+            group["sr_step"] = group.get("sr_step", 0) + 1
+            beta1, beta2 = group["betas"]
+            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+            for i, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = float(state["step"])
+                grad = _local_tensor(p.grad).float()
+                m = _local_tensor(state["exp_avg"]).float().lerp_(grad, 1 - beta1)
+                v = _local_tensor(state["exp_avg_sq"]).float().mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                _local_tensor(state["exp_avg"]).copy_(m)
+                _local_tensor(state["exp_avg_sq"]).copy_(v)
+                exact = _local_tensor(p).float().mul_(1 - lr * wd)
+                denom = v.div_(1 - beta2 ** t).sqrt_().add_(eps)
+                exact.addcdiv_(m, denom, value=-lr / (1 - beta1 ** t))
+                if p.dtype == torch.bfloat16:
+                    stochastic_round_(p.data, exact, (self.seed * 1_000_003 + group["sr_step"]) * 1_009 * 1_013
+                                      + g_index * 1_013 + i)
+                else:
+                    _local_tensor(p.data).copy_(exact)
+        return loss
+
+
 def model_parameter(optimizer, p: torch.Tensor) -> torch.Tensor:
     """The model's parameter behind what an optimizer's group holds (its fp32 master, during a masters step)."""
     masters = getattr(optimizer, "_lisa_bench_masters", None)
@@ -254,6 +317,10 @@ def step_temporary_bytes(precision: Precision, method, params: list[torch.Tensor
                 + master_bytes(params) // 2)
     if precision.kahan and device_type == "cuda":
         return 0  # torch-optimi's fused triton kernel: each element in registers, no buffers
+    if precision.stochastic:  # one parameter at a time: fp32 gradient, moments, weight and the int32 draws
+        from .memory.accounting import tensor_bytes
+
+        return max((tensor_bytes(p) * 4 // p.element_size() * 5 for p in params), default=0)
     return method.step_temporary_bytes(params, device_type)
 
 

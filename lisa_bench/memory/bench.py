@@ -155,7 +155,9 @@ def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
     weights = (torch.cuda.memory_allocated(dev) - baseline) if cuda else sum(
         tensor_bytes(t) for t in list(model.parameters()) + list(model.buffers()))
     optimizer = prepare_optimizer(precision, method,
-                                  method.build_optimizer(model, OptimConfig(lr=1e-5, kahan=precision.kahan)))
+                                  method.build_optimizer(model, OptimConfig(
+                                      lr=1e-5, kahan=precision.kahan,
+                                      rounding_seed=0 if precision.stochastic else None)))
     gen = torch.Generator().manual_seed(0)
     grads = acts = opt_bytes = step_peak = 0
     times, trace = [], []
@@ -311,7 +313,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--steps", type=int, default=3, help="measured steps per cell, after one warm-up step")
     p.add_argument("--precision", "--dtype", dest="precision", default=None,
-                   help="fp32, bf16 (pure), bf16-mixed, bf16-master or bf16-kahan (default: bf16 on cuda, fp32 on cpu)")
+                   help="fp32, bf16 (pure), bf16-mixed, bf16-master, bf16-kahan or bf16-sr (default: bf16 on cuda, fp32 on cpu)")
     p.add_argument("--attn-implementation", default="eager",
                    help="eager (the paper's protocol, default), sdpa, flash_attention_2")
     p.add_argument("--gradient-checkpointing", action="store_true",

@@ -107,7 +107,7 @@ def predict(config, method: str, options: dict | None, batch: int, seq: int, pre
             device_type: str = "cpu", attention: str = "eager", checkpointing: bool = False, launcher: str = "single",
             processes: int = 1, whole_run: bool = False) -> Prediction:
     """The memory of ``steps`` training steps of a registered method (step 0 is a warm-up, the rest are
-    measured) at a precision (fp32, bf16, bf16-mixed, bf16-master, bf16-kahan: what the optimizer keeps besides
+    measured) at a precision (fp32, bf16, bf16-mixed, bf16-master, bf16-kahan, bf16-sr: what the optimizer keeps besides
     its moments too), attention implementation and with or without gradient checkpointing, per GPU of a
     ``launcher`` (single, ddp, fsdp) over ``processes`` GPUs with ``batch`` sequences on each. Counts on a meta-device model; nothing is allocated. ``whole_run``: the
     activations of the step where the whole run peaks (``Method.peak_blocks``), not those of the first steps."""

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--experiments-dir", default="experiments")
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=1, help="sequences per GPU")
-    p.add_argument("--precision", default="bf16", help="fp32, bf16 (default), bf16-mixed, bf16-master, bf16-kahan")
+    p.add_argument("--precision", default="bf16", help="fp32, bf16 (default), bf16-mixed, bf16-master, bf16-kahan, bf16-sr")
     p.add_argument("--attn-implementation", default="eager", help="eager (default, the paper's protocol), sdpa, "
                                                                   "flash_attention_2")
     p.add_argument("--gradient-checkpointing", action="store_true",
@@ -143,4 +143,4 @@ def lost_updates_note(precision: str, experiments: list[str]) -> str:
 
     return (f"lisa-bench: note: under {precision} the bf16 weights that {', '.join(experiments)} train"
             f"{'s' if len(experiments) == 1 else ''} lose every AdamW step below half their spacing (on SmolLM2-135M "
-            f"{SMOLLM2_LOST_AT_2E5} of the weights at lr 2e-5); bf16-master or bf16-kahan keep every update")
+            f"{SMOLLM2_LOST_AT_2E5} of the weights at lr 2e-5); bf16-master, bf16-kahan or bf16-sr keep every update")

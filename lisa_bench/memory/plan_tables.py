@@ -28,6 +28,7 @@ KEEPS = {
     "bf16-mixed": "keeps every update, at 4 bytes per frozen weight",
     "bf16-master": "keeps every update (fp32 masters of what trains)",
     "bf16-kahan": "keeps every update up to the bf16 compensation's own rounding (Kahan sums)",
+    "bf16-sr": "keeps every update in expectation (stochastic rounding), at pure bf16's memory",
 }
 TABLES = ("will_it_fit", "verdict")
 

@@ -45,6 +45,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     kahan: bool = False  # bf16-kahan: torch-optimi's AdamW with Kahan-summed updates instead of torch's
+    rounding_seed: int | None = None  # bf16-sr: AdamW writing bf16 weights by stochastic rounding, seeded so
 
     def adamw(self, params) -> torch.optim.Optimizer:
         """The AdamW every method that uses plain AdamW builds (params: tensors or groups)."""
@@ -54,6 +55,11 @@ class OptimConfig:
             # weight decay as torch's AdamW (lr x wd: optimi's decouple_lr=False); its own kernels (triton on CUDA)
             return kahan_adamw_class()(params, lr=self.lr, betas=self.betas, eps=self.eps,
                                        weight_decay=self.weight_decay, kahan_sum=True)
+        if self.rounding_seed is not None:
+            from ..precision import StochasticRoundingAdamW
+
+            return StochasticRoundingAdamW(params, seed=self.rounding_seed, lr=self.lr, betas=self.betas, eps=self.eps,
+                                           weight_decay=self.weight_decay)
         return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
 

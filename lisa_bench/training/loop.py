@@ -113,8 +113,9 @@ def setup(cfg: TrainConfig) -> Run:
     model, layout = _setup_model(cfg, method, loaded.model, device, world, rank)
     # The optimizer is built before the Accelerator: transformers' GaLore set-up goes through
     # TrainingArguments, which resets accelerate's global state.
-    optimizer = method.build_optimizer(model, OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                          kahan=precision.kahan)) if method.trains else None
+    optimizer = method.build_optimizer(model, OptimConfig(
+        lr=cfg.lr, weight_decay=cfg.weight_decay, kahan=precision.kahan,
+        rounding_seed=cfg.seed if precision.stochastic else None)) if method.trains else None
     optimizer = prepare_optimizer(precision, method, optimizer)  # fp32 masters under bf16-master
     accelerator = _setup_accelerator(cfg, device)
     plan, steps = _setup_plan(cfg, method, examples, batch_size, accelerator)
@@ -428,7 +429,10 @@ def _step(run: Run, step: int, record: Record, lost: LostUpdates, logs: _Logs) -
         window = lost.take()
         stats.update(window)
         share = record.lost_updates[step] = window["lost_update_share"]
-        if step == 0 and run.accelerator.is_main_process and share is not None and share > LOST_WARNING:
+        # the warning is for a recipe that drops updates (pure bf16); under bf16-sr a step keeps its update in
+        # expectation, and one step's share on the sample scatters with the rounding draws
+        if step == 0 and run.accelerator.is_main_process and share is not None and share > LOST_WARNING \
+                and not run.precision.keeps_updates:
             print(lost_warning(share, cfg.precision, cfg.lr, LOST_WARNING), file=sys.stderr)
     dt = stats.pop("seconds")
     n_tokens = sum(len(run.examples[i]["input_ids"]) for idx in shares for i in idx)

@@ -136,6 +136,7 @@ def dist_ready() -> bool:
 def warning(share: float, precision: str, lr: float, threshold: float) -> str:
     return (f"lisa-bench: warning: the first optimizer step lost {share:.0%} of its update to rounding (more than "
             f"{threshold:.0%}): under precision {precision!r} at lr {lr:g}, steps below half a weight's spacing do not "
-            f"move it. Precisions that keep every update: bf16-master (fp32 masters of what trains), bf16-kahan "
+            f"move it. Precisions that keep every update: bf16-sr (stochastic rounding, no memory beyond bf16), "
+            f"bf16-master (fp32 masters of what trains), bf16-kahan "
             f"(Kahan-summed bf16), bf16-mixed, fp32.")
 

@@ -12,10 +12,12 @@ import pytest
 pytestmark = pytest.mark.slow  # subprocesses: real launches and kills
 
 
-# (full, fp32): DDP's reducer at fp32 is test_ddp_equals_one_process's lora case; `make test-all` runs it too
+# (full, fp32): DDP's reducer at fp32 is test_ddp_equals_one_process's lora case; bf16-sr (every replica draws
+# alike); `make test-all` runs them too
 @pytest.mark.parametrize("method, precision", [("lisa", "fp32"), pytest.param("full", "fp32", marks=pytest.mark.extended),
                                                ("full", "bf16-master"),
-                                               ("lisa", "bf16-kahan")])
+                                               ("lisa", "bf16-kahan"),
+                                               pytest.param("lisa", "bf16-sr", marks=pytest.mark.extended)])
 def test_two_process_training_keeps_replicas_in_sync(method, precision, tmp_path):
     """Under the recipes that keep every update too: each replica's fp32 masters (or Kahan buffers) take the same
     averaged gradients, so the bf16 weights stay equal."""

@@ -181,8 +181,10 @@ def test_one_process_without_a_launcher_gets_a_process_group_of_its_own(tmp_path
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("precision", ["bf16-master"])  # bf16-kahan on FSDP2 passes too (checked by hand, 2026-12-04);
-def test_fsdp2_under_the_recipes_that_keep_every_update(precision, tmp_path):  # left out to keep `make test` short
+# bf16-kahan on FSDP2 passes too (checked by hand, 2026-12-04), left out to keep `make test` short; bf16-sr (each
+# process rounds its own shard) in `make test-all`
+@pytest.mark.parametrize("precision", ["bf16-master", pytest.param("bf16-sr", marks=pytest.mark.extended)])
+def test_fsdp2_under_the_recipes_that_keep_every_update(precision, tmp_path):
     """bf16 weights sharded, with fp32 masters of each process's shards in the optimizer's state: the run follows
     one process's on the global batch (to bf16's precision) and each process holds its share of the state."""
     extra = ["--max-steps", "6", "--checkpoint-every", "0", "--precision", precision, "--lisa-interval", "3"]
