@@ -17,7 +17,7 @@ weights, and in what dtype forward and backward compute.
   ``AdamW(kahan_sum=True)``): 6 bytes of state per trainable parameter against 12 for ``bf16-master``.
 - ``bf16-sr``: bfloat16 weights, gradients and AdamW moments, as pure ``bf16`` (4 bytes of state per trainable
   parameter, nothing more), but each new weight is written by stochastic rounding (``StochasticRoundingAdamW``:
-  torch's AdamW arithmetic in fp32 on one parameter at a time, the weight rounded up or down at random in
+  torch's AdamW arithmetic in fp32 on one chunk of one parameter at a time, the weight rounded up or down at random in
   proportion to where the exact value lies), so an update below half a weight's spacing survives in expectation.
   Ours rather than torchao's private ``_AdamW(bf16_stochastic_round=True)``: its draws come from a generator
   seeded by (run seed, step, parameter), so a run is reproducible and resumes exactly without saving RNG state,
@@ -223,14 +223,24 @@ def settle(p: torch.Tensor, state: dict, seed: int | None) -> None:
         stochastic_round_(p.data, _local_tensor(p.data).float() + _local_tensor(comp).float(), seed)
 
 
+SR_CHUNK = 1 << 22  # elements of a parameter bf16-sr computes in fp32 at once: its temporaries stay at 80 MiB
+
+
+def _draw_seed(*parts: int) -> int:
+    import hashlib
+
+    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # a 63-bit seed, one per (run, step, group, parameter, chunk)
+
+
 class StochasticRoundingAdamW(torch.optim.AdamW):
     """torch's AdamW (decoupled weight decay, per-parameter step count and bias corrections, state named as
-    torch's) whose new bf16 weights are written by stochastic rounding: each parameter in turn, the moments and
-    the new weight are computed in fp32 from the bf16 state, the moments stored back to nearest and the weight by
-    ``stochastic_round_``. The draws are seeded by (``seed``, the optimizer's step, the parameter's place), the
-    step kept in each group (``sr_step``) so that a checkpoint resumes them; every process draws alike (DDP
-    replicas stay equal; under FSDP2 each process rounds its own shard). Parameters that are not bf16 (LoRA's fp32
-    adapters) are updated exactly."""
+    torch's) whose new bf16 weights are written by stochastic rounding: each parameter in turn, in chunks of
+    ``SR_CHUNK`` elements, the moments and the new weight are computed in fp32 from the bf16 state, the moments
+    stored back to nearest and the weight by ``stochastic_round_``. The draws are seeded by (``seed``, the
+    optimizer's step, the parameter's place, the chunk), the step kept in each group (``sr_step``) so that a
+    checkpoint resumes them; every process draws alike (DDP replicas stay equal; under FSDP2 each process rounds
+    its own shard). Parameters that are not bf16 (LoRA's fp32 adapters) are updated exactly."""
 
     def __init__(self, params, seed: int = 0, **kwargs):
         super().__init__(params, foreach=False, **kwargs)
@@ -258,19 +268,20 @@ class StochasticRoundingAdamW(torch.optim.AdamW):
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
                 t = float(state["step"])
-                grad = _local_tensor(p.grad).float()
-                m = _local_tensor(state["exp_avg"]).float().lerp_(grad, 1 - beta1)
-                v = _local_tensor(state["exp_avg_sq"]).float().mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                _local_tensor(state["exp_avg"]).copy_(m)
-                _local_tensor(state["exp_avg_sq"]).copy_(v)
-                exact = _local_tensor(p).float().mul_(1 - lr * wd)
-                denom = v.div_(1 - beta2 ** t).sqrt_().add_(eps)
-                exact.addcdiv_(m, denom, value=-lr / (1 - beta1 ** t))
-                if p.dtype == torch.bfloat16:
-                    stochastic_round_(p.data, exact, (self.seed * 1_000_003 + group["sr_step"]) * 1_009 * 1_013
-                                      + g_index * 1_013 + i)
-                else:
-                    _local_tensor(p.data).copy_(exact)
+                flat = [_local_tensor(x).view(-1) for x in (p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])]
+                for c, start in enumerate(range(0, flat[0].numel(), SR_CHUNK)):
+                    weight, grad, exp_avg, exp_avg_sq = (x[start:start + SR_CHUNK] for x in flat)
+                    grad = grad.float()
+                    m = exp_avg.float().lerp_(grad, 1 - beta1)
+                    v = exp_avg_sq.float().mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                    exp_avg.copy_(m)
+                    exp_avg_sq.copy_(v)
+                    exact = weight.float().mul_(1 - lr * wd)
+                    exact.addcdiv_(m, v.div_(1 - beta2 ** t).sqrt_().add_(eps), value=-lr / (1 - beta1 ** t))
+                    if p.dtype == torch.bfloat16:
+                        stochastic_round_(weight, exact, _draw_seed(self.seed, group["sr_step"], g_index, i, c))
+                    else:
+                        weight.copy_(exact)
         return loss
 
 
@@ -317,10 +328,8 @@ def step_temporary_bytes(precision: Precision, method, params: list[torch.Tensor
                 + master_bytes(params) // 2)
     if precision.kahan and device_type == "cuda":
         return 0  # torch-optimi's fused triton kernel: each element in registers, no buffers
-    if precision.stochastic:  # one parameter at a time: fp32 gradient, moments, weight and the int32 draws
-        from .memory.accounting import tensor_bytes
-
-        return max((tensor_bytes(p) * 4 // p.element_size() * 5 for p in params), default=0)
+    if precision.stochastic:  # one chunk of one parameter at a time: fp32 gradient, moments, weight, int32 draws
+        return 20 * max((min(_local_tensor(p).numel(), SR_CHUNK) for p in params), default=0)
     return method.step_temporary_bytes(params, device_type)
 
 

@@ -42,6 +42,20 @@ def test_sound_recipes_keep_the_update_pure_bf16_loses_it():
     print({k: round(v, 4) for k, v in kept.items()})
 
 
+def test_stochastic_rounding_in_chunks_keeps_the_update_and_its_temporaries(monkeypatch):
+    """bf16-sr steps a large parameter in chunks (fp32 temporaries of one chunk, not of the whole tensor), each
+    chunk with its own draws: the update is kept the same way, and the memory model counts one chunk."""
+    import lisa_bench.precision as precision
+
+    reference = _steps("fp32")
+    monkeypatch.setattr(precision, "SR_CHUNK", 1000)  # 66 chunks of the 256 x 256 weight
+    chunked = _steps("bf16-sr")
+    assert float((chunked * reference).sum() / (reference * reference).sum()) > 0.95
+    p = torch.empty(256, 256, dtype=torch.bfloat16)
+    assert precision.step_temporary_bytes(resolve_precision("bf16-sr"), build_method("full", None), [p], "cpu") \
+        == 20 * 1000
+
+
 def _random_steps(model, method, optimizer, steps, seed=0):
     gen = torch.Generator().manual_seed(seed)
     for step in range(steps):
