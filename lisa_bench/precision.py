@@ -32,6 +32,7 @@ optimizer holds it, and the optimizer-state bytes count it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -227,8 +228,6 @@ SR_CHUNK = 1 << 22  # elements of a parameter bf16-sr computes in fp32 at once: 
 
 
 def _draw_seed(*parts: int) -> int:
-    import hashlib
-
     digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1  # a 63-bit seed, one per (run, step, group, parameter, chunk)
 
