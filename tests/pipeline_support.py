@@ -2,17 +2,20 @@
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def snakemake(workdir, *args, timeout=900):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
-                          env=env, timeout=timeout)
+def snakemake(workdir, *args, timeout=900, env=None):
+    """`python -m snakemake ARGS` in ``workdir``, its output captured (a CompletedProcess), run by the worker's warm
+    Snakemake (tests/snakemake_zygote.py)."""
+    from tests import snakemake_zygote
+
+    if env is None:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return snakemake_zygote.run(args, workdir, env, timeout)
 
 
 def copy_project(tmp_path):

@@ -138,9 +138,8 @@ def test_tiny_pipeline_end_to_end(workdir, tmp_path):
     n = int(counts.split(" of ")[1].split()[0])
     assert n > 10 and f"{n} of {n} headline" in counts
     assert (results / "comparison.md").exists()
-    report = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile",
-                             "config/plugin-study.yaml", "--report", "report.html"], cwd=workdir, capture_output=True,
-                            text=True, env=env, timeout=600)
+    report = _snakemake(workdir, "--cores", "1", "--configfile", "config/plugin-study.yaml", "--report", "report.html",
+                        env=env, timeout=600)
     assert report.returncode == 0, report.stderr[-2000:]
     assert (workdir / "report.html").stat().st_size > 10_000
     # a long study's sittings: the finished runs' records published alone, then a fresh tree (no weights, no
@@ -153,8 +152,7 @@ def test_tiny_pipeline_end_to_end(workdir, tmp_path):
     from lisa_bench.reproduce import restore_records
 
     assert restore_records(records, runs) == 4
-    plan = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile",
-                           "config/plugin-study.yaml"], cwd=workdir, capture_output=True, text=True, env=env)
+    plan = _snakemake(workdir, "-n", "--cores", "1", "--configfile", "config/plugin-study.yaml", env=env)
     assert plan.returncode == 0, plan.stderr[-2000:]
     jobs = plan.stdout.split("Job stats:")[1].split("total")[0]
     for rule in ("train", "lm_eval", "mt_bench_answer", "mt_bench_judge", "fetch_model"):
@@ -180,8 +178,7 @@ def test_the_rules_need_no_lisa_bench_on_path(workdir):
 
     def snakemake(study, *args):
         (workdir / "config" / "plain.yaml").write_text(study)
-        return subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "1", "--configfile",
-                               "config/plain.yaml"], cwd=workdir, capture_output=True, text=True, env=env, timeout=600)
+        return _snakemake(workdir, *args, "--cores", "1", "--configfile", "config/plain.yaml", env=env, timeout=600)
 
     torchrun = f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc_per_node 2 -m lisa_bench.cli "
     # every rule at once: the tiny study's (training, lm-eval, MT-Bench, norms, memory, tables) under DDP, with a sweep

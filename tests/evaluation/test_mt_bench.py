@@ -247,9 +247,10 @@ def test_batched_greedy_answers_equal_one_at_a_time(model_name):
 
     loaded = load_model(model_name)
     model = loaded.model.eval()
-    questions = _greedy_questions(8 if model_name == "tiny-random-llama" else 4)
-    one = generate_answers(model, loaded.tokenizer, questions, "m", 24, progress=False, batch_size=1)
-    batched = generate_answers(model, loaded.tokenizer, questions, "m", 24, progress=False, batch_size=4)
+    tiny = model_name == "tiny-random-llama"
+    questions, tokens = _greedy_questions(8 if tiny else 4), 24 if tiny else 12
+    one = generate_answers(model, loaded.tokenizer, questions, "m", tokens, progress=False, batch_size=1)
+    batched = generate_answers(model, loaded.tokenizer, questions, "m", tokens, progress=False, batch_size=4)
     assert [r["choices"][0]["turns"] for r in batched] == [r["choices"][0]["turns"] for r in one]
     assert [r["question_id"] for r in batched] == [q["question_id"] for q in questions]
     assert all(len(r["choices"][0]["turns"]) == 2 for r in batched)

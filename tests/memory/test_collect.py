@@ -10,7 +10,8 @@ from lisa_bench.memory.bench import CELL
 
 def _run(out, cells_dir, methods, seq):
     assert main(["memory", "--models", "tiny-random-llama", "--methods", methods, "--experiments-dir", str(cells_dir),
-                 "--seq-len", str(seq), "--steps", "1", "--device", "cpu", "--output-dir", str(out)]) == 0
+                 "--seq-len", str(seq), "--steps", "1", "--device", "cpu", "--output-dir", str(out),
+                 "--no-figures"]) == 0  # the merged table's figures are drawn by memory-collect
 
 
 def test_memory_collect_merges_dedupes_and_repredicts(tmp_path, cells_dir):

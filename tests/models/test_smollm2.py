@@ -37,7 +37,8 @@ def test_cached_checkpoint_is_plain_float32(smollm2_dir):
 
 def test_lisa_steps_on_smollm2(smollm2_dir, tmp_path):
     cfg = TrainConfig(method="lisa", model="smollm2-135m", max_steps=3, batch_size=2, max_length=96, lr=1e-5,
-                      train_size=32, eval_size=4, device="cpu", method_options={"gamma": 2, "interval": 2})
+                      train_size=32, eval_size=4, device="cpu", method_options={"gamma": 2, "interval": 2},
+                      forgetting_tokens=256)  # forgetting at its default 4096 tokens: 22 s alone, not 10
     metrics = train(cfg, tmp_path / "run", progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [len(r["active_layers"]) for r in rows] == [2, 2, 2]

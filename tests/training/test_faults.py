@@ -270,6 +270,13 @@ def test_a_killed_writers_claim_is_taken_over(reference, tmp_path, capsys):
 
 
 MULTI = ["--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "5"]
+# FSDP2 under bf16-master: each process's fp32 masters of its shards go into the sharded checkpoint and come back
+# exactly (test_fsdp.py's kill test at fp32 and bf16-master, in `make test-all`, checks the same alone)
+SHARDED = ["--sharding", "fsdp", "--precision", "bf16-master"]
+
+
+def _launcher_args(launcher):
+    return MULTI + (SHARDED if launcher == "fsdp" else [])
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +289,7 @@ def multi_reference(tmp_path_factory):
     def get(launcher):
         if launcher not in made:
             out = tmp_path_factory.mktemp(f"reference-{launcher}") / "run"
-            _train("lisa", out, 2, MULTI + (["--sharding", "fsdp"] if launcher == "fsdp" else []))
+            _train("lisa", out, 2, _launcher_args(launcher))
             made[launcher] = out
         return made[launcher]
 
@@ -313,7 +320,7 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(launcher, 
     """SIGTERM to process 1 alone: both processes checkpoint the same step and stop; the rerun is exact."""
     from tests.training.test_fsdp import _log, _train
 
-    extra = MULTI + (["--sharding", "fsdp"] if launcher == "fsdp" else [])
+    extra = _launcher_args(launcher)
     reference = multi_reference(launcher)
     out = tmp_path / "run"
     proc = _train("lisa", out, 2, extra, wait=False)
@@ -331,8 +338,8 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(launcher, 
 
 
 # one process's death: the same for both launchers (torchrun's agent stops the others); run under DDP, whose
-# checkpoint and resume no other test of `make test` covers (FSDP2's: the two-node test, test_fsdp.py's bf16-master
-# kill); `make test-all` runs FSDP2's too
+# checkpoint and resume no other test of `make test` covers (FSDP2's: the two-node test); `make test-all` runs
+# FSDP2's too
 @pytest.mark.parametrize("launcher", ["ddp", pytest.param("fsdp", marks=pytest.mark.extended)])
 def test_one_process_killed_ends_the_whole_run_soon_and_the_rerun_resumes(launcher, tmp_path, multi_reference):
     """SIGKILL to process 1 alone, past the first checkpoint: the launcher stops process 0 (SIGTERM, then SIGKILL
@@ -340,7 +347,7 @@ def test_one_process_killed_ends_the_whole_run_soon_and_the_rerun_resumes(launch
     from it and ends equal to the uninterrupted run."""
     from tests.training.test_fsdp import _train
 
-    extra = MULTI + (["--sharding", "fsdp"] if launcher == "fsdp" else [])
+    extra = _launcher_args(launcher)
     reference = multi_reference(launcher)
     out = tmp_path / "run"
     proc = _train("lisa", out, 2, extra, wait=False)
@@ -369,7 +376,7 @@ def _two_nodes(out, extra):
 
 
 def test_two_nodes_preempted_refuse_a_second_writer_and_resume_to_the_one_node_run(tmp_path, multi_reference, capsys):
-    """FSDP2 over two nodes (one process each, global ranks 0 and 1 from the rendezvous): a second writer is
+    """FSDP2 (bf16-master) over two nodes (one process each, global ranks 0 and 1 from the rendezvous): a second writer is
     refused while it runs; SIGTERM to one node's process stops both nodes at one step with a checkpoint; the rerun
     resumes and ends with the losses and weights of the two-process run on one node, which test_fsdp.py shows
     equal to one process on the global batch. (On one node the same stop is test_a_signal_to_one_process_...,
@@ -377,7 +384,7 @@ def test_two_nodes_preempted_refuse_a_second_writer_and_resume_to_the_one_node_r
     from tests.training.test_fsdp import _log
     from tests.training.test_fsdp import _weights as weights
 
-    extra = MULTI + ["--sharding", "fsdp"]
+    extra = _launcher_args("fsdp")
     reference = multi_reference("fsdp")
     out = tmp_path / "run"
     proc = _two_nodes(out, extra)
@@ -403,6 +410,10 @@ def test_two_nodes_preempted_refuse_a_second_writer_and_resume_to_the_one_node_r
     assert rerun.returncode == 0, err[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["resumed_from_step"] == step
+    assert metrics["precision"] == "bf16-master"
+    uninterrupted = json.loads((reference / "metrics.json").read_text())
+    for key in ("optimizer_state_bytes_per_process", "gradient_bytes_per_process"):  # each process's own, resumed
+        assert metrics[key] == uninterrupted[key], key
     a, b = _log(out), _log(reference)
     wa, wb = weights(out, "lisa"), weights(reference, "lisa")
     print(f"two nodes x one process against one node x two: largest loss difference "

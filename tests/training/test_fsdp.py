@@ -110,11 +110,11 @@ def test_lisa_switch_frees_shards_on_every_process(tmp_path):
     assert report["alive_before_switch"] == report["freed"] == [True, True, True]
 
 
-# FSDP2 at fp32: its sharded checkpoint is resumed exactly in test_faults.py's two-node test (and here under
-# bf16-master, fp32 masters included); DDP's in test_faults.py's one-process-killed test; `make test-all` runs both
+# FSDP2's sharded checkpoint under bf16-master (fp32 masters included) is resumed exactly in test_faults.py's
+# two-node test, DDP's in its one-process-killed test; `make test-all` runs these three as well
 @pytest.mark.parametrize("launcher, precision", [pytest.param("fsdp", "fp32", marks=pytest.mark.extended),
                                                  pytest.param("ddp", "fp32", marks=pytest.mark.extended),
-                                                 ("fsdp", "bf16-master")])
+                                                 pytest.param("fsdp", "bf16-master", marks=pytest.mark.extended)])
 def test_killed_run_resumes_to_the_same_result(launcher, precision, tmp_path):
     """bf16-master: each process's fp32 masters of its shards are in the checkpoint (DCP), loaded back in fp32."""
     extra = ["--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "3", "--precision", precision]
