@@ -6,6 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from lisa_bench.models.registry import fetches
 from lisa_bench.runs import model_dirs
 from lisa_bench.study import check_study, experiment_seeds, grid_points, point_layer
 from lisa_bench.training.launch import command_line
@@ -79,6 +80,12 @@ wildcard_constraints:
 def model_name(wildcards):
     """The model of a run directory, as the study names it (quoted for the shell)."""
     return shlex.quote(MODEL_NAME[wildcards.model])
+
+
+def fetched(wildcards):
+    """The fetch job's marker of a run's model, where it has weights to fetch (a hub id, the embedded SmolLM2);
+    none for a local directory, a model built in code or random weights (lisa_bench.models.registry.fetches)."""
+    return [f"{RUNS}/models/{wildcards.model}.fetched"] if fetches(MODEL_NAME[wildcards.model]) else []
 
 
 def res(rule, key, default):

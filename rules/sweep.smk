@@ -41,7 +41,7 @@ rule sweep_train:
     input:
         experiment=experiment_file,
         defaults="experiments/_defaults.yaml",
-        model=f"{RUNS}/models/{{model}}.fetched",
+        model=fetched,
     output:
         directory(f"{RUNS}/sweep/{{model}}/{{exp}}/lr{{lr}}/seed{{seed}}"),
     log:

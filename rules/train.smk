@@ -20,7 +20,7 @@ rule train:
     input:
         experiment=experiment_file,
         defaults="experiments/_defaults.yaml",
-        model=f"{RUNS}/models/{{model}}.fetched",
+        model=fetched,
         best=sweep_best_file,
     output:
         directory(f"{RUNS}/train/{{model}}/{{exp}}/seed{{seed}}"),

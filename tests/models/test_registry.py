@@ -139,3 +139,12 @@ def test_page_out_hands_back_a_mapped_files_pages_and_keeps_their_data(tmp_path)
         _page_out(address + 100, len(data) - 100)  # all but the first, partly covered page
         after = resident()
         assert after <= mmap.PAGESIZE and mapped[:] == data  # handed back, and read again from the file intact
+
+
+def test_only_models_with_weights_from_outside_are_fetched(tmp_path):
+    """The pipeline's fetch job runs for a hub id (also one of a registered architecture) and the embedded SmolLM2;
+    a local directory, a model built in code and random weights have nothing to fetch."""
+    from lisa_bench.models.registry import fetches
+
+    assert fetches("org/name") and fetches("meta-llama/Llama-2-7b-hf") and fetches("smollm2-135m")
+    assert not any(fetches(n) for n in (str(tmp_path), "tiny-random-llama", "random:llama-2-7b"))
