@@ -220,51 +220,70 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .evaluation.lm_eval_runner import add_parser as add_eval
-    from .evaluation.mt_bench.cli import add_parser as add_mt_bench
-    from .memory.bench import add_parser as add_memory
-    from .memory.collect import add_parser as add_memory_collect
-    from .memory.plan import add_parser as add_plan
-    from .memory.plan_tables import add_parser as add_plan_tables
-    from .reporting.commands import add_paper_parser as add_paper, add_report_parser as add_report, \
-        add_sweep_best_parser as add_sweep_best
-    from .reporting.page import add_parser as add_page
-    from .docs_results import add_parser as add_docs
-    from .reproduce import add_parser as add_reproduce
+def _lazy(module: str, name: str):
+    """The parser adder ``name`` of ``module``, imported when it is called."""
+    def add(sub) -> None:
+        import importlib
 
-    parser = _Parser(prog="lisa-bench", description="LISA reproduction and fine-tuning benchmark suite")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
-    add_reproduce(sub)
-    add_memory(sub)
-    add_memory_collect(sub)
-    add_plan(sub)
-    add_plan_tables(sub)
-    add_eval(sub)
-    add_mt_bench(sub)
-    add_report(sub)
-    add_sweep_best(sub)
-    add_paper(sub)
-    add_page(sub)
-    add_docs(sub)
+        getattr(importlib.import_module(module, __package__), name)(sub)
+
+    return add
+
+
+def _add_analyze_norms(sub) -> None:
     n = sub.add_parser("analyze-norms", help="layerwise weight-norm skew of trained runs",
                        description="Mean weight norm per unit over training, update norm ||W_T - W_0|| per unit, "
                                    "and the skew ratio (embedding+head over the median block) per run.")
     n.add_argument("--runs", nargs="+", required=True)
     n.add_argument("--output-dir", required=True)
     n.set_defaults(func=_cmd_analyze_norms)
+
+
+def _add_fetch(sub) -> None:
     f = sub.add_parser("fetch", help="fetch a model into the cache (the embedded default, or a hub model)",
                        description="Loads the model once so later jobs find it cached.")
     f.add_argument("--model", required=True)
     f.add_argument("--marker", help="file to write when done (for the pipeline)")
     f.set_defaults(func=_cmd_fetch)
+
+
+# Each command's parser adder (one adds two), in the order --help lists them. A command's module is imported only
+# when its parser is built: `lisa-bench report` does not import torch for `eval`'s parser (1-2 s of every job).
+COMMANDS = {
+    ("train",): _add_train,
+    ("reproduce", "publish"): _lazy(".reproduce", "add_parser"),
+    ("memory",): _lazy(".memory.bench", "add_parser"),
+    ("memory-collect",): _lazy(".memory.collect", "add_parser"),
+    ("plan",): _lazy(".memory.plan", "add_parser"),
+    ("plan-tables",): _lazy(".memory.plan_tables", "add_parser"),
+    ("eval",): _lazy(".evaluation.lm_eval_runner", "add_parser"),
+    ("mt-bench",): _lazy(".evaluation.mt_bench.cli", "add_parser"),
+    ("report",): _lazy(".reporting.commands", "add_report_parser"),
+    ("sweep-best",): _lazy(".reporting.commands", "add_sweep_best_parser"),
+    ("paper",): _lazy(".reporting.commands", "add_paper_parser"),
+    ("page",): _lazy(".reporting.page", "add_parser"),
+    ("docs",): _lazy(".docs_results", "add_parser"),
+    ("analyze-norms",): _add_analyze_norms,
+    ("fetch",): _add_fetch,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or only the subparser of ``command`` when it names one (what `main` runs): a
+    mistyped command still gets every choice in its error."""
+    parser = _Parser(prog="lisa-bench", description="LISA reproduction and fine-tuning benchmark suite")
+    sub = parser.add_subparsers(dest="command", required=True)
+    known = any(command in names for names in COMMANDS)
+    for names, add in COMMANDS.items():
+        if not known or command in names:
+            add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    parser = build_parser(given[0] if given else None)
+    args = parser.parse_args(given)
     try:
         return args.func(args)
     except BadInput as exc:

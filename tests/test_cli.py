@@ -94,6 +94,29 @@ def test_help_on_every_subcommand(capsys):
         assert "usage: lisa-bench" in capsys.readouterr().out, args
 
 
+def test_a_command_builds_only_its_own_parser():
+    """`lisa-bench page` (and report, sweep-best, paper: the pipeline's light jobs) does not import torch to build the
+    parsers of the commands that need it; each command's parser alone has the options the whole command line gives
+    it."""
+    import argparse
+
+    from lisa_bench.cli import COMMANDS, build_parser
+
+    code = "import sys; from lisa_bench.cli import build_parser; build_parser('page'); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+    def subparsers(parser):
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    whole = subparsers(build_parser())
+    assert list(whole) == [name for names in COMMANDS for name in names]
+    for names in COMMANDS:
+        alone = subparsers(build_parser(names[0]))
+        assert list(alone) == list(names)
+        for name in names:
+            assert alone[name].format_help() == whole[name].format_help(), name
+
+
 def test_flags_override_experiment_file(tmp_path, capsys):
     exp = tmp_path / "exp.yaml"
     exp.write_text("method: lisa\nlr: 0.001\nmax_steps: 50\nmethod_options:\n  gamma: 1\n  interval: 7\n")
