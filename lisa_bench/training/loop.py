@@ -34,10 +34,10 @@ from ..memory.meter import MemoryMeter
 from ..methods import OptimConfig
 from ..models import load_model
 from ..precision import Precision, prepare_optimizer, resolve_precision
-from ..provenance import provenance
 from ..runs import write_identity
 from ..memory.speed import work_per_token
 from . import faults, throughput
+from .metrics import RunMetrics
 from .checkpoint import Checkpoint
 from .distributed import (DEEPSPEED_REFUSED, check_fsdp, full_state_dict, load_sharded_weights, replicas_in_sync,
                           shard_model, sync_gradients)
@@ -510,59 +510,9 @@ def _preempted(run: Run, ckpt: Checkpoint, record: Record, step: int, signal: st
 
 
 def _metrics(run: Run, record: Record, start: int, in_sync: bool | None, general: float | None = None) -> dict:
-    cfg, losses = run.cfg, record.losses
-    evals = [record.eval_losses[s] for s in sorted(record.eval_losses)]
-    lost = [record.lost_updates[s] for s in sorted(record.lost_updates)]
-    # per process (sharded: its shards)
-    peaks, states, grads = _gather(run.meter.peak_bytes()), _gather(record.opt_peak), _gather(record.grad_peak)
+    """metrics.json (training/metrics.py); every process takes part (each gathers its own peaks)."""
+    gathered = {"peaks": _gather(run.meter.peak_bytes()), "states": _gather(record.opt_peak),
+                "grads": _gather(record.grad_peak)}
     device_name, peak = throughput.device_peak(run.accelerator.device, run.precision.weights)
-    return {
-        "method": cfg.method,
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "steps": run.steps,
-        "epochs": run.steps / run.plan.steps_per_epoch if run.method.trains else 0.0,
-        "seed": cfg.seed,
-        "precision": cfg.precision,
-        "attn_implementation": cfg.attn_implementation,
-        "effective_batch_size": run.plan.batch_size * cfg.grad_accum_steps * run.accelerator.num_processes,
-        "sharding": cfg.sharding,
-        "total_params": sum(p.numel() for p in run.model.parameters()),
-        "trainable_params_peak": record.trainable_peak,
-        "optimizer_state_bytes_peak": max(states),
-        "optimizer_state_bytes_per_process": states,
-        "gradient_bytes_peak": max(grads),
-        "gradient_bytes_per_process": grads,
-        "peak_memory_bytes": max(peaks),
-        "peak_memory_bytes_per_process": peaks,
-        "memory_kind": run.meter.kind,
-        "tokens_per_second": record.tokens / record.seconds if record.seconds else None,  # warm-up included
-        **throughput.summary(record.step_seconds, record.step_tokens, record.step_flops, peak),
-        "device_name": device_name,
-        "device_peak_flops": peak,
-        "padding_fraction": 1 - record.tokens / record.padded_tokens if record.padded_tokens else None,
-        "train_loss_first": losses[0] if losses else None,
-        "train_loss_last": losses[-1] if losses else None,
-        "eval_loss": evals[-1] if evals else None,
-        # forgetting (data/general.py): the change in loss on general text no split contains, from the base model
-        "general_loss_base": record.general_loss_base,
-        "general_loss": general,
-        "forgetting": general - record.general_loss_base if None not in (general, record.general_loss_base) else None,
-        "general_text": run.general_info or None,
-        # the share of the intended update the weights of record did not take (training/updates.py), on a fixed
-        # sample of trainable elements: at the first step, and over the window since the last held-out-loss point
-        "lost_update_share_first": lost[0] if lost else None,
-        "lost_update_share_last": lost[-1] if lost else None,
-        "train_seconds": record.seconds,
-        "train_examples": len(run.examples),
-        "validation_examples": len(run.validation),
-        "curve_examples": len(run.curve),
-        "decoder_blocks": run.layout.num_blocks,
-        "num_processes": run.accelerator.num_processes,
-        "replicas_in_sync": in_sync,
-        "resumed_from_step": start or None,
-        "blocks_path": run.layout.blocks_path,
-        "model_source": run.loaded.source,
-        "method_options": dataclasses.asdict(run.method.options),
-        "provenance": provenance(dataclasses.asdict(cfg), run.accelerator.device),
-    }
+    speed = throughput.summary(record.step_seconds, record.step_tokens, record.step_flops, peak)
+    return RunMetrics.of(run, record, start, in_sync, general, gathered, device_name, peak, speed).to_dict()

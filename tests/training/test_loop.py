@@ -1,5 +1,6 @@
 """The shared loop's pieces: the learning-rate schedule, the per-unit norm log, gradient checkpointing."""
 
+import dataclasses
 import json
 
 import pytest
@@ -56,10 +57,16 @@ def test_gradient_checkpointing(tiny_cfg, tmp_path):
 def test_full_model_saves_and_reloads(tiny_cfg, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    train(tiny_cfg("lisa", max_steps=3), tmp_path / "run", progress=False)
+    metrics = train(tiny_cfg("lisa", max_steps=3), tmp_path / "run", progress=False)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     tok = AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
     assert tok.chat_template and model.config.num_hidden_layers == 8
+    # metrics.json: the fields of RunMetrics, in their order (a new metric is a field there)
+    from lisa_bench.training.metrics import RunMetrics
+
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert list(written) == list(metrics) == [f.name for f in dataclasses.fields(RunMetrics)]
+    assert written["trainable_params_peak"] > 0 and written["steps"] == 3 and written["memory_kind"]
 
 
 def test_no_loss_graph_is_alive_at_the_optimizer_step(tiny_cfg, tmp_path, monkeypatch):
