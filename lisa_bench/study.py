@@ -134,6 +134,7 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
             MemoryCell.from_experiment(exp, experiments_dir, overrides.get(exp))
         except BadInput as exc:
             raise BadInput(f"config memory.methods: {exc}") from None
+    _check_method_models(config)
     _check_sweep(config, overrides)
     mt_bench = config.get("mt_bench")
     if mt_bench and mt_bench["judge"].startswith("hf:"):
@@ -237,6 +238,31 @@ def _check_runs(config: dict, points: dict, experiments_dir, launcher: str, proc
                 if check_fit(cfg, model, gpu_memory, where, launcher, processes) is None:
                     print(f"lisa-bench: note: {where} on {model}: its config cannot be read offline, so its fit in "
                           f"gpu_memory is not checked", file=sys.stderr)
+
+
+MEMORY_METHODS = ["full", "lora-r128", "lisa-e-h-2l"]  # memory.methods' default
+
+
+def memory_cells(config: dict) -> list[tuple[str, str]]:
+    """The memory table's cells, (model, method) as the study names them: every method of `memory.methods` on
+    every model of `memory.models`, or on the models `memory.method_models` gives it."""
+    memory = config.get("memory") or {}
+    own = memory.get("method_models") or {}
+    models = memory.get("models", config["models"])
+    return [(m, e) for m in models for e in memory.get("methods", MEMORY_METHODS)
+            if m in own.get(e, own.get(Path(e).stem, models))]
+
+
+def _check_method_models(config: dict) -> None:
+    memory = config.get("memory") or {}
+    methods = memory.get("methods", MEMORY_METHODS)
+    models = memory.get("models", config["models"])
+    for exp, own in (memory.get("method_models") or {}).items():
+        check_choice("experiment", exp, list(dict.fromkeys(methods + [Path(m).stem for m in methods])),
+                     where="config memory.method_models")
+        for model in own:
+            check_choice("model", model, models, where=f"config memory.method_models[{exp}]",
+                         more=" (memory.models)")
 
 
 def experiment_seeds(config: dict, exp: str) -> list[int]:

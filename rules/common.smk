@@ -8,7 +8,8 @@ from pathlib import Path
 
 from lisa_bench.models.registry import fetches
 from lisa_bench.runs import model_dirs
-from lisa_bench.study import check_study, experiment_seeds, grid_points, point_layer
+from lisa_bench.study import MEMORY_METHODS, check_study, experiment_seeds, grid_points, point_layer
+from lisa_bench.study import memory_cells as memory_cells_of
 from lisa_bench.training.launch import command_line
 
 # The study check builds each experiment's method on each model (seconds): once per invocation, in the process
@@ -36,7 +37,7 @@ OVERRIDES = config.get("experiment_overrides") or {}
 # The memory table: one job per cell (model x experiment), so that a failing or out-of-memory cell costs only
 # itself and resources apply per cell, then one job that collects the cells into the table and figures.
 MEMORY_MODEL = model_dirs(MEMORY.get("models", MODELS), where="config memory.models")
-MEMORY_CELL = {Path(n).stem: n for n in MEMORY.get("methods", ["full", "lora-r128", "lisa-e-h-2l"])}  # name or path
+MEMORY_CELL = {Path(n).stem: n for n in MEMORY.get("methods", MEMORY_METHODS)}  # name or path
 GPU_DEFAULT = 0 if config["device"] == "cpu" else 1
 
 # The suite run by the interpreter Snakemake itself runs under (the one that imported lisa_bench above), so no rule
@@ -119,7 +120,9 @@ def training_flags(wildcards):
 
 
 def memory_cells():
-    return [f"{RUNS}/memory/cells/{m}/{c}/memory.csv" for m in MEMORY_MODEL for c in MEMORY_CELL]
+    """Each cell's table (memory.method_models can give a method fewer models)."""
+    model_dir = {name: d for d, name in MEMORY_MODEL.items()}
+    return [f"{RUNS}/memory/cells/{model_dir[m]}/{Path(e).stem}/memory.csv" for m, e in memory_cells_of(config)]
 
 
 def memory_overrides(wildcards):

@@ -263,6 +263,10 @@ BAD_STUDIES = [
     ("comparisons: {baselines: [lisa-e-h-2l]}\ngrid: {lisa-e-h-2l: {gamma: [1, 2]}}",
      "config comparisons.baselines: unknown experiment 'lisa-e-h-2l'; valid choices: base, lisa-e-h-2l+gamma=1"),
     ("models: ['org/name;rm']", "config models: model 'org/name;rm' cannot name a run directory"),
+    ("memory: {models: [tiny-random-llama], methods: [full], method_models: {lora-r128: [tiny-random-llama]}}",
+     "config memory.method_models: unknown experiment 'lora-r128'; valid choices: full"),
+    ("memory: {models: [tiny-random-llama], methods: [full], method_models: {full: [smollm2-135m]}}",
+     "config memory.method_models[full]: unknown model 'smollm2-135m'; valid choices: tiny-random-llama (memory.models)"),
 ]
 
 

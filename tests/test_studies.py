@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lisa_bench.runs import model_dir_name
-from lisa_bench.study import experiment_seeds
+from lisa_bench.study import experiment_seeds, memory_cells
 from tests.pipeline_support import ROOT, snakemake
 
 # the default study is dry-run in a fresh clone, with every stage checked, by test_reproduce.py
@@ -29,6 +29,8 @@ def test_dry_run(config, workdir):
     stages = study.get("stages", ["train", "memory"])
     if "plan" in stages:  # the memory model's tables, one job each
         assert counts["plan_tables"] == len(study["plan"])
+    if "memory" in stages:  # one job per cell, memory.method_models giving a method fewer models
+        assert counts["memory_cell"] == len(memory_cells(study)) and counts["memory_table"] == 1
     if "train" not in stages:
         assert "train" not in counts and counts.get("memory_table", 0) == ("memory" in stages)
         return
@@ -70,3 +72,20 @@ def test_the_worked_example_plans(workdir):
     counts = _job_counts(proc.stdout)
     assert (counts["train"], counts["sweep_train"], counts["memory_cell"]) == (7, 6, 3), counts
     assert counts["lm_eval"] == counts["mt_bench_answer"] == counts["mt_bench_judge"] == 7
+
+
+def test_a_method_measured_on_some_memory_models_only():
+    """`memory.method_models` gives a method fewer models (config/gpu-h200.yaml: Mistral-7B's three cells)."""
+    study = yaml.safe_load((ROOT / "config" / "gpu-h200.yaml").read_text())
+    cells = memory_cells(study)
+    assert len(cells) == 19 and [e for m, e in cells if m == "mistral-7b"] == ["full", "lora-r128", "lisa-e-h-2l"]
+    assert len([c for c in cells if c[0] == "llama-2-7b"]) == 8
+
+
+def test_the_schema_offers_every_precision():
+    """A memory cell's precision in a study (`memory.dtype`) may be any recipe the suite trains with: the schema's
+    list is the precision module's (bf16-sr was missing from it)."""
+    from lisa_bench.precision import PRECISIONS
+
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    assert schema["properties"]["memory"]["properties"]["dtype"]["enum"] == list(PRECISIONS)
