@@ -2,7 +2,7 @@
 with the memory meter and gradient accounting it runs every step), a bare step (forward, backward, clipping,
 optimizer: nothing else) and transformers' Trainer step (its `training_step`, clipping, optimizer, scheduler),
 on the same model and the same random-token batches of one shape, for TinyLlama-1.1B and LLaMA-2-7B with random
-weights (full, LoRA r128, LISA E+H+2L; the paper's pure bf16 and bf16-master). Steady state: the median step after
+weights (full, LoRA r128, LISA E+H+2L; the paper's pure bf16, bf16-master and bf16-sr). Steady state: the median step after
 the warm-up steps `training/throughput.py` defines; MFU against the datasheet peak of the GPU it finds.
 
 Also the loop on the dataset's own batches (synthetic-instruct, about 60 tokens a conversation, padded to the
@@ -33,12 +33,15 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_CASES = [("random:tinyllama-1.1b", e, p) for p in ("bf16", "bf16-master", "bf16-mixed")
+# bf16-sr (stochastic rounding of each update, pure bf16's memory): its per-chunk fp32 update against pure bf16's
+# fused step, on TinyLlama for every method and on the 7B model for LISA, the verdict's case
+GPU_CASES = [("random:tinyllama-1.1b", e, p) for p in ("bf16", "bf16-master", "bf16-sr", "bf16-mixed")
              for e in ("full", "lora-r128", "lisa-e-h-2l")] + \
             [("random:llama-2-7b", e, p) for p in ("bf16", "bf16-master") for e in ("lora-r128", "lisa-e-h-2l")] + \
+            [("random:llama-2-7b", "lisa-e-h-2l", "bf16-sr")] + \
             [("random:llama-2-7b", "full", "bf16")]  # 7B full under bf16-master: 138 GiB, no single GPU (plan)
 DRY_CASES = [("tiny-random-llama", "full", "fp32"), ("tiny-random-llama", "lora-r128", "bf16"),
-             ("tiny-random-llama", "lisa-e-h-2l", "bf16-master")]
+             ("tiny-random-llama", "lisa-e-h-2l", "bf16-master"), ("tiny-random-llama", "lisa-e-h-2l", "bf16-sr")]
 TRAINER_METHODS = ("full", "lora")  # methods the Trainer runs as they are (LISA needs the loop's switching)
 TRAINER_PRECISIONS = ("fp32", "bf16", "bf16-mixed")  # recipes the Trainer has (fp32 masters or Kahan: DeepSpeed's)
 
