@@ -1,6 +1,6 @@
 """Every committed study (config/*.yaml) passes its checks and plans its jobs (a Snakemake dry run) with its
-real model names: one training job per model, experiment and seed, each under one safe directory of its model,
-and the tables job reading every one of them."""
+real model names: one training job per model, experiment (each point of a grid) and seed, each under one safe
+directory of its model, and the tables job reading every one of them."""
 
 import re
 
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lisa_bench.runs import model_dir_name
-from lisa_bench.study import experiment_seeds, memory_cells
+from lisa_bench.study import experiment_seeds, grid_points, memory_cells
 from tests.pipeline_support import ROOT, snakemake
 
 # the default study is dry-run in a fresh clone, with every stage checked, by test_reproduce.py
@@ -35,7 +35,7 @@ def test_dry_run(config, workdir):
         assert "train" not in counts and counts.get("memory_table", 0) == ("memory" in stages)
         return
     runs = [f"runs/{study['name']}/train/{model_dir_name(m)}/{e}/seed{s}"
-            for m in study["models"] for e in study["experiments"] for s in experiment_seeds(study, e)]
+            for m in study["models"] for e in grid_points(study) for s in experiment_seeds(study, e)]
     assert counts["train"] == len(runs) and counts["tables_and_figures"] == 1
     tables_job = proc.stdout.split("rule tables_and_figures:")[1].split("output:")[0]
     assert all(run in tables_job for run in runs)  # the report's inputs: every run, no directory searched
