@@ -74,8 +74,10 @@ def make_test(r: Results) -> str:
 def make_test_detail(r: Results) -> str:
     t = r.yaml("results/timings.yaml")["make_test"]
     slowest = ", ".join(f"{name} {seconds} s" for name, seconds in t["slowest"].items())
-    earlier = "; ".join(f"{e['time']} with {e['tests']} tests at {e['commit']}" + (f" ({e['note']})" if "note" in e else "")
-                        for e in t.get("earlier", []))
+    def one(e: dict) -> str:
+        return f"{e['time']} with {e['tests']} tests at {e['commit']}" + (f" ({e['note']})" if e.get("note") else "")
+
+    earlier = "; ".join(one(e) for e in t.get("earlier", []))
     return (f"`make test` from a clean clone on this project's {t['machine']}: {_minutes_seconds(t['seconds'])}, "
             f"venv included (pytest {t['pytest_seconds']} s, {t['tests']} tests on two pytest-xdist workers, "
             f"nothing else running, at {t['commit']}; the slowest: {slowest}; earlier: {earlier}; measured by hand, "
