@@ -243,24 +243,26 @@ def _check_runs(config: dict, points: dict, experiments_dir, launcher: str, proc
 MEMORY_METHODS = ["full", "lora-r128", "lisa-e-h-2l"]  # memory.methods' default
 
 
+def _memory_axes(config: dict) -> tuple[list[str], list[str], dict]:
+    """The memory table's models, methods and method_models, defaults filled in."""
+    memory = config.get("memory") or {}
+    return (memory.get("models", config["models"]), memory.get("methods", MEMORY_METHODS),
+            memory.get("method_models") or {})
+
+
 def memory_cells(config: dict) -> list[tuple[str, str]]:
     """The memory table's cells, (model, method) as the study names them: every method of `memory.methods` on
     every model of `memory.models`, or on the models `memory.method_models` gives it."""
-    memory = config.get("memory") or {}
-    own = memory.get("method_models") or {}
-    models = memory.get("models", config["models"])
-    return [(m, e) for m in models for e in memory.get("methods", MEMORY_METHODS)
-            if m in own.get(e, own.get(Path(e).stem, models))]
+    models, methods, own = _memory_axes(config)
+    return [(m, e) for m in models for e in methods if m in own.get(e, own.get(Path(e).stem, models))]
 
 
 def _check_method_models(config: dict) -> None:
-    memory = config.get("memory") or {}
-    methods = memory.get("methods", MEMORY_METHODS)
-    models = memory.get("models", config["models"])
-    for exp, own in (memory.get("method_models") or {}).items():
+    models, methods, own = _memory_axes(config)
+    for exp, listed in own.items():
         check_choice("experiment", exp, list(dict.fromkeys(methods + [Path(m).stem for m in methods])),
                      where="config memory.method_models")
-        for model in own:
+        for model in listed:
             check_choice("model", model, models, where=f"config memory.method_models[{exp}]",
                          more=" (memory.models)")
 
