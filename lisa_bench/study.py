@@ -51,7 +51,7 @@ def _check_on_model(cfg, model_name: str, where: str) -> None:
 
 
 def check_study(config: dict, experiments_dir: str | Path = "experiments") -> None:
-    from .config import experiment_names, read_experiment, resolve_experiment
+    from .config import experiment_names
     from .evaluation.lm_eval_runner import check_tasks, parse_task_specs
     from .memory.bench import MemoryCell
     from .runs import model_dirs
@@ -92,12 +92,6 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
         if base not in points:
             raise choices_error("experiment", base, list(points), where="config comparisons.baselines",
                                 more=" (the study's experiments and grid points)")
-    matched = (config.get("comparisons") or {}).get("matched")
-    if matched is not None:
-        methods = sorted({read_experiment(resolve_experiment(exp, experiments_dir)).get("method", "")
-                          for exp in config["experiments"]} - {""})
-        check_choice("method", matched, methods, where="config comparisons.matched",
-                     more=" (the methods of the study's experiments)")
     if "plan" in config.get("stages", []):  # the memory model's tables: their axes name known things
         from .memory.plan_tables import check_spec
 
@@ -114,7 +108,11 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
         check_reference(Path(experiments_dir).parent / config["paper"],
                         list(dict.fromkeys(config["models"] + memory_cfg.get("models", []))),
                         list(dict.fromkeys(list(points) + [Path(m).stem for m in memory_cfg.get("methods", [])])))
-    _check_runs(config, points, experiments_dir, launcher, processes)
+    families = _check_runs(config, points, experiments_dir, launcher, processes)
+    matched = (config.get("comparisons") or {}).get("matched")
+    if matched is not None:
+        check_choice("method family", matched, sorted(set(families)), where="config comparisons.matched",
+                     more=" (the method families of the study's runs)")
     memory = config.get("memory") or {}
     listed = list(dict.fromkeys(config["experiments"] + memory.get("methods", [])))
     for key in [k for k in overrides if k not in listed]:
@@ -205,14 +203,16 @@ def _check_grid(config: dict, experiments_dir) -> None:
                 raise BadInput(f"{where}.{key}: value {repeated[0]!r} is listed twice; valid: distinct values")
 
 
-def _check_runs(config: dict, points: dict, experiments_dir, launcher: str, processes: int) -> None:
+def _check_runs(config: dict, points: dict, experiments_dir, launcher: str, processes: int) -> list[str]:
     """Each run's settings as its training job gets them (the file, the study's training:, its overrides, its
-    grid point), checked on each model; two runs whose settings are the same are refused."""
+    grid point), checked on each model; two runs whose settings are the same are refused. Returns each run's
+    method family (``Method.family``)."""
     from .config import build_config
 
     overrides = config.get("experiment_overrides") or {}
     gpu_memory = parse_bytes(config["gpu_memory"], "config gpu_memory") if config.get("gpu_memory") is not None else None
     same: dict[str, str] = {}
+    families: list[str] = []
     for name, (exp, point) in points.items():
         where = f"config grid[{exp}] point {name}" if point else f"config experiments[{exp}]"
         try:
@@ -232,12 +232,14 @@ def _check_runs(config: dict, points: dict, experiments_dir, launcher: str, proc
             raise BadInput(f"{where}: makes the same run as {same[key]!r} (equal settings); valid: grid points and "
                            f"experiments that differ")
         same[key] = name
+        families.append(type(method).family(dataclasses.asdict(method.options)))
         for model in config["models"]:
             _check_on_model(cfg, model, where)
             if gpu_memory and method.trains:
                 if check_fit(cfg, model, gpu_memory, where, launcher, processes) is None:
                     print(f"lisa-bench: note: {where} on {model}: its config cannot be read offline, so its fit in "
                           f"gpu_memory is not checked", file=sys.stderr)
+    return families
 
 
 MEMORY_METHODS = ["full", "lora-r128", "lisa-e-h-2l"]  # memory.methods' default

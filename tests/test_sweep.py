@@ -75,7 +75,10 @@ def test_sweep_seeds_and_intervals(workdir):
     ("sweep: {lr: {lisa-e-h-2l: [0.001]}, rate_from: {lora-r16: lisa-e-h-2l}}",
      "config sweep.rate_from: unknown experiment 'lora-r16'"),
     ("sweep: {lr: {lisa-e-h-2l: [0.001]}, rate_from: {lisa-e-h-2l: lisa-e-h-2l}}", "has a grid of its own"),
-    ("comparisons: {matched: lora}", "config comparisons.matched: unknown method 'lora'; valid choices: base, lisa"),
+    ("comparisons: {matched: lora}",
+     "config comparisons.matched: unknown method family 'lora'; valid choices: base, lisa"),
+    ("comparisons: {matched: lisa}\nexperiment_overrides: {lisa-e-h-2l: {method_options: {always_on: embedding}}}",
+     "unknown method family 'lisa'; valid choices: base, lisa (always_on=embedding)"),
 ])
 def test_sweep_config_errors(edit, needle, monkeypatch, tmp_path):
     import yaml

@@ -71,3 +71,15 @@ def build_method(name: str, options: dict | None, seed: int = 0) -> Method:
     """The registered method ``name`` with its options parsed and checked."""
     cls = get_method(name)
     return cls(cls.parse_options(options), seed=seed)
+
+
+def family(name: str, options: dict | None) -> str:
+    """An experiment's method family (``Method.family``) from its method and options, as a run's metrics record
+    them; a method that is not registered here (a plugin this environment lacks) is a family of its own name."""
+    load_all()
+    if name not in METHODS:
+        return name
+    try:
+        return METHODS[name].family(options)
+    except BadInput:
+        return name

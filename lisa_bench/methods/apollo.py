@@ -32,6 +32,7 @@ class Apollo(Method):
     own_optimizer = "apollo_torch's APOLLOAdamW"
     not_shardable = "its projection works on whole gradient matrices, which FSDP2 keeps in shards"
     quick_test = {"lr": 2e-3, "method_options": {"rank": 8, "update_proj_gap": 10}}
+    family_options = ("scale_type",)  # the rank is its size; tensor scaling is APOLLO-Mini
 
     def __init__(self, options, seed=0):
         super().__init__(options, seed)

@@ -36,6 +36,7 @@ class BAdam(Method):
     own_optimizer = "badam's BlockOptimizer (fp32 masters of the active block)"
     keeps_masters = True  # its BlockOptimizer steps fp32 copies of the block: bf16-master adds none
     quick_test = {"lr": 2e-3, "method_options": {"switch_every": 5}}
+    family_options = ("order", "include_embedding", "include_lm_head")
 
     def __init__(self, options, seed=0):
         super().__init__(options, seed)

@@ -113,6 +113,10 @@ class Method:
     # settings for a quick run on the tiny random model (TrainConfig fields, method_options included):
     # the test suite trains every registered method with them and expects the loss to fall
     quick_test: ClassVar[dict] = {}
+    # options that make experiments of this method separate families rather than sizes of one family (LoRA that
+    # also trains the embedding and head is another frontier than LoRA's ranks): figures join each family's points
+    # and tables name it (``family``)
+    family_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Any, seed: int = 0):
         self.options = options
@@ -132,6 +136,18 @@ class Method:
         options = cls.Options(**raw)
         cls.validate_options(options)
         return options
+
+    @classmethod
+    def family(cls, raw: dict | None) -> str:
+        """The method family of an experiment with these options: the method's name, followed by each of its
+        ``family_options`` that differs from the option's default (``lora (also_train=embedding+head+norms)``)."""
+        options = cls.parse_options(raw)
+        default = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                   for f in dataclasses.fields(cls.Options)
+                   if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+        parts = [f"{o}={'+'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                 for o in cls.family_options if (v := getattr(options, o)) != default.get(o, v)]
+        return f"{cls.name} ({', '.join(parts)})" if parts else cls.name
 
     @classmethod
     def validate_options(cls, options: Any) -> None:

@@ -22,6 +22,7 @@ class GaLore(Method):
     own_optimizer = "galore_torch's GaLoreAdamW"
     not_shardable = "its projection takes the SVD of whole gradient matrices, which FSDP2 keeps in shards"
     quick_test = {"lr": 2e-3, "method_options": {"rank": 16, "update_proj_gap": 10}}
+    family_options = ("target_modules", "proj_type")  # the rank is its size
 
     def __init__(self, options, seed=0):
         super().__init__(options, seed)

@@ -135,6 +135,7 @@ class Lisa(Method):
     flags = {"--lisa-layers": ("gamma", "LISA gamma: middle layers sampled per interval"),
              "--lisa-interval": ("interval", "LISA K: steps between layer switches")}
     quick_test = {"lr": 2e-3, "method_options": {"gamma": 2, "interval": 5}}
+    family_options = ("always_on", "sampling")  # gamma is its size
 
     def __init__(self, options: LisaOptions, seed: int = 0):
         super().__init__(options, seed)

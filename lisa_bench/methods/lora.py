@@ -26,6 +26,7 @@ class LoRA(Method):
     Options = LoraOptions
     flags = {"--lora-rank": ("rank", "LoRA rank")}
     quick_test = {"lr": 5e-3, "method_options": {"rank": 8}}
+    family_options = ("target_modules", "also_train")  # the rank is its size
 
     def __init__(self, options, seed=0):
         super().__init__(options, seed)

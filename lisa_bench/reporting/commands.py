@@ -21,9 +21,10 @@ def add_report_parser(sub) -> None:
     p.add_argument("--baselines", default=None,
                    help="experiments the paired comparisons are against, comma-separated (default: those of "
                         "lora-r128,full that have runs)")
-    p.add_argument("--matched", default=None, metavar="METHOD",
-                   help="compare every other method's experiments with this method's experiment nearest in "
-                        "optimizer state and in peak memory (tables/matched; e.g. lora, along its ranks)")
+    p.add_argument("--matched", default=None, metavar="FAMILY",
+                   help="compare every other method family's experiments with this family's experiment nearest in "
+                        "optimizer state and in peak memory (tables/matched; e.g. lora, along its ranks; a family is "
+                        "a method and the options that set it apart, as the training table's family column names it)")
     p.add_argument("--bootstrap", type=int, default=2000, help="resamples of the comparisons' intervals")
     p.add_argument("--score", default=None,
                    help="what figures/score_vs_memory plots: eval_loss (the final held-out loss), mt_bench (its "

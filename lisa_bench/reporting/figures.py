@@ -45,7 +45,8 @@ def save(fig, path: Path, caption: str | None = None) -> list[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _make_readable(fig)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure that chose its own layout (constrained) keeps it
+        fig.tight_layout()
     out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
     for p in out:
         fig.savefig(p, dpi=130)
@@ -311,27 +312,34 @@ def score_vs_memory(runs: pd.DataFrame, path: Path, score: str = "overall",
     """The figure a method is picked from: the final score against the measured peak memory (left) and the
     optimizer state (right). Every run (seed) is a small point, each experiment's mean a large one; one colour
     and marker per method family, whose means are joined in order of size (its frontier). ``runs``: one row per
-    run with model, experiment, method, seed, peak_memory_MiB, optimizer_state_MiB and ``score``."""
+    run with model, experiment, family (its method family), seed, peak_memory_MiB, optimizer_state_MiB and
+    ``score``. The legend stands below the panels, clear of the points, and labels are placed once it is."""
     runs = runs.dropna(subset=[score])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4), sharey=True, layout="constrained")
     several = runs["model"].nunique() > 1
-    for ax, x, xlabel in ((axes[0], "peak_memory_MiB", "measured peak training memory (MiB)"),
-                          (axes[1], "optimizer_state_MiB", "optimizer state (MiB, from the state tensors)")):
-        means = runs.groupby(["model", "method", "experiment"])[[x, score]].mean().reset_index()
-        for (model, family), sub in means.groupby(["model", "method"]):
+    panels = ((axes[0], "peak_memory_MiB", "measured peak training memory (MiB)"),
+              (axes[1], "optimizer_state_MiB", "optimizer state (MiB, from the state tensors)"))
+    for ax, x, xlabel in panels:
+        means = runs.groupby(["model", "family", "experiment"])[[x, score]].mean().reset_index()
+        for (model, family), sub in means.groupby(["model", "family"]):
             style = family_style(family)
             sub = sub.sort_values(x)
             ax.plot(sub[x], sub[score], "-", ms=8, lw=1.2, label=f"{family} ({model})" if several else family,
                     **style)
-            own = runs[(runs["model"] == model) & (runs["method"] == family)]
+            own = runs[(runs["model"] == model) & (runs["family"] == family)]
             ax.scatter(own[x], own[score], s=14, alpha=0.45, color=style["color"], marker=style["marker"])
         ax.margins(x=0.15, y=0.08)  # room for the labels of the outermost points
-        names = [f"{e} ({m})" if several else e for m, e in zip(means["model"], means["experiment"])]
-        place_labels(ax, list(means[x]), list(means[score]), names, fontsize=readable_size(fig, 7))
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(label)
-    axes[0].legend(fontsize=8, title="method family (mean; small points: each seed)", title_fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False,
+               fontsize=readable_size(fig, 8), title_fontsize=readable_size(fig, 7),
+               title="method family (large points: mean over seeds; small points: each seed)")
+    for ax, x, _ in panels:
+        means = runs.groupby(["model", "family", "experiment"])[[x, score]].mean().reset_index()
+        names = [f"{e} ({m})" if several else e for m, e in zip(means["model"], means["experiment"])]
+        place_labels(ax, list(means[x]), list(means[score]), names, fontsize=readable_size(fig, 7))
     return save(fig, path, caption)
 
 

@@ -110,9 +110,9 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
     experiments = set().union(*(set(t["experiment"]) for t in (train, ev, mt) if len(t)))
     baselines = _baselines(baselines, experiments)
     scores = _score_columns(ev, mt, train)
-    if matched is not None and (not len(train) or matched not in set(train["method"])):
-        raise choices_error("matched method", matched, sorted(set(train["method"])) if len(train) else [],
-                            where="report", more=" (a method of the runs, whose experiments span a size axis)")
+    if matched is not None and (not len(train) or matched not in set(train["family"])):
+        raise choices_error("matched method family", matched, sorted(set(train["family"])) if len(train) else [],
+                            where="report", more=" (a method family of the runs, whose experiments span a size axis)")
     if score is not None and score not in scores:  # before anything is written
         raise choices_error("figure score", score, list(scores), where="report",
                             more=" (the held-out loss, MT-Bench's overall score, the study's lm-eval metrics)")
@@ -122,9 +122,9 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
               f"empty; name baselines with --baselines (a study's comparisons.baselines), one of "
               f"{', '.join(sorted(experiments))}", file=sys.stderr)
     _write_provenance(root, out, name)
-    methods = dict(zip(train["experiment"], train["method"])) if len(train) else {}
+    methods = dict(zip(train["experiment"], train["family"])) if len(train) else {}
     if len(train):
-        t = mean_std(train, ["model", "experiment", "method"],
+        t = mean_std(train, ["model", "experiment", "family"],
                      ["optimizer_state_MiB", "peak_memory_MiB", "tokens_per_second", "mfu", "loss_last", "eval_loss",
                       "forgetting", "train_seconds", "blocks_never_trained"])
         keep = ("optimizer_state_MiB", "train_seconds", "blocks_never_trained", "mfu")  # no spread shown for these
@@ -236,7 +236,7 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
 def _score_per_run(train: pd.DataFrame, ev: pd.DataFrame, mt: pd.DataFrame, column: str, score: str):
     """Each training run's memory next to its own score (its held-out loss, MT-Bench overall, or an lm-eval
     metric of the same run)."""
-    runs = train[["model", "experiment", "method", "seed", "peak_memory_MiB", "optimizer_state_MiB", "eval_loss"]
+    runs = train[["model", "experiment", "family", "seed", "peak_memory_MiB", "optimizer_state_MiB", "eval_loss"]
                  + (["forgetting"] if score == "forgetting" else [])]
     keys = ["model", "experiment", "seed"]
     if score == "mt_bench":

@@ -110,25 +110,25 @@ MATCHED_BY = {"optimizer_state": "optimizer_state_MiB", "peak_memory": "peak_mem
 
 
 def matched_table(train: pd.DataFrame, samples: pd.DataFrame, family: str, resamples: int = 2000) -> pd.DataFrame:
-    """Each experiment of another method against the experiment of method ``family`` nearest to it in optimizer
+    """Each experiment of another method family against the experiment of ``family`` nearest to it in optimizer
     state, and again in peak memory (the smallest ratio either way, means over seeds): the difference (experiment
     minus its match) in the held-out loss and forgetting (over runs) and in each lm-eval metric (over runs and
     questions), with 95% intervals from the two-level bootstrap of ``paired_bootstrap``. Which method reaches the
-    better model at the same memory, along the whole of each method's size axis."""
+    better model at the same memory, along the whole of each family's size axis."""
     cols = ["model", "matched_by", "experiment", "MiB", "matched", "matched_MiB", "metric", "seeds",
             "seeds_matched", "questions", "difference", "ci_low", "ci_high"]
-    if train.empty or family not in set(train["method"]):
+    if train.empty or family not in set(train["family"]):
         return pd.DataFrame(columns=cols)
     if len(samples):
         samples = samples.assign(task_metric=samples["task"] + "/" + samples["metric"])
     rows = []
     for model, runs_m in train.groupby("model"):
-        means = runs_m.groupby(["experiment", "method"])[list(MATCHED_BY.values())].mean().reset_index()
-        pool = means[means["method"] == family]
+        means = runs_m.groupby(["experiment", "family"])[list(MATCHED_BY.values())].mean().reset_index()
+        pool = means[means["family"] == family]
         if pool.empty:
             continue
         for by, column in MATCHED_BY.items():
-            for _, row in means[means["method"] != family].iterrows():
+            for _, row in means[means["family"] != family].iterrows():
                 ratio = np.abs(np.log(pool[column].clip(lower=1e-9) / max(row[column], 1e-9)))
                 match = pool.loc[ratio.idxmin()]
                 a = runs_m[runs_m["experiment"] == row["experiment"]].sort_values("seed")
@@ -172,11 +172,16 @@ def blocks_never_trained(log_path: Path, blocks: int) -> int | None:
 
 
 def training_table(sources: list[Path]) -> pd.DataFrame:
+    """One row per training run; ``family``: its method family (``Method.family``: LoRA that also trains the
+    embedding and head is a family apart from LoRA's ranks), the unit of the frontier figures and matched tables."""
+    from ..methods import family
+
     rows = []
     for model, exp, seed, path in runs(sources, "metrics.json"):
         m = json.loads(path.read_text())
         never = blocks_never_trained(path.parent / "train_log.jsonl", m.get("decoder_blocks", 0))
-        rows.append({"model": model, "experiment": exp, "method": m["method"], "seed": seed,
+        rows.append({"model": model, "experiment": exp, "method": m["method"],
+                     "family": family(m["method"], m.get("method_options")), "seed": seed,
                      "dataset": m.get("dataset"), "steps": m.get("steps"),
                      "trainable_params": m["trainable_params_peak"],
                      "optimizer_state_MiB": m["optimizer_state_bytes_peak"] / 2**20,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lisa_bench.memory.accounting import optimizer_state_bytes
-from lisa_bench.methods import METHODS, OptimConfig, build_method, get_method, load_all
+from lisa_bench.methods import METHODS, OptimConfig, build_method, family, get_method, load_all
 from lisa_bench.models import load_model
 from lisa_bench.training import train
 
@@ -77,3 +77,20 @@ def test_base_method_trains_nothing(tiny_cfg, tmp_path):
     assert (tmp_path / "base" / "train_log.jsonl").read_text() == ""
     assert json.loads((tmp_path / "base" / "weight_norms.jsonl").read_text().splitlines()[0])["step"] == 0
     assert not (tmp_path / "base" / "model").exists()
+
+
+def test_family_names_the_options_that_set_a_frontier_apart():
+    """Sizes stay one family (LoRA's ranks, LISA's gamma, K); options a method declares as families do not, with
+    only their non-default values named; an unknown method or bad options fall back to the method's name."""
+    assert family("lora", {"rank": 16, "alpha": 32}) == family("lora", {"rank": 128}) == "lora"
+    assert family("lora", {"rank": 16, "also_train": ["embedding", "head", "norms"]}) == \
+        "lora (also_train=embedding+head+norms)"
+    assert family("lisa", {"gamma": 0, "interval": 10}) == family("lisa", {"gamma": 8}) == "lisa"
+    assert family("lisa", {"gamma": 2, "always_on": "embedding"}) == "lisa (always_on=embedding)"
+    assert family("lisa-callback", {"gamma": 2}) == "lisa-callback"
+    assert family("apollo", {"rank": 1, "scale_type": "tensor"}) == "apollo (scale_type=tensor)"
+    assert family("no-such-method", {}) == "no-such-method"
+    assert family("lora", {"no_such_option": 1}) == "lora"
+    for name, cls in METHODS.items():  # every declared family option is an option of the method
+        fields = {f.name for f in __import__("dataclasses").fields(cls.Options)}
+        assert set(cls.family_options) <= fields, name

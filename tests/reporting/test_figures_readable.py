@@ -35,12 +35,13 @@ def drawn(monkeypatch):
 def _runs():
     rng = np.random.default_rng(0)
     rows = []
-    for exp, method, state, peak in [("full", "full", 1000, 3300), ("lora-r16", "lora", 40, 2500),
+    for exp, family, state, peak in [("full", "full", 1000, 3300), ("lora-r16", "lora", 40, 2500),
                                      ("lora-r32", "lora", 80, 2520), ("lora-r128", "lora", 300, 3200),
+                                     ("lora-r16-eh", "lora (also_train=embedding+head)", 260, 2440),
                                      ("lisa-e-h", "lisa", 220, 2300), ("lisa-e-h-1l", "lisa", 245, 2310),
                                      ("lisa-e-h-2l", "lisa", 270, 2450)]:
         for seed in range(2):
-            rows.append({"model": "m", "experiment": exp, "method": method, "seed": seed,
+            rows.append({"model": "m", "experiment": exp, "family": family, "seed": seed,
                          "peak_memory_MiB": peak + rng.normal() * 5, "optimizer_state_MiB": state,
                          "eval_loss": 0.8 + rng.normal() * 0.005})
     return pd.DataFrame(rows)
@@ -72,6 +73,30 @@ def test_every_text_is_readable_at_a_pages_width(drawn, tmp_path):
         assert min(figure["sizes"]) * scale >= figures.MIN_POINTS - 1e-6, figure["width"]
     # the quality-against-memory labels were placed at their final size (none enlarged after) and do not overlap
     first = drawn[0]
-    assert len(first["labels"]) == 14 and not first["enlarged"] & first["labels"]
+    assert len(first["labels"]) == 16 and not first["enlarged"] & first["labels"]
     for boxes in first["boxes"]:
         assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_frontier_figure_joins_each_family_and_keeps_its_legend_clear(monkeypatch, tmp_path):
+    """One line per method family (LoRA that also trains the embedding and head is not joined to LoRA's ranks),
+    the legend outside both panels, overlapping no point label."""
+    kept = {}
+
+    def keep(fig, path, caption=None):
+        fig.canvas.draw()
+        kept["fig"] = fig
+        return []
+
+    monkeypatch.setattr(figures, "save", keep)
+    figures.score_vs_memory(_runs(), tmp_path / "svm", "eval_loss", "held-out loss")
+    fig = kept["fig"]
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["full", "lisa", "lora", "lora (also_train=embedding+head)"]
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        lines = {ln.get_label(): len(ln.get_xdata()) for ln in ax.get_lines()}
+        assert lines == {"full": 1, "lisa": 3, "lora": 3, "lora (also_train=embedding+head)": 1}
+        assert not box.overlaps(ax.get_window_extent(renderer))
+        assert not any(box.overlaps(t.get_window_extent(renderer)) for t in ax.texts)

@@ -1,4 +1,4 @@
-"""tables/matched: each experiment against the matched method's experiment nearest in memory."""
+"""tables/matched: each experiment against the matched method family's experiment nearest in memory."""
 
 import numpy as np
 import pandas as pd
@@ -14,7 +14,7 @@ def _train():
                                            ("r128", "lora", 160, 600, 1.8), ("g1", "lisa", 35, 700, 1.7),
                                            ("g4", "lisa", 150, 760, 1.95)]:
         for seed in (0, 1):
-            rows.append({"model": "m", "experiment": exp, "method": method, "seed": seed,
+            rows.append({"model": "m", "experiment": exp, "family": method, "seed": seed,
                          "optimizer_state_MiB": state, "peak_memory_MiB": peak, "eval_loss": loss + 0.01 * seed,
                          "forgetting": 0.1 * seed})
     return pd.DataFrame(rows)
@@ -47,4 +47,4 @@ def test_each_experiment_meets_the_nearest_of_the_matched_method_in_state_and_in
 
 def test_no_runs_of_the_matched_method_is_an_empty_table():
     train = _train()
-    assert matched_table(train[train["method"] == "lisa"], _samples(train), "lora").empty
+    assert matched_table(train[train["family"] == "lisa"], _samples(train), "lora").empty
