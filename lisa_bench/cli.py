@@ -262,6 +262,7 @@ COMMANDS = {
     ("sweep-best",): _lazy(".reporting.commands", "add_sweep_best_parser"),
     ("paper",): _lazy(".reporting.commands", "add_paper_parser"),
     ("page",): _lazy(".reporting.page", "add_parser"),
+    ("redraw",): _lazy(".reporting.redraw", "add_parser"),
     ("docs",): _lazy(".docs_results", "add_parser"),
     ("analyze-norms",): _add_analyze_norms,
     ("fetch",): _add_fetch,

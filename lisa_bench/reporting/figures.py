@@ -64,9 +64,10 @@ def integer_steps(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def memory_breakdown(table: pd.DataFrame, path: Path) -> list[Path]:
+def memory_breakdown(table: pd.DataFrame, path: Path, context: str = "") -> list[Path]:
     """Stacked bars of the measured breakdown per method (one panel per model), with the measured
-    peak (black tick) and the analytic prediction (red tick)."""
+    peak (black tick) and the analytic prediction (red tick); ``context`` (the cells' shape, the machine) ends
+    the caption."""
     ok = table[table["status"] == "ok"]
     models = list(dict.fromkeys(ok["model"]))
     cols = min(2, max(1, len(models)))
@@ -95,12 +96,12 @@ def memory_breakdown(table: pd.DataFrame, path: Path) -> list[Path]:
                            "own peak, stacked; the parts are not all resident at once (activations are freed as "
                            "gradients appear), so a stack may stand above the measured peak (black tick), which is the "
                            "allocator's (CUDA) or the process's resident set (CPU); the analytic model's peak is the "
-                           "purple cross.")
+                           "purple cross." + (f" {context}" if context else ""))
 
 
-def speed_bars(table: pd.DataFrame, path: Path) -> list[Path]:
+def speed_bars(table: pd.DataFrame, path: Path, context: str = "") -> list[Path]:
     """Tokens per second relative to full fine-tuning of the same model (bars), next to the speed a perfect
-    implementation would reach (markers), one panel per model."""
+    implementation would reach (markers), one panel per model; ``context`` ends the caption."""
     ok = table[(table["status"] == "ok") & table["speed_vs_full"].notna()]
     models = list(dict.fromkeys(ok["model"])) or ["(no cell with a full baseline)"]
     fig, axes = plt.subplots(1, len(models), figsize=(min(11.0, max(4.0, 0.5 * len(ok) + 1.5 * len(models))), 3.5),
@@ -122,7 +123,8 @@ def speed_bars(table: pd.DataFrame, path: Path) -> list[Path]:
                            "weight; backward 4 per trained weight, 2 per frozen weight that passes gradients down, 0 "
                            "below the lowest trained block) at the device's measured matmul rate, plus AdamW's memory "
                            "traffic per token at its measured bandwidth (memory/speed.py). The paper reports LISA 2.9 "
-                           "times faster than full fine-tuning and 1.5 times faster than LoRA.")
+                           "times faster than full fine-tuning and 1.5 times faster than LoRA."
+                + (f" {context}" if context else ""))
 
 
 def memory_over_steps(run_dirs: list[Path], path: Path, caption: str | None = None) -> list[Path]:
@@ -148,7 +150,7 @@ def memory_over_steps(run_dirs: list[Path], path: Path, caption: str | None = No
     return save(fig, path, caption)
 
 
-def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
+def memory_trace(trace: pd.DataFrame, path: Path, caption: str | None = None) -> list[Path]:
     """Per-step memory and optimizer state of each cell of a ``lisa-bench memory`` run (one column per
     model): peak allocated per step on CUDA, resident set on the CPU."""
     if trace.empty:  # every cell skipped (e.g. too big for the machine) or failed
@@ -167,9 +169,11 @@ def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
     models = list(dict.fromkeys(trace["model"]))
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(dict.fromkeys(trace["line"]))}  # same in every panel
     fig, axes = plt.subplots(2, len(models), figsize=(min(11.0, 5 * len(models)), 6), squeeze=False)
+    # each line in its own dashes, so that one drawn over another (two cells measuring the same) still shows both
+    dashes = {line: LINESTYLES[i % len(LINESTYLES)] for i, line in enumerate(colors)}
     for col, model in enumerate(models):
         for line, sub in trace[trace["model"] == model].groupby("line", sort=False):
-            style = dict(marker="o", ms=3, color=colors[line], label=line)
+            style = dict(marker="o", ms=3, ls=dashes[line], color=colors[line], label=line)
             axes[0][col].plot(sub["step"], sub[memory_col] / 2**30, **style)
             axes[1][col].plot(sub["step"], sub["optimizer_bytes"] / 2**30, **style)
         axes[0][col].set_title(f"{model}: {memory_name}")
@@ -178,9 +182,9 @@ def memory_trace(trace: pd.DataFrame, path: Path) -> list[Path]:
             ax.set_xlabel("step (0 = warm-up)")
             integer_steps(ax)
             ax.set_ylabel("GiB")
-    handles = [plt.Line2D([], [], color=c, marker="o", ms=3, label=m) for m, c in colors.items()]
+    handles = [plt.Line2D([], [], color=c, marker="o", ms=3, ls=dashes[m], label=m) for m, c in colors.items()]
     axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return save(fig, path)
+    return save(fig, path, caption)
 
 
 def _method_of(log_path) -> str | None:
@@ -237,15 +241,19 @@ def mt_bench_categories(scores: pd.DataFrame, path: Path, methods: dict | None =
     fig, ax = plt.subplots(figsize=(7.5, 4))
     rows = list(scores.index)
     width = 0.8 / max(1, len(rows))
+    methods = figure_families([key[-1] if isinstance(key, tuple) else key for key in rows], methods)
+    same_colour: dict = {}  # colour -> bars drawn in it so far: each of them gets its own hatch
     for i, key in enumerate(rows):
         exp = key[-1] if isinstance(key, tuple) else key
-        style = experiment_style(exp, (methods or {}).get(exp))
+        style = experiment_style(exp, methods.get(exp))
+        hatch = HATCHES[same_colour.get(style["color"], 0) % len(HATCHES)]
+        same_colour[style["color"]] = same_colour.get(style["color"], 0) + 1
         label = " ".join(map(str, key[::-1])) if isinstance(key, tuple) and scores.index.nlevels > 1 and \
             len({k[0] for k in rows}) > 1 else exp
         errors = intervals.loc[key].reindex(scores.columns).fillna(0).values if intervals is not None and \
             key in intervals.index else None
         ax.bar([c + i * width - 0.4 + width / 2 for c in range(len(scores.columns))], scores.loc[key].values,
-               width, color=style["color"], hatch=("", "//", "..", "xx")[i % 4], edgecolor="white", label=label,
+               width, color=style["color"], hatch=hatch, edgecolor="white", label=label,
                yerr=errors, error_kw={"lw": 0.8, "capsize": 2})
     ax.set_xticks(range(len(scores.columns)), scores.columns, rotation=30, ha="right")
     ax.set_ylabel("MT-Bench score (1-10)")
@@ -254,6 +262,7 @@ def mt_bench_categories(scores: pd.DataFrame, path: Path, methods: dict | None =
 
 
 MARKERS = "osD^vP*Xph"
+HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 
 
 def family_style(family: str) -> dict:
@@ -279,41 +288,75 @@ def experiment_style(experiment: str, family: str | None) -> dict:
             "linestyle": LINESTYLES[(code // len(MARKERS)) % len(LINESTYLES)]}
 
 
+def figure_families(experiments, families: dict | None) -> dict:
+    """The families to colour a figure's experiments by (``experiment_style``): none where they are all of one
+    family, whose one colour would tell them apart from nothing; each then takes a colour of its own."""
+    families = families or {}
+    return families if len({families.get(e) for e in set(experiments)}) > 1 else {}
+
+
 def run_label(experiment: str, model: str, seed: int | None = None, several_models: bool = False) -> str:
     """A run's name in every legend: its experiment, the model where a figure holds several, the seed."""
     parts = ([model] if several_models else []) + ([f"seed {seed}"] if seed is not None else [])
     return f"{experiment} ({', '.join(parts)})" if parts else experiment
 
 
+# where a point's label is tried, in order: (x offset in points, alignment, lines up (+) or down (-)): beside the
+# point, right then left, then a line higher, a line lower, and so on
+LABEL_PLACES = [(dx, ha, dy) for moved in range(41) for dy in ((0,) if moved == 0 else (moved, -moved))
+                for dx, ha in ((5, "left"), (-5, "right"))]
+
+
 def place_labels(ax, xs, ys, labels, fontsize: int = 8) -> None:
-    """Label points so that no two labels overlap: each label starts beside its point and moves up (in screen
-    space) past any label already placed that it would cover, with a thin line back to its point if moved."""
+    """Label points so that no two labels overlap, and none covers another point or crosses the axes' frame where
+    a place clear of them is near: each label is tried beside its point (right, then left), then moved up or down
+    (in screen space) a line at a time, with a thin line back to its point if moved. Where no place near is clear
+    of points and frame, the nearest clear of the other labels is taken."""
+    import numpy as np
+    from matplotlib.transforms import Bbox
+
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    half = 5 * fig.dpi / 72  # a point's marker, half its width in pixels
+    centres = ax.transData.transform(np.column_stack([xs, ys])) if len(xs) else []
+    dots = [Bbox.from_extents(x - half, y - half, x + half, y + half) for x, y in centres]
     placed = []
     order = sorted(range(len(labels)), key=lambda i: (ys[i], xs[i]))
     for i in order:
         text = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(5, 4), textcoords="offset points", fontsize=fontsize)
-        box, moved = text.get_window_extent(renderer), 0
-        while any(box.overlaps(other) for other in placed) and moved < 40:
-            moved += 1
-            text.set_position((5, 4 + moved * (box.height + 1) * 72 / fig.dpi))
+        line = (text.get_window_extent(renderer).height + 1) * 72 / fig.dpi
+        chosen = fallback = None
+        for dx, ha, dy in LABEL_PLACES:
+            text.set_position((dx, 4 + dy * line))
+            text.set_horizontalalignment(ha)
             box = text.get_window_extent(renderer)
-        if moved:
-            text.arrow_patch = None
+            if any(box.overlaps(other) for other in placed):
+                continue
+            fallback = fallback or (dx, ha, dy, box)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(dot) for j, dot in enumerate(dots) if j != i):
+                chosen = (dx, ha, dy, box)
+                break
+        dx, ha, dy, box = chosen or fallback or (5, "left", 0, None)
+        text.set_position((dx, 4 + dy * line))
+        text.set_horizontalalignment(ha)
+        if dy:
             ax.annotate("", (xs[i], ys[i]), xytext=text.get_position(), textcoords="offset points",
                         arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5"})
-        placed.append(box)
+        placed.append(box or text.get_window_extent(renderer))
 
 
 def score_vs_memory(runs: pd.DataFrame, path: Path, score: str = "overall",
-                    label: str = "MT-Bench overall", caption: str = "") -> list[Path]:
+                    label: str = "MT-Bench overall", caption: str = "", seeds: bool = True) -> list[Path]:
     """The figure a method is picked from: the final score against the measured peak memory (left) and the
     optimizer state (right). Every run (seed) is a small point, each experiment's mean a large one; one colour
     and marker per method family, whose means are joined in order of size (its frontier). ``runs``: one row per
     run with model, experiment, family (its method family), seed, peak_memory_MiB, optimizer_state_MiB and
-    ``score``. The legend stands below the panels, clear of the points, and labels are placed once it is."""
+    ``score``. The legend stands below the panels, clear of the points, and labels are placed once it is.
+    ``seeds=False``: ``runs`` holds each experiment's mean only (a study whose per-run records were not kept), and
+    no point is drawn, or named in the legend, as a seed."""
     runs = runs.dropna(subset=[score])
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.4), sharey=True, layout="constrained")
     several = runs["model"].nunique() > 1
@@ -327,7 +370,8 @@ def score_vs_memory(runs: pd.DataFrame, path: Path, score: str = "overall",
             ax.plot(sub[x], sub[score], "-", ms=8, lw=1.2, label=f"{family} ({model})" if several else family,
                     **style)
             own = runs[(runs["model"] == model) & (runs["family"] == family)]
-            ax.scatter(own[x], own[score], s=14, alpha=0.45, color=style["color"], marker=style["marker"])
+            if seeds:
+                ax.scatter(own[x], own[score], s=14, alpha=0.45, color=style["color"], marker=style["marker"])
         ax.margins(x=0.15, y=0.08)  # room for the labels of the outermost points
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
@@ -335,7 +379,8 @@ def score_vs_memory(runs: pd.DataFrame, path: Path, score: str = "overall",
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False,
                fontsize=readable_size(fig, 8), title_fontsize=readable_size(fig, 7),
-               title="method family (large points: mean over seeds; small points: each seed)")
+               title="method family (large points: mean over seeds; small points: each seed)" if seeds else
+               "method family (points: each experiment's mean over its seeds)")
     for ax, x, _ in panels:
         means = runs.groupby(["model", "family", "experiment"])[[x, score]].mean().reset_index()
         names = [f"{e} ({m})" if several else e for m, e in zip(means["model"], means["experiment"])]
@@ -350,8 +395,9 @@ def learning_curves(points: pd.DataFrame, path: Path, machine: str, methods: dic
     curves_table's rows; ``methods``: experiment -> method family (for the colours)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     several = points["model"].nunique() > 1
+    methods = figure_families(points["experiment"], methods)
     for (model, exp), sub in points.groupby(["model", "experiment"], sort=True):
-        style = experiment_style(exp, (methods or {}).get(exp))
+        style = experiment_style(exp, methods.get(exp))
         mean = sub.groupby("step")[["seconds", "eval_loss"]].mean()
         seeds = sub["seed"].nunique()
         label = f"{run_label(exp, model, None, several)}, {seeds} seed{'s' if seeds > 1 else ''}"
@@ -377,12 +423,16 @@ def weight_norms(mean: pd.DataFrame, update: pd.DataFrame, path: Path, styles: d
     """Per unit from embedding to head: mean weight norm over training and update norm, one line per run
     (``styles``: run label -> (experiment, method family), for its colour and marker). Full fine-tuning and LISA
     train the same weights, so their norms coincide where LISA trained a unit: the later lines are drawn thinner
-    and with their markers, so that one under another still shows."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    and with their markers, so that one under another still shows. One legend, below both panels, names the runs
+    of both."""
+    rows = -(-len(mean.index) // 3)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6 + 0.22 * rows), layout="constrained")
     style = {}
+    known = {label: (styles or {}).get(label, (str(label).split(" (")[0], None)) for label in mean.index}
+    families = figure_families([e for e, _ in known.values()], {e: f for e, f in known.values()})
     for label in mean.index:
-        exp, family = (styles or {}).get(label, (str(label).split(" (")[0], None))
-        own = experiment_style(exp, family)
+        exp = known[label][0]
+        own = experiment_style(exp, families.get(exp))
         style[label] = dict(color=own["color"], linestyle=own["linestyle"], marker=own["marker"], ms=3)
     # units a method left untouched (norm 0) are gaps on the log scale, not lines to -infinity
     for ax, df in ((ax1, mean), (ax2, update)):
@@ -394,10 +444,14 @@ def weight_norms(mean: pd.DataFrame, update: pd.DataFrame, path: Path, styles: d
                       (ax2, "update norm ||W_T - W_0||")):
         ticks = list(mean.columns)
         step = max(1, len(ticks) // 12)
-        ax.set_xticks(range(0, len(ticks), step), ticks[::step], rotation=45, ha="right", fontsize=7)
+        shown = list(range(0, len(ticks), step))
+        shown[-1] = len(ticks) - 1  # the last unit (the head, or what follows the blocks) is named too
+        ax.set_xticks(shown, [ticks[k] for k in shown], rotation=45, ha="right", fontsize=7)
         ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
-    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, not over its lines
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False,
+               fontsize=readable_size(fig, 7))  # one legend for both panels, clear of their lines
     return save(fig, path, caption)
 
 
@@ -406,9 +460,10 @@ def lr_sweep(grid: pd.DataFrame, path: Path, methods: dict | None = None, captio
     circled."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     several = grid["model"].nunique() > 1
+    methods = figure_families(grid["experiment"], methods)
     for (model, exp), sub in grid.groupby(["model", "experiment"], sort=False):
         sub = sub.sort_values("lr")
-        style = experiment_style(exp, (methods or {}).get(exp))
+        style = experiment_style(exp, methods.get(exp))
         ax.plot(sub["lr"], sub["eval_loss"], marker=style["marker"], color=style["color"], ls=style["linestyle"],
                 label=run_label(exp, model, None, several))
         chosen = sub[sub["chosen"]]
