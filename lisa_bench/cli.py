@@ -264,6 +264,7 @@ COMMANDS = {
     ("page",): _lazy(".reporting.page", "add_parser"),
     ("redraw",): _lazy(".reporting.redraw", "add_parser"),
     ("docs",): _lazy(".docs_results", "add_parser"),
+    ("profile",): _lazy(".training.profile", "add_parser"),
     ("analyze-norms",): _add_analyze_norms,
     ("fetch",): _add_fetch,
 }

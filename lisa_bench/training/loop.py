@@ -234,7 +234,8 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
     acc, device = run.accelerator, run.accelerator.device
     if device.type == "cuda":
         torch.cuda.synchronize()
-    run.meter.start_step()
+    with _phase("meter"):
+        run.meter.start_step()
     t0 = time.perf_counter()
     targets = torch.tensor(sum(_targets(b) for b in micro_batches), device=device)
     if acc.num_processes > 1:  # token-weighted over every process
@@ -245,22 +246,26 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
     loss = torch.zeros((), device=device)
     for i, batch in enumerate(micro_batches):
         loss += _forward_backward(run, batch, targets, scale, sync=i == len(micro_batches) - 1)
-    trainable = [p for p in run.model.parameters() if p.requires_grad]
-    if run.manual_sync:
-        sync_gradients(trainable, acc)
-    grad_bytes = sum(tensor_bytes(p.grad) for p in trainable if p.grad is not None)
-    grad_norm = None  # before clipping: AdamW and clipping hide a constant factor on the gradients, this does not
-    if run.cfg.max_grad_norm:
-        norm = acc.clip_grad_norm_(trainable, run.cfg.max_grad_norm)
-        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
+    with _phase("clip"):
+        trainable = [p for p in run.model.parameters() if p.requires_grad]
+        if run.manual_sync:
+            sync_gradients(trainable, acc)
+        grad_bytes = sum(tensor_bytes(p.grad) for p in trainable if p.grad is not None)
+        grad_norm = None  # before clipping: AdamW and clipping hide a constant factor on the gradients, this does not
+        if run.cfg.max_grad_norm:
+            norm = acc.clip_grad_norm_(trainable, run.cfg.max_grad_norm)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    with _phase("optimizer"):
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     if acc.num_processes > 1:
         loss = acc.reduce(loss, reduction="sum")  # each process holds its share of the global mean
-    return float(loss), {"seconds": dt, "grad_norm": grad_norm, "gradient_bytes": grad_bytes, **run.meter.end_step()}
+    with _phase("meter"):
+        memory = run.meter.end_step()
+    return float(loss), {"seconds": dt, "grad_norm": grad_norm, "gradient_bytes": grad_bytes, **memory}
 
 
 def _forward_backward(run: Run, batch: dict, targets: torch.Tensor, scale: int, sync: bool) -> torch.Tensor:
@@ -272,9 +277,10 @@ def _forward_backward(run: Run, batch: dict, targets: torch.Tensor, scale: int, 
     minor faults in the optimizer step against 55,298, and the step 5% slower than the Trainer's)."""
     acc = run.accelerator
     batch = {k: v.to(acc.device) for k, v in batch.items()}
-    with _nothing() if sync else acc.no_sync(run.model), run.precision.autocast(acc.device.type):
+    with _phase("forward"), _nothing() if sync else acc.no_sync(run.model), run.precision.autocast(acc.device.type):
         part = run.model(**batch, use_cache=False, num_items_in_batch=targets).loss
-    acc.backward(part * scale)
+    with _phase("backward"):
+        acc.backward(part * scale)
     return part.detach()
 
 
@@ -282,6 +288,15 @@ def _nothing():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def _phase(name: str):
+    """A part of the step as torch.profiler names it (``lisa_bench.<name>``; training/profile.py adds them up); a
+    few microseconds where no profiler runs."""
+    return torch.profiler.record_function(PHASE_PREFIX + name)
+
+
+PHASE_PREFIX = "lisa_bench."
 
 
 @torch.no_grad()
@@ -414,19 +429,23 @@ class _Logs:
 def _step(run: Run, step: int, record: Record, lost: LostUpdates, logs: _Logs) -> dict:
     """One optimizer step with what is measured around it; returns its row of train_log.jsonl."""
     cfg, method, model, optimizer = run.cfg, run.method, run.raw_model, run.optimizer
-    method.on_step_start(step, model, optimizer)
+    with _phase("switch"):
+        method.on_step_start(step, model, optimizer)
     if step in logs.norm_steps:
-        logs.norms.write({"step": step, **weight_norms(model, run.layout, method)})
+        with _phase("norms"):
+            logs.norms.write({"step": step, **weight_norms(model, run.layout, method)})
     lr = run.schedule.lr_at(step)
     for group in optimizer.param_groups:
         group["lr"] = lr
     active = method.active_blocks()  # the blocks this step trains (a method may switch inside its step)
-    shares = run.plan.step(step)
-    micro = [_micro_batch(run, idx) for idx in shares]
+    with _phase("data"):
+        shares = run.plan.step(step)
+        micro = [_micro_batch(run, idx) for idx in shares]
     evaluates = (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == run.steps
     loss, stats = train_step(run, micro)
     if step == 0 or evaluates:  # updates lost to rounding: the first step, then each window to a held-out point
-        window = lost.take()
+        with _phase("lost_updates_take"):
+            window = lost.take()
         stats.update(window)
         share = record.lost_updates[step] = window["lost_update_share"]
         # the warning is for a recipe that drops updates (pure bf16); under bf16-sr a step keeps its update in
@@ -437,10 +456,11 @@ def _step(run: Run, step: int, record: Record, lost: LostUpdates, logs: _Logs) -
     dt = stats.pop("seconds")
     n_tokens = sum(len(run.examples[i]["input_ids"]) for idx in shares for i in idx)
     record.padded_tokens += sum(b["attention_mask"].numel() for b, idx in zip(micro, shares) if idx)
-    opt_bytes, n_trainable = method.optimizer_bytes(optimizer), trainable_param_count(model)
-    key = tuple(active) if active is not None else None  # the trained set changes only when the method switches
-    if key not in logs.flops:
-        logs.flops[key] = work_per_token(model, run.layout, max(1, n_tokens))[0]
+    with _phase("accounting"):
+        opt_bytes, n_trainable = method.optimizer_bytes(optimizer), trainable_param_count(model)
+        key = tuple(active) if active is not None else None  # the trained set changes only when the method switches
+        if key not in logs.flops:
+            logs.flops[key] = work_per_token(model, run.layout, max(1, n_tokens))[0]
     record.losses.append(loss)
     record.tokens += n_tokens
     record.seconds += dt
@@ -461,8 +481,9 @@ def _step(run: Run, step: int, record: Record, lost: LostUpdates, logs: _Logs) -
             record.eval_losses[step] = row["eval_loss"]
         elif last:
             record.eval_losses[step] = validation_loss(run, progress=logs.progress)
-    logs.steps.write(row)
-    logs.trackers.log(row, step)
+    with _phase("log"):
+        logs.steps.write(row)
+        logs.trackers.log(row, step)
     return row
 
 

@@ -28,6 +28,18 @@ PER_TENSOR = 64  # sampled elements of each trainable tensor (all of a smaller o
 SMOLLM2_LOST_AT_2E5 = "96%"
 
 
+def _phase(fn):
+    """The meter's work inside the optimizer step, named for torch.profiler (training/profile.py)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with torch.profiler.record_function("lisa_bench.lost_updates"):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") and hasattr(t, "placements") else t
 
@@ -72,6 +84,7 @@ class LostUpdates:
             value = value + _local(comp).reshape(-1)[idx].double()
         return value
 
+    @_phase
     @torch.no_grad()
     def _before_step(self, optimizer, args, kwargs):
         from ..precision import model_parameter
@@ -84,6 +97,7 @@ class LostUpdates:
                     owner = model_parameter(optimizer, p)
                     self.before[id(owner)] = self._record(p, optimizer.state.get(p, {}), owner)
 
+    @_phase
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs):
         for group in optimizer.param_groups:
