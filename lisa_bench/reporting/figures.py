@@ -295,6 +295,13 @@ def figure_families(experiments, families: dict | None) -> dict:
     return families if len({families.get(e) for e in set(experiments)}) > 1 else {}
 
 
+def colour_note(families) -> str:
+    """What a figure's colours mean, for its caption (as ``figure_families`` colours it)."""
+    families = sorted(set(families))
+    return ("one colour per method family, one marker and line style per experiment" if len(families) > 1 else
+            f"one colour, marker and line style per experiment (all of one method family, {', '.join(families)})")
+
+
 def run_label(experiment: str, model: str, seed: int | None = None, several_models: bool = False) -> str:
     """A run's name in every legend: its experiment, the model where a figure holds several, the seed."""
     parts = ([model] if several_models else []) + ([f"seed {seed}"] if seed is not None else [])

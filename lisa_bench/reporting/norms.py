@@ -117,6 +117,7 @@ def unit_order(units) -> list[str]:
 
 
 def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
+    from ..methods import family
     from ..runs import read_identity
 
     mean_rows, update_rows, skew, styles = [], [], [], {}
@@ -130,7 +131,7 @@ def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
                  if run.name.startswith("seed") else f"{metrics['method']} ({run.name})")
         exp = identity.get("experiment") or metrics["method"]
         shown = figures.run_label(exp, identity.get("model", metrics["model"]), identity.get("seed"), several)
-        styles[label] = (shown, exp, metrics["method"])
+        styles[label] = (shown, exp, family(metrics["method"], metrics.get("method_options")))
         u = update_norms(run)
         m = trained_only(mean_norms(run), u)
         mean_rows.append(m.rename(label))
@@ -150,9 +151,8 @@ def analyze(runs: list[Path], out_dir: Path) -> pd.DataFrame:
     atomic.write_text(out_dir / "reading.md", reading(skew_df))
     rename = {label: shown for label, (shown, _, _) in styles.items()}
     figures.weight_norms(mean_df.rename(index=rename), update_df.rename(index=rename), out_dir / "weight_norms",
-                         {shown: (exp, family) for shown, exp, family in styles.values()},
+                         {shown: (exp, fam) for shown, exp, fam in styles.values()},
                          "Per unit from the embedding to the head, the mean norm of the trained parameters over "
                          "training (left; LoRA: its adapters, and the embedding and head where trained) and the norm of "
-                         "the update W_T - W_0 (right); one colour per method family, one marker and line style per "
-                         "experiment.")
+                         f"the update W_T - W_0 (right); {figures.colour_note(f for _, _, f in styles.values())}.")
     return skew_df

@@ -218,8 +218,7 @@ def weight_norms(study: Study, out: Path) -> str | None:
     untrained = (f" Not drawn: {', '.join(rename[b] for b in blank)}, which trained no unit (every norm blank or 0)."
                  if blank else "")
     drawn = {fam for label, (_, fam) in styles.items() if label not in {rename[b] for b in blank}}
-    colours = ("one colour per method family, one marker and line style per experiment" if len(drawn) > 1 else
-               f"one colour, marker and line style per experiment (all of one method family, {', '.join(drawn)})")
+    colours = figures.colour_note(drawn)
     figures.weight_norms(mean.rename(index=rename), update.rename(index=rename), out, styles, study.caption(
         "Per unit from the embedding to the head, the mean norm of the trained parameters over training (left; "
         "LoRA: its adapters, and the embedding and head where trained) and the norm of the update W_T - W_0 "
