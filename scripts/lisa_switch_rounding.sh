@@ -10,6 +10,8 @@ set -euo pipefail
 OUT=${1:?usage: scripts/lisa_switch_rounding.sh OUT_DIR}
 STEPS=${STEPS:-50} SEED=${SEED:-0} LR=${LR:-2e-5}
 WORK=${WORK:-runs/lisa-switch}
+# each step's output goes to $WORK/last.log; a step that fails prints the end of that log and stops the script
+quiet() { "$@" > "$WORK/last.log" 2>&1 || { local status=$?; echo "failed ($status): $*" >&2; tail -n 40 "$WORK/last.log" >&2; exit "$status"; }; }
 PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 mkdir -p "$OUT" "$WORK"
@@ -17,14 +19,14 @@ for precision in bf16-master bf16-kahan; do
   for rounding in nearest stochastic; do
     run="$WORK/$precision-$rounding"
     if [[ ! -f "$run/metrics.json" ]]; then  # resumes where it stopped
-        "$PY" -m lisa_bench.cli train --experiment lisa-e-h-2l --model smollm2-135m --max-steps "$STEPS" --lr "$LR" \
+        quiet "$PY" -m lisa_bench.cli train --experiment lisa-e-h-2l --model smollm2-135m --max-steps "$STEPS" --lr "$LR" \
             --precision "$precision" --seed "$SEED" --batch-size 4 --max-length 128 --warmup-steps 5 --eval-every 25 \
             --eval-size 100 --checkpoint-every 0 --no-progress --lisa-interval 10 --option "switch_rounding=$rounding" \
-            --output-dir "$run" > "$WORK/last.log" 2>&1
+            --output-dir "$run"
     fi
     if [[ ! -f "$run/eval/scores.json" ]]; then
-        "$PY" -m lisa_bench.cli eval --run "$run" --task-specs '[{name: synthetic_qa, apply_chat_template: true}]' \
-            --limit 50 --batch-size 32 --device cpu --output-dir "$run/eval" > /dev/null 2>&1
+        quiet "$PY" -m lisa_bench.cli eval --run "$run" --task-specs '[{name: synthetic_qa, apply_chat_template: true}]' \
+            --limit 50 --batch-size 32 --device cpu --output-dir "$run/eval"
     fi
     echo "$(date +%T) $precision $rounding done"
   done

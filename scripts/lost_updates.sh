@@ -9,15 +9,17 @@ set -euo pipefail
 OUT=${1:?usage: scripts/lost_updates.sh OUT_DIR}
 STEPS=${STEPS:-20} EVAL=${EVAL:-10}
 WORK=${WORK:-$(mktemp -d)}
+# each step's output goes to $WORK/last.log; a step that fails prints the end of that log and stops the script
+quiet() { "$@" > "$WORK/last.log" 2>&1 || { local status=$?; echo "failed ($status): $*" >&2; tail -n 40 "$WORK/last.log" >&2; exit "$status"; }; }
 PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 mkdir -p "$OUT"
 for precision in fp32 bf16 bf16-master bf16-kahan; do
     for exp in full lisa-e-h-2l lora-r128; do
         lr=2e-5; [[ "$exp" == lora-* ]] && lr=2e-4
-        "$PY" -m lisa_bench.cli train --experiment "$exp" --model smollm2-135m --max-steps "$STEPS" --lr "$lr" \
+        quiet "$PY" -m lisa_bench.cli train --experiment "$exp" --model smollm2-135m --max-steps "$STEPS" --lr "$lr" \
             --precision "$precision" --batch-size 4 --max-length 128 --warmup-steps 5 --eval-every "$EVAL" \
-            --eval-size 50 --checkpoint-every 0 --no-progress --output-dir "$WORK/$precision/$exp" > /dev/null 2>&1
+            --eval-size 50 --checkpoint-every 0 --no-progress --output-dir "$WORK/$precision/$exp"
     done
 done
 "$PY" - "$WORK" "$OUT/lost_updates.csv" <<'PY'

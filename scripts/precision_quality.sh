@@ -12,6 +12,8 @@ set -euo pipefail
 OUT=${1:?usage: scripts/precision_quality.sh OUT_DIR}
 STEPS=${STEPS:-50} SEEDS=${SEEDS:-0} RATES=${RATES:-authors tuned} EVAL_SIZE=${EVAL_SIZE:-100} QA_LIMIT=${QA_LIMIT:-50}
 WORK=${WORK:-runs/precision-quality}
+# each step's output goes to $WORK/last.log; a step that fails prints the end of that log and stops the script
+quiet() { "$@" > "$WORK/last.log" 2>&1 || { local status=$?; echo "failed ($status): $*" >&2; tail -n 40 "$WORK/last.log" >&2; exit "$status"; }; }
 PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 mkdir -p "$OUT" "$WORK"
@@ -28,14 +30,14 @@ for seed in $SEEDS; do
         run="$WORK/$rates/$precision/$exp-seed$seed"
         extra=(); [[ "$exp" == lisa-* ]] && extra=(--lisa-interval 10)
         if [[ ! -f "$run/metrics.json" ]]; then  # resumes where it stopped
-            "$PY" -m lisa_bench.cli train --experiment "$exp" --model smollm2-135m --max-steps "$STEPS" \
+            quiet "$PY" -m lisa_bench.cli train --experiment "$exp" --model smollm2-135m --max-steps "$STEPS" \
                 --lr "$(rate "$rates" "$exp")" --precision "$precision" --seed "$seed" --batch-size 4 --max-length 128 \
                 --warmup-steps 5 --eval-every 25 --eval-size "$EVAL_SIZE" --checkpoint-every 0 --no-progress \
-                "${extra[@]}" --output-dir "$run" > "$WORK/last.log" 2>&1
+                "${extra[@]}" --output-dir "$run"
         fi
         if [[ ! -f "$run/eval/scores.json" ]]; then
-            "$PY" -m lisa_bench.cli eval --run "$run" --task-specs '[{name: synthetic_qa, apply_chat_template: true}]' \
-                --limit "$QA_LIMIT" --batch-size 32 --device cpu --output-dir "$run/eval" > /dev/null 2>&1
+            quiet "$PY" -m lisa_bench.cli eval --run "$run" --task-specs '[{name: synthetic_qa, apply_chat_template: true}]' \
+                --limit "$QA_LIMIT" --batch-size 32 --device cpu --output-dir "$run/eval"
         fi
         echo "$(date +%T) $rates $precision $exp seed $seed done"
       done
