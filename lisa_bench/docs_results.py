@@ -328,6 +328,12 @@ def cpu_frontier(r: Results) -> str:
     rest = sorted({v for v in seeds.values() if v != most})
 
     lisa2 = _frontier_lisa(r, "optimizer_state")["lisa-e-h-2l"]
+    borrowed = (study.get("sweep") or {}).get("rate_from") or {}
+    beaten = sorted({m["eval_loss"]["matched"] for x, m in _frontier_lisa(r, "peak_memory").items()
+                     if sides["peak_memory"][x] == "ahead"})
+    peak_note = (" (lower against " + ", ".join(
+        f"{b}" + (f", trained at {borrowed[b]}'s swept rate" if b in borrowed else "") for b in beaten) + ")"
+                 if beaten else "")
     comp = FRONTIER + "comparisons.csv"
     r16 = {m: r.one(comp, task_metric=m, experiment="lisa-e-h-2l", baseline="lora-r16")
            for m in ("synthetic_qa/exact_match", "synthetic_mc/acc")}
@@ -343,15 +349,16 @@ def cpu_frontier(r: Results) -> str:
         "**LISA and LoRA along the quality-memory frontier** ([`results/cpu-frontier/`]"
         "(results/cpu-frontier/README.md)). SmolLM2-135M, "
         f"{study['training']['max_steps']} steps, LoRA at ranks 16 (the paper's relative rank at width 576) to 128 "
-        f"and LISA E+H at gamma 0 to 8, each family at the rate of its own sweep, {most} seeds for "
-        f"{', '.join(three[:-1]) + ' and ' + three[-1] if len(three) > 1 else three[0]}" + (f" and {' or '.join(map(str, rest))} for the rest" if rest else "") + "; "
+        f"and LISA E+H at gamma 0 to 8, each family at the rate of its own sweep, "
+        + (f"{most} seeds for {', '.join(three[:-1]) + ' and ' + three[-1] if len(three) > 1 else three[0]} and "
+           f"{' or '.join(map(str, rest))} for the rest" if rest else f"{most} seeds each") + "; "
         "differences with 95% intervals from a two-level bootstrap over runs and questions. Against the nearest "
         f"LoRA rank in optimizer state, LISA's held-out loss is {count('optimizer_state')} of its "
         f"{len(sides['optimizer_state'])} sizes (LISA E+H+2L, "
         f"{rnd(state['lisa-e-h-2l'], 0)} MiB, minus {lisa2['eval_loss']['matched']}, "
         f"{rnd(float(lisa2['eval_loss']['matched_MiB']), 0)} MiB: {_interval(lisa2['eval_loss'])}; exact match "
         f"{_interval(lisa2['synthetic_qa/exact_match'])}); at the nearest in peak memory it is "
-        f"{count('peak_memory')}. The best LoRA point ({best_lora}, {rnd(loss[best_lora], 3)} at "
+        f"{count('peak_memory')}{peak_note}. The best LoRA point ({best_lora}, {rnd(loss[best_lora], 3)} at "
         f"{rnd(state[best_lora], 0)} MiB) is below the best LISA point ({best_lisa}, {rnd(loss[best_lisa], 3)} at "
         f"{rnd(state[best_lisa], 0)} MiB). Against LoRA r16, LISA E+H+2L is "
         f"{_side(r16['synthetic_qa/exact_match'], False)} on exact match "

@@ -370,10 +370,12 @@ def score_vs_memory(runs: pd.DataFrame, path: Path, score: str = "overall",
     panels = ((axes[0], "peak_memory_MiB", "measured peak training memory (MiB)"),
               (axes[1], "optimizer_state_MiB", "optimizer state (MiB, from the state tensors)"))
     for ax, x, xlabel in panels:
-        means = runs.groupby(["model", "family", "experiment"])[[x, score]].mean().reset_index()
+        size = "optimizer_state_MiB"  # a family's points are joined in order of its size, in both panels
+        means = runs.groupby(["model", "family", "experiment"])[list(dict.fromkeys([x, size, score]))].mean() \
+            .reset_index()
         for (model, family), sub in means.groupby(["model", "family"]):
             style = family_style(family)
-            sub = sub.sort_values(x)
+            sub = sub.sort_values([size, x])
             ax.plot(sub[x], sub[score], "-", ms=8, lw=1.2, label=f"{family} ({model})" if several else family,
                     **style)
             own = runs[(runs["model"] == model) & (runs["family"] == family)]
