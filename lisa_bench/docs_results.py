@@ -210,8 +210,7 @@ def cpu_claims(r: Results) -> str:
             "[results](docs/results.md#cpu-claims-the-papers-main-claim-at-cpu-scale); it says nothing about the "
             "paper's 7B-70B regime, which needs the GPU studies below). Its control is not the paper's: LoRA r128 at "
             "SmolLM2's width 576 is 7 times the paper's relative rank (r16 here), and the runs of its second seed "
-            "trained on some scored questions; the scale-matched study that replaces it, "
-            "[`results/cpu-frontier/`](results/cpu-frontier/README.md), is in progress.")
+            "trained on some scored questions; the scale-matched study that replaces it follows.")
 
 
 def cpu_budget(r: Results) -> str:

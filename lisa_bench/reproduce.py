@@ -329,6 +329,8 @@ def _cmd_publish(args) -> int:
     kept = notes.read_text() if notes.is_file() and not (out / "README.md").exists() else None
     with atomic.staged_dir(ref) as staging:
         shutil.copytree(out, staging, dirs_exist_ok=True)
+        if (ref / "runs").is_dir():  # what earlier sittings published (job timings a resumed run does not restore)
+            shutil.copytree(ref / "runs", Path(staging) / "runs", dirs_exist_ok=True)
         copy_run_records(out.parent, Path(staging) / "runs")
         if kept is not None:
             (Path(staging) / "README.md").write_text(kept)

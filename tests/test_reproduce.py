@@ -132,6 +132,13 @@ def test_publish_needs_a_finished_run(tmp_path, capsys):
     assert not (tmp_path / "results" / "default" / "stale.txt").exists()
     # the notes written about a reference stay with it (the run's own files replace everything else)
     assert (tmp_path / "results" / "default" / "README.md").read_text() == "what the reference shows"
+    # so do the run records earlier sittings published (`publish --records-only`), such as a sweep's job timings,
+    # which a tree resumed from them (`reproduce --resume-from`) does not hold
+    earlier = tmp_path / "results" / "default" / "runs" / "benchmarks" / "sweep" / "m" / "full" / "lr0.1" / "seed0.tsv"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("s\n12.5\n")
+    assert main(["publish", "--directory", str(tmp_path)]) == 0
+    assert earlier.read_text() == "s\n12.5\n"
 
 
 def test_stage_times_sum_the_benchmark_files_per_stage(tmp_path):
