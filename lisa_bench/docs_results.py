@@ -386,7 +386,7 @@ def cpu_frontier_table(r: Results) -> str:
     rows = [x for x in r.rows(FRONTIER + "matched.csv") if x["matched_by"] == "optimizer_state"]
     for x in FRONTIER_ORDER:
         got = {m["metric"]: m for m in rows if m["experiment"] == x}
-        if not x.startswith("lisa") or "eval_loss" not in got:
+        if not x.startswith("lisa-") or "eval_loss" not in got:
             continue
         m = got["eval_loss"]
         lines.append(f"| {x} ({rnd(m['MiB'], 0)} MiB) - {m['matched']} ({rnd(m['matched_MiB'], 0)} MiB) | "
