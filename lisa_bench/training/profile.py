@@ -18,7 +18,6 @@ forward, backward, clipping and update that the throughput figures time) on the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import sys
 import tempfile
