@@ -45,26 +45,17 @@ class Study:
     def caption(self, what: str, sources: list[str], runs: str | None = None) -> str:
         """``what`` the figure shows, then the study's model, data, steps, seeds (or ``runs``, what else its runs
         were) and machine, as report's captions say them, and the tables it was redrawn from."""
-        def listed(column):
-            values = sorted({str(v) for v in self.train[column].dropna()}) if column in self.train else []
-            return ", ".join(values) or "not recorded"
+        from .report import caption
 
-        steps = sorted(set(self.train["steps"].dropna())) if "steps" in self.train else []
-        steps = "/".join(str(int(s)) for s in steps) or "?"
-        runs = runs or f"{steps} steps, seeds {listed('seed')}"
-        return (f"{what} Study {self.name}: {listed('model')} on {listed('dataset')}, {runs}; {self.machine}. "
-                f"Redrawn by lisa-bench redraw from {', '.join(sources)}.")
-
-
-def _machine(device: dict) -> str:
-    cores = f", {device['cpu_count']} CPU cores" if device.get("cpu_count") else ""
-    return f"{device.get('device', '?')}{cores}" if device else "machine not recorded"
+        return (caption(self.name, self.train, self.machine, what, runs)
+                + f" Redrawn by lisa-bench redraw from {', '.join(sources)}.")
 
 
 def read_study(root: Path) -> Study:
     import pandas as pd
 
     from ..methods import family
+    from .report import machine_name
 
     runs = {}
     if (root / "provenance.json").is_file():
@@ -82,7 +73,7 @@ def read_study(root: Path) -> Study:
                      "family": family(config["method"], config.get("method_options")) if config.get("method")
                      else None})
         if machine == "machine not recorded" and record.get("device"):
-            machine = _machine(record["device"])
+            machine = machine_name(record["device"])
     train = pd.DataFrame(rows, columns=["model", "experiment", "seed", "dataset", "steps", "family"])
     training = _read(root / "tables" / "training.csv")
     if not len(train) and training is not None:  # no provenance: the table's models, nothing else
@@ -255,7 +246,9 @@ def _memory_context(root: Path, table) -> str:
         prov = json.loads((root / "memory" / "memory_provenance.json").read_text())
         devices = [prov.get("device")] + [r.get("device") for r in (prov.get("runs") or {}).values()
                                           if isinstance(r, dict)]
-        machine = next((_machine(d) for d in devices if d), machine)
+        from .report import machine_name
+
+        machine = next((machine_name(d) for d in devices if d), machine)
     protocol = f"; {first['protocol']}" if "protocol" in table and isinstance(first.get("protocol"), str) else ""
     return (f"Model {shown('model')}, {shown('device')}, {shown('precision')}, batch {shown('batch_size', '{:g}')}, "
             f"{shown('seq_len', '{:g}')} tokens, {shown('steps', '{:g}')} measured steps{protocol}; {machine}. "

@@ -37,25 +37,35 @@ def _write_provenance(sources: list[Path], out: Path, name: str) -> None:
     atomic.write_json(out / "provenance.json", {"report": report, "runs": found})
 
 
+def machine_name(device: dict) -> str:
+    """A run's machine in captions, from its provenance's ``device`` record."""
+    if not device:
+        return "machine not recorded"
+    cores = f", {device['cpu_count']} CPU cores" if device.get("cpu_count") else ""
+    return f"{device.get('device', '?')}{cores}"
+
+
 def _machine(sources: list[Path]) -> str:
     """The machine the study's jobs trained on, as the runs' provenance records it (for the seconds axis)."""
     for *_, path in runs(sources, "metrics.json"):
         device = (json.loads(path.read_text()).get("provenance") or {}).get("device") or {}
         if device:
-            cores = f", {device['cpu_count']} CPU cores" if device.get("cpu_count") else ""
-            return f"{device.get('device', '?')}{cores}"
+            return machine_name(device)
     return "machine not recorded"
 
 
-def _caption(name: str, train: pd.DataFrame, machine: str, what: str) -> str:
-    """A figure's caption: what it shows, then the model, data, steps, seeds and machine behind it."""
+def caption(name: str, train: pd.DataFrame, machine: str, what: str, runs_said: str | None = None) -> str:
+    """A figure's caption: what it shows, then the model, data, steps, seeds (or ``runs_said``: what else its runs
+    were) and machine behind it."""
     def listed(column):
         values = sorted({str(v) for v in train[column].dropna()}) if column in train else []
         return ", ".join(values) or "not recorded"
 
-    steps = "/".join(str(int(s)) for s in sorted(set(train["steps"].dropna()))) if "steps" in train else "?"
-    return (f"{what} Study {name}: {listed('model')} on {listed('dataset')}, {steps} steps, seeds {listed('seed')}; "
-            f"{machine}.")
+    steps = "/".join(str(int(s)) for s in sorted(set(train["steps"].dropna()))) if "steps" in train else ""
+    runs_said = runs_said or f"{steps or '?'} steps, seeds {listed('seed')}"
+    return f"{what} Study {name}: {listed('model')} on {listed('dataset')}, {runs_said}; {machine}."
+
+
 
 
 def _score_columns(ev: pd.DataFrame, mt: pd.DataFrame, train: pd.DataFrame | None = None) -> dict[str, str]:
@@ -136,16 +146,16 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
         tables["training"] = t
         logs = list(runs(root, "train_log.jsonl"))
         figures.loss_curves(logs, out / "figures" / "loss_curves",
-                            _caption(name, train, _machine(root), "Training loss per step of every run (lines) and "
+                            caption(name, train, _machine(root), "Training loss per step of every run (lines) and "
                                      "held-out loss where measured (markers); one colour per method family, one "
                                      "marker and line style per experiment."))
         figures.memory_over_steps([p.parent for *_, p in logs], out / "figures" / "memory_over_steps",
-                                  _caption(name, train, _machine(root), "Memory at each step (left: the process's "
+                                  caption(name, train, _machine(root), "Memory at each step (left: the process's "
                                            "peak as its kind says, CUDA allocated or RSS) and the optimizer state "
                                            "held (right), per run: LISA's stays flat as its blocks change, a "
                                            "callback that keeps the moments grows."))
         figures.blocks_heatmap(logs, out / "figures" / "lisa_layers",
-                               _caption(name, train, _machine(root), "The decoder blocks trained at each step (dark) "
+                               caption(name, train, _machine(root), "The decoder blocks trained at each step (dark) "
                                         "by the first run whose trainable set changes during the run."))
     curves = curves_table(root)
     if len(curves) and curves.groupby(["model", "experiment", "seed"]).size().max() > 1:  # eval_every was set
@@ -160,7 +170,7 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
         atomic.write_text(out / "tables" / "curve_points.csv", curves.to_csv(index=False))
         machine = _machine(root)
         figures.learning_curves(curves, out / "figures" / "learning_curves", machine, methods,
-                                _caption(name, train, machine, "Held-out loss against optimizer steps and against "
+                                caption(name, train, machine, "Held-out loss against optimizer steps and against "
                                          "training seconds: each experiment's mean over seeds, each seed faint."))
         tables["curves"] = wide
         same = equal_seconds_table(curves)
@@ -199,7 +209,7 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
         write_table(grid.set_index(["model", "experiment", "lr"]), out / "sweep" / "grid",
                     f"Learning-rate sweep ({name}): held-out loss of each grid point, mean over the sweep's seeds")
         figures.lr_sweep(grid, out / "sweep" / "lr_sweep", methods,
-                         _caption(name, train, _machine(root), "Learning-rate sweep: held-out loss after the "
+                         caption(name, train, _machine(root), "Learning-rate sweep: held-out loss after the "
                                   "sweep's steps against the rate; the rate the final runs use circled.")
                          if len(train) else None)
         tables["sweep"] = grid
@@ -211,7 +221,7 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
         cats = t[[c for c in t.columns if c.startswith("cat_") and not c.endswith(("_std", "_ci95"))]]
         ci = t[[c for c in t.columns if c.startswith("cat_") and c.endswith("_ci95")]]
         figures.mt_bench_categories(cats.rename(columns=lambda c: c[4:]), out / "figures" / "mt_bench_categories",
-                                    methods, _caption(name, train, _machine(root), "MT-Bench score per category, "
+                                    methods, caption(name, train, _machine(root), "MT-Bench score per category, "
                                                       "mean over seeds, with the 95% interval over seeds where there "
                                                       "are several.") if len(train) else None,
                                     ci.rename(columns=lambda c: c[4:-5]) if ci.notna().any().any() else None)
@@ -226,7 +236,7 @@ def collect(sources: str | Path | list, out_dir: str | Path, name: str, baseline
                 f"MT-Bench overall ({mt['judge'].iloc[0]})" if each == "mt_bench" else column)
             stem = "score_vs_memory" if each == score else "score_vs_memory-" + re.sub(r"[^\w.-]+", "_", each)
             figures.score_vs_memory(per_run, out / "figures" / stem, column, label,
-                                    _caption(name, train, _machine(root), f"{label} against measured peak memory "
+                                    caption(name, train, _machine(root), f"{label} against measured peak memory "
                                              f"(left) and optimizer state (right): every seed a small point, each "
                                              f"experiment's mean a large one, each method family's means joined in "
                                              f"order of size."))
