@@ -53,7 +53,7 @@ def _check_on_model(cfg, model_name: str, where: str) -> None:
 def check_study(config: dict, experiments_dir: str | Path = "experiments") -> None:
     from .config import experiment_names
     from .evaluation.lm_eval_runner import check_tasks, parse_task_specs
-    from .memory.bench import MemoryCell
+    from .memory.cells import MemoryCell
     from .runs import model_dirs
 
     for model in config["models"]:

@@ -156,7 +156,7 @@ def llama_activation_bytes(config, num_blocks: int, batch: int, seq: int, c: Com
     if c.autocast and grad_in:
         total += e * h * config.vocab_size  # lm_head's weight, cast
     total += n * config.vocab_size * 4  # log_softmax output of the fp32 loss
-    total += 2 * n * 8  # token ids and labels
+    total += 2 * n * 8 + 8  # token ids and labels; the loss's divisor (the step's target tokens, a 0-d int64)
     return total, largest
 
 
@@ -182,9 +182,11 @@ def traced_activation_bytes(model: nn.Module, batch: int, seq: int) -> int:
     counter = SavedTensorCounter(model.parameters())
     model.train()
     ids = torch.zeros(batch, seq, dtype=torch.long, device="meta")
+    targets = torch.zeros((), dtype=torch.long, device="meta")
     try:
-        with counter.hooks(), _unpacked_batches():
-            model(input_ids=ids, labels=ids, use_cache=False)  # as training runs: no KV cache
+        with counter.hooks(), _unpacked_batches():  # as the loop's train_step runs it: no KV cache, the loss
+            # divided by the step's count of target tokens
+            model(input_ids=ids, labels=ids, use_cache=False, num_items_in_batch=targets)
     except Exception as exc:  # e.g. a data-dependent operation that the meta device cannot run
         raise BadInput(f"no activation model for {type(model).__name__}: the meta-device trace failed "
                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the formula "

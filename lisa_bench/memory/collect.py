@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import BadInput
-from .bench import (CELL, CSV_COLUMNS, TRACE_COLUMNS, MemoryCell, Shape, compare, finish_table, predicted_columns,
-                    render)
+from .cells import CELL, CSV_COLUMNS, TRACE_COLUMNS, MemoryCell, Shape, compare, predicted_columns
+from .tables import finish_table, render
 
 
 def add_parser(sub) -> None:

@@ -10,7 +10,7 @@ import json
 import sys
 
 from ..errors import BadInput
-from .bench import PAPER_EXPERIMENTS, MemoryCell, Shape
+from .cells import PAPER_EXPERIMENTS, MemoryCell, Shape
 from .fit import parse_bytes
 
 LAUNCHERS = ("single", "ddp", "fsdp")

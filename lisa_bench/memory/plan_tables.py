@@ -56,7 +56,7 @@ def will_it_fit(spec: dict) -> tuple[pd.DataFrame, str]:
     """Every (recipe, GPU size, model, experiment): the predicted peak and breakdown, and the largest batch per
     GPU; and its Markdown (peak per GPU at the shape; per GPU size the largest batch, 0 = does not fit)."""
     from ..models import model_config
-    from .bench import MemoryCell, Shape
+    from .cells import MemoryCell, Shape
     from .fit import parse_bytes
     from .plan import plan_rows
 
@@ -90,7 +90,7 @@ def verdict(spec: dict) -> tuple[pd.DataFrame, str]:
     """Every (model, protocol, precision, experiment): the whole-run peak per GPU and its parts; and the
     Markdown with one line per recipe on whether the claim holds."""
     from ..models import model_config
-    from .bench import MemoryCell
+    from .cells import MemoryCell
     from .model import predict
 
     claim = spec["claim"]  # {baseline: lora-r128, reference: full}; each model names its own method (lisa-e-h-2l, or -4l at 70B)

@@ -77,6 +77,28 @@ class Run:
     manual_sync: bool  # average gradients ourselves (methods DDP cannot wrap)
     general: list = field(default_factory=list)  # blocks of general text, for forgetting (data/general.py)
     general_info: dict = field(default_factory=dict)  # what they are: source, SHA-256, tokens
+    probe: object = None  # see StepParts
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        return self.cfg.max_grad_norm
+
+
+@dataclass
+class StepParts:
+    """What ``train_step`` uses of a Run, for a caller that measures the loop's step without a whole run (the
+    memory bench, memory/measure.py). ``probe``, if set, has a ``forward()`` context manager entered around each
+    micro-batch's forward pass (the bench counts the activations there)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    accelerator: object
+    precision: Precision
+    meter: MemoryMeter
+    max_grad_norm: float | None = None
+    sharded: bool = False
+    manual_sync: bool = False
+    probe: object = None
 
 
 @dataclass
@@ -226,7 +248,7 @@ def _targets(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
-def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
+def train_step(run: Run | StepParts, micro_batches: list[dict]) -> tuple[float, dict]:
     """One optimizer step: forward and backward over the micro-batches (the loss of each divided by the
     response tokens of all of them, on all processes), gradient sync and clipping, update. Forward runs
     without a KV cache, as transformers' Trainer does (it sets use_cache=False): a cache would copy every
@@ -252,8 +274,8 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
             sync_gradients(trainable, acc)
         grad_bytes = sum(tensor_bytes(p.grad) for p in trainable if p.grad is not None)
         grad_norm = None  # before clipping: AdamW and clipping hide a constant factor on the gradients, this does not
-        if run.cfg.max_grad_norm:
-            norm = acc.clip_grad_norm_(trainable, run.cfg.max_grad_norm)
+        if run.max_grad_norm:
+            norm = acc.clip_grad_norm_(trainable, run.max_grad_norm)
             grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
     with _phase("optimizer"):
         run.optimizer.step()
@@ -268,7 +290,7 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[float, dict]:
     return float(loss), {"seconds": dt, "grad_norm": grad_norm, "gradient_bytes": grad_bytes, **memory}
 
 
-def _forward_backward(run: Run, batch: dict, targets: torch.Tensor, scale: int, sync: bool) -> torch.Tensor:
+def _forward_backward(run: Run | StepParts, batch: dict, targets: torch.Tensor, scale: int, sync: bool) -> torch.Tensor:
     """Forward and backward of one micro-batch; returns its loss, detached. A function of its own so that
     nothing refers to the loss's autograd graph once it returns, as in transformers' Trainer.training_step:
     a graph kept alive until after the optimizer step (a local variable of the step) keeps its thousands of
@@ -277,7 +299,8 @@ def _forward_backward(run: Run, batch: dict, targets: torch.Tensor, scale: int, 
     minor faults in the optimizer step against 55,298, and the step 5% slower than the Trainer's)."""
     acc = run.accelerator
     batch = {k: v.to(acc.device) for k, v in batch.items()}
-    with _phase("forward"), _nothing() if sync else acc.no_sync(run.model), run.precision.autocast(acc.device.type):
+    with _phase("forward"), run.probe.forward() if run.probe else _nothing(), \
+            _nothing() if sync else acc.no_sync(run.model), run.precision.autocast(acc.device.type):
         part = run.model(**batch, use_cache=False, num_items_in_batch=targets).loss
     with _phase("backward"):
         acc.backward(part * scale)
@@ -378,7 +401,7 @@ def train(cfg: TrainConfig, output_dir: str | Path, progress: bool = True, exper
 def _train(cfg: TrainConfig, output_dir: str | Path, progress: bool, experiment: str | None,
            stop: faults.Preemption) -> dict:
     run = setup(cfg)
-    method, model, optimizer, steps = run.method, run.raw_model, run.optimizer, run.steps
+    method, optimizer, steps = run.method, run.optimizer, run.steps
     is_main = run.accelerator.is_main_process
     if cfg.memory_snapshot:
         torch.cuda.memory._record_memory_history(max_entries=200_000)

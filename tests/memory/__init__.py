@@ -8,7 +8,7 @@ def committed_cells(device: str | None = None):
     was measured there): (csv path, row, cell, shape)."""
     import pandas as pd
 
-    from lisa_bench.memory.bench import MemoryCell, Shape
+    from lisa_bench.memory.cells import MemoryCell, Shape
 
     for csv in sorted(set(RESULTS.glob("*/memory.csv")) | set(RESULTS.glob("*/*/memory.csv"))):  # e.g. cpu-precision/<recipe>/
         table = pd.read_csv(csv)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lisa_bench.cli import main
-from lisa_bench.memory import bench
-from lisa_bench.memory.bench import MemoryCell, Shape
+from lisa_bench.memory import bench, cells, measure
+from lisa_bench.memory.cells import MemoryCell, Shape
 from lisa_bench.memory.model import peak_from_parts
 from lisa_bench.models import load_model
 
@@ -33,7 +33,7 @@ def tiny_table(tmp_path_factory, cells_dir):
 
 
 def test_memory_csv(tiny_table):
-    assert sorted(tiny_table.reset_index().columns) == sorted(bench.CSV_COLUMNS)
+    assert sorted(tiny_table.reset_index().columns) == sorted(cells.CSV_COLUMNS)
     ok = tiny_table[tiny_table["status"] == "ok"]
     assert set(ok.index) == {"full", "lora-r8", "lisa-e-h-2l", "lisa-callback-e-h-2l"}
     assert tiny_table.loc["lisa-e-h-9l", "status"].startswith("skipped: lisa gamma")
@@ -50,8 +50,8 @@ def test_memory_csv(tiny_table):
         parts = peak_from_parts(row["weights_bytes"], row["grads_bytes"], row["optimizer_bytes"],
                                 row["activations_bytes"], row["predicted_transient_bytes"], row["predicted_step_bytes"],
                                 row["predicted_optimizer_forward_bytes"])
-        assert parts == pytest.approx(row["peak_bytes"], rel=bench.TOLERANCE), name
-        assert row["peak_vs_predicted"] == pytest.approx(1.0, abs=bench.TOLERANCE) and pd.isna(row["flag"])
+        assert parts == pytest.approx(row["peak_bytes"], rel=cells.TOLERANCE), name
+        assert row["peak_vs_predicted"] == pytest.approx(1.0, abs=cells.TOLERANCE) and pd.isna(row["flag"])
         assert row["tokens_per_second"] > 0 and row["seconds_per_iter"] > 0
 
 
@@ -68,7 +68,7 @@ def test_lisa_state_is_the_formula_and_callback_grows(tiny_table):
 def test_trace_per_step(tiny_table):
     out = tiny_table.attrs["out"]
     trace = pd.read_csv(out / "memory_trace.csv")
-    assert list(trace.columns) == bench.TRACE_COLUMNS
+    assert list(trace.columns) == cells.TRACE_COLUMNS
     assert (out / "memory_trace.png").exists()
     for name, sub in trace.groupby("experiment"):
         assert sub["step"].tolist() == [0, 1, 2]  # warm-up, then --steps 2
@@ -128,7 +128,7 @@ def test_cuda_unavailable(tmp_path, capsys):
 
 
 def test_crashing_cell_is_recorded_and_the_rest_run_on(monkeypatch, tmp_path, cells_dir):
-    real = bench.run_cell
+    real = measure.run_cell
 
     def flaky(model, c, *args, **kwargs):
         if c.experiment == "full":
@@ -145,7 +145,7 @@ def test_crashing_cell_is_recorded_and_the_rest_run_on(monkeypatch, tmp_path, ce
 
 
 def test_cell_too_big_for_the_machine_keeps_its_prediction(cells_dir):
-    row, trace = bench.run_cell("llama-2-70b", cell("lisa-e-h-2l", cells_dir), Shape("cpu", "bf16", steps=1))
+    row, trace = measure.run_cell("llama-2-70b", cell("lisa-e-h-2l", cells_dir), Shape("cpu", "bf16", steps=1))
     assert trace == []
     assert row["status"].startswith("skipped: predicted") and "analytic prediction only" in row["status"]
     assert row["predicted_weights_bytes"] == 2 * 68_976_648_192
@@ -153,7 +153,7 @@ def test_cell_too_big_for_the_machine_keeps_its_prediction(cells_dir):
 
 
 def test_cell_timeout_is_recorded(cells_dir):
-    row, trace = bench.run_cell("tiny-random-llama", cell("full", cells_dir), Shape(seq_len=64, steps=1), timeout=0.01)
+    row, trace = measure.run_cell("tiny-random-llama", cell("full", cells_dir), Shape(seq_len=64, steps=1), timeout=0.01)
     assert row["status"] == "error: timed out after 0.01 s (--cell-timeout)" and trace == []
     assert row["predicted_peak_bytes"] > 0
 
@@ -163,7 +163,7 @@ def test_bf16_lora_activations_follow_peft_fp32_adapters(name, cells_dir):
     """peft keeps LoRA adapters in fp32 on a bf16 base; each adapted linear saves its own fp32 copy of
     its input (with dropout: the dropout's output and mask). Measured on the CPU in bf16, the
     activations match that count."""
-    row, _ = bench.run_cell("tiny-random-llama", cell(name, cells_dir), Shape("cpu", "bf16", seq_len=128, steps=1))
+    row, _ = measure.run_cell("tiny-random-llama", cell(name, cells_dir), Shape("cpu", "bf16", seq_len=128, steps=1))
     assert row["status"] == "ok"
     assert row["activations_bytes"] == pytest.approx(row["predicted_activations_bytes"], rel=0.025)
 
@@ -172,7 +172,7 @@ def test_gpt2_small_is_predicted_by_trace_and_measured_on_cpu(cells_dir):
     """GPT-2 (Conv1D, learned positions, dropout, tied head) has no closed-form model here: its
     activations come from the meta-device trace and equal what the CPU measures."""
     for name in ("lisa-e-h-2l", "lora-r8"):  # full fine-tuning's parts are LISA's, in every block
-        row, _ = bench.run_cell("gpt2-small", cell(name, cells_dir), Shape(seq_len=48, steps=1))
+        row, _ = measure.run_cell("gpt2-small", cell(name, cells_dir), Shape(seq_len=48, steps=1))
         assert row["status"] == "ok", row["status"]
         assert row["activations_bytes"] == row["predicted_activations_bytes"], name
         assert row["grads_bytes"] == row["predicted_grads_bytes"]

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 
 from lisa_bench.cli import main
-from lisa_bench.memory.bench import CELL
+from lisa_bench.memory.cells import CELL
 
 
 def _run(out, cells_dir, methods, seq):

@@ -75,7 +75,7 @@ def test_dropout_masks_are_one_byte_on_cuda():
 def test_committed_measurements_against_the_current_model():
     """Every cell measured and committed under results/ that records its method: the current model's
     prediction is within the flag tolerance (GPU cells within 2%, CPU cells within 1%)."""
-    from lisa_bench.memory.bench import predicted_columns
+    from lisa_bench.memory.cells import predicted_columns
 
     checked = 0
     for csv, row, cell, shape in committed_cells():

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lisa_bench.cli import main
-from lisa_bench.memory.bench import MemoryCell, Shape
+from lisa_bench.memory.cells import MemoryCell, Shape
 from lisa_bench.memory.plan import plan_row
 from lisa_bench.models import model_config
 from tests.memory import committed_cells
