@@ -133,6 +133,9 @@ def check_study(config: dict, experiments_dir: str | Path = "experiments") -> No
         except BadInput as exc:
             raise BadInput(f"config memory.methods: {exc}") from None
     _check_method_models(config)
+    _check_memory_grid(config)
+    if "memory" in config.get("stages", ["train", "memory"]):
+        _note_refused_cells(config, experiments_dir, overrides)
     _check_sweep(config, overrides)
     mt_bench = config.get("mt_bench")
     if mt_bench and mt_bench["judge"].startswith("hf:"):
@@ -252,11 +255,76 @@ def _memory_axes(config: dict) -> tuple[list[str], list[str], dict]:
             memory.get("method_models") or {})
 
 
+# what a memory grid may vary (`memory.grid`), each a key of `memory:` that sets it for every cell
+MEMORY_GRID_KEYS = ("dtype", "seq_len", "batch_size", "attn_implementation", "gradient_checkpointing")
+
+
+def memory_cell_points(config: dict) -> dict[str, tuple[str, dict]]:
+    """The memory table's columns: {name: (experiment as `memory.methods` gives it, shape settings over
+    `memory:`'s)}. Without `memory.grid` a cell is named by its experiment's file name; with it, each experiment
+    is measured at every point of the grid, named ``<experiment>+<key>=<value>...`` as training grid points are."""
+    axes = (config.get("memory") or {}).get("grid") or {}
+    cells: dict[str, tuple[str, dict]] = {}
+    for exp in _memory_axes(config)[1]:
+        for values in itertools.product(*axes.values()):
+            point = dict(zip(axes, values))
+            cells[Path(exp).stem + "".join(f"{GRID_SEP}{k}={_label(v)}" for k, v in point.items())] = (exp, point)
+    return cells
+
+
 def memory_cells(config: dict) -> list[tuple[str, str]]:
-    """The memory table's cells, (model, method) as the study names them: every method of `memory.methods` on
-    every model of `memory.models`, or on the models `memory.method_models` gives it."""
-    models, methods, own = _memory_axes(config)
-    return [(m, e) for m in models for e in methods if m in own.get(e, own.get(Path(e).stem, models))]
+    """The memory table's cells, (model, cell) as the study names them: every cell of `memory_cell_points` on every
+    model of `memory.models`, or on the models `memory.method_models` gives its experiment."""
+    models, _, own = _memory_axes(config)
+    return [(m, name) for m in models for name, (e, _) in memory_cell_points(config).items()
+            if m in own.get(e, own.get(Path(e).stem, models))]
+
+
+def _check_memory_grid(config: dict) -> None:
+    """`memory.grid: {key: [values]}`: keys of MEMORY_GRID_KEYS not also set alone in `memory:`, each a non-empty
+    list of distinct values the key accepts (the schema's own list for dtype and attention)."""
+    memory = config.get("memory") or {}
+    grid = memory.get("grid") or {}
+    for key, values in grid.items():
+        where = f"config memory.grid.{key}"
+        check_choice("memory grid key", key, list(MEMORY_GRID_KEYS), where="config memory.grid")
+        if key in memory:
+            raise BadInput(f"{where}: memory.{key} is also set ({memory[key]!r}); valid: a key set once, in "
+                           f"memory: for every cell or in memory.grid to vary it")
+        if not isinstance(values, list) or not values:
+            raise BadInput(f"{where}: {values!r} is not a non-empty list of values")
+        repeated = [v for i, v in enumerate(values) if v in values[:i]]
+        if repeated:
+            raise BadInput(f"{where}: value {repeated[0]!r} is listed twice; valid: distinct values")
+        for value in values:
+            _check_memory_value(key, value, where)
+
+
+def _note_refused_cells(config: dict, experiments_dir, overrides: dict) -> None:
+    """A memory cell whose recipe cannot serve its method is measured as a skipped row: said once, here."""
+    from .memory.cells import MemoryCell
+    from .precision import check_method, resolve_precision
+
+    memory = config.get("memory") or {}
+    default = memory.get("dtype", "bf16" if config["device"] == "cuda" else "fp32")
+    for name, (exp, point) in memory_cell_points(config).items():
+        try:
+            method = MemoryCell.from_experiment(exp, experiments_dir, overrides.get(exp)).build()
+            check_method(resolve_precision(point.get("dtype", default)), method)
+        except BadInput as exc:
+            print(f"lisa-bench: note: memory cell {name} will be a skipped row: {exc}", file=sys.stderr)
+
+
+def _check_memory_value(key: str, value, where: str) -> None:
+    from .config import ATTENTION
+    from .precision import PRECISIONS
+
+    choices = {"dtype": list(PRECISIONS), "attn_implementation": list(ATTENTION),
+               "gradient_checkpointing": [True, False]}.get(key)
+    if choices is not None:
+        check_choice(key, value, choices, where=where)
+    elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadInput(f"{where}: {value!r} is not a whole number >= 1")
 
 
 def _check_method_models(config: dict) -> None:

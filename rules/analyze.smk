@@ -34,19 +34,20 @@ rule memory_cell:
         model=lambda wc: shlex.quote(MEMORY_MODEL[wc.mmodel]),
         method=lambda wc: shlex.quote(MEMORY_CELL[wc.mcell]),
         overrides=memory_overrides,
-        seq=MEMORY.get("seq_len", 1024),
-        batch=MEMORY.get("batch_size", 1),
+        seq=memory_setting("seq_len", 1024),
+        batch=memory_setting("batch_size", 1),
         steps=MEMORY.get("steps", 3),
-        dtype=MEMORY.get("dtype", "bf16" if config["device"] == "cuda" else "fp32"),
-        attn=MEMORY.get("attn_implementation", "eager"),
-        checkpointing="--gradient-checkpointing" if MEMORY.get("gradient_checkpointing") else "",
+        dtype=memory_setting("dtype", "bf16" if config["device"] == "cuda" else "fp32"),
+        attn=memory_setting("attn_implementation", "eager"),
+        checkpointing=lambda wc: "--gradient-checkpointing" if memory_setting("gradient_checkpointing", False)(wc)
+        else "",
         timeout=f"--cell-timeout {MEMORY['cell_timeout']}" if MEMORY.get("cell_timeout") else "",
         device=config["device"],
     shell:
         "OMP_NUM_THREADS={threads} {LISA_BENCH} memory --models {params.model} --methods {params.method} "
         "{params.overrides} --seq-len {params.seq} --batch-size {params.batch} --steps {params.steps} "
         "--dtype {params.dtype} --attn-implementation {params.attn} {params.checkpointing} --device {params.device} "
-        "{params.timeout} --no-figures --output-dir $(dirname {output}) > {log} 2>&1"
+        "{params.timeout} --skip-refused --no-figures --output-dir $(dirname {output}) > {log} 2>&1"
 
 
 rule memory_table:

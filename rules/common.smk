@@ -8,8 +8,8 @@ from pathlib import Path
 
 from lisa_bench.models.registry import fetches
 from lisa_bench.runs import model_dirs
-from lisa_bench.study import MEMORY_METHODS, check_study, experiment_seeds, grid_points, point_layer
-from lisa_bench.study import memory_cells as memory_cells_of
+from lisa_bench.study import check_study, experiment_seeds, grid_points, point_layer
+from lisa_bench.study import memory_cell_points, memory_cells as memory_cells_of
 from lisa_bench.training.launch import command_line
 
 # The study check builds each experiment's method on each model (seconds): once per invocation, in the process
@@ -34,10 +34,12 @@ EXPERIMENTS = list(POINTS)
 STAGES = config.get("stages", ["train", "memory"])
 MEMORY = config.get("memory", {})
 OVERRIDES = config.get("experiment_overrides") or {}
-# The memory table: one job per cell (model x experiment), so that a failing or out-of-memory cell costs only
-# itself and resources apply per cell, then one job that collects the cells into the table and figures.
+# The memory table: one job per cell (model x experiment x point of memory.grid: recipe, shape), so that a failing
+# or out-of-memory cell costs only itself and resources apply per cell, then one job that collects the cells into
+# the table and figures.
 MEMORY_MODEL = model_dirs(MEMORY.get("models", MODELS), where="config memory.models")
-MEMORY_CELL = {Path(n).stem: n for n in MEMORY.get("methods", MEMORY_METHODS)}  # name or path
+MEMORY_POINTS = memory_cell_points(config)
+MEMORY_CELL = {name: exp for name, (exp, _) in MEMORY_POINTS.items()}  # the experiment: a name or a path
 GPU_DEFAULT = 0 if config["device"] == "cpu" else 1
 
 # The suite run by the interpreter Snakemake itself runs under (the one that imported lisa_bench above), so no rule
@@ -122,7 +124,12 @@ def training_flags(wildcards):
 def memory_cells():
     """Each cell's table (memory.method_models can give a method fewer models)."""
     model_dir = {name: d for d, name in MEMORY_MODEL.items()}
-    return [f"{RUNS}/memory/cells/{model_dir[m]}/{Path(e).stem}/memory.csv" for m, e in memory_cells_of(config)]
+    return [f"{RUNS}/memory/cells/{model_dir[m]}/{cell}/memory.csv" for m, cell in memory_cells_of(config)]
+
+
+def memory_setting(key, default):
+    """A memory cell's setting: its point of memory.grid, else memory:'s, else the default."""
+    return lambda wildcards: MEMORY_POINTS[wildcards.mcell][1].get(key, MEMORY.get(key, default))
 
 
 def memory_overrides(wildcards):

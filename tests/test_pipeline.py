@@ -267,7 +267,38 @@ BAD_STUDIES = [
      "config memory.method_models: unknown experiment 'lora-r128'; valid choices: full"),
     ("memory: {models: [tiny-random-llama], methods: [full], method_models: {full: [smollm2-135m]}}",
      "config memory.method_models[full]: unknown model 'smollm2-135m'; valid choices: tiny-random-llama (memory.models)"),
+    # a memory grid: known shape keys, each set once, distinct values the key accepts
+    ("memory: {methods: [full], grid: {rank: [8, 16]}}",
+     "config memory.grid: unknown memory grid key 'rank'; valid choices: dtype, seq_len, batch_size"),
+    ("memory: {methods: [full], dtype: fp32, grid: {dtype: [fp32, bf16]}}",
+     "config memory.grid.dtype: memory.dtype is also set ('fp32')"),
+    ("memory: {methods: [full], grid: {dtype: [fp32, fp64]}}",
+     "config memory.grid.dtype: unknown dtype 'fp64'; valid choices: fp32, bf16"),
+    ("memory: {methods: [full], grid: {seq_len: [512, 512]}}", "config memory.grid.seq_len: value 512 is listed twice"),
+    ("memory: {methods: [full], grid: {seq_len: [0]}}", "config memory.grid.seq_len: 0 is not a whole number >= 1"),
 ]
+
+
+def test_a_memory_grid_measures_each_cell_at_each_point(workdir):
+    """`memory.grid` measures every experiment at each point (a job per model x experiment x point, named as
+    training grid points are), with the point's setting over memory:'s; a recipe that cannot serve a method
+    (bf16-kahan and GaLore's own optimizer) is said once and becomes a skipped row, not a failed job."""
+    study = TINY.replace("mt_bench:", "stages: [memory]\nmt_bench:") + (
+        "memory: {models: [tiny-random-llama], methods: [full, galore-r128], seq_len: 64, steps: 1,\n"
+        "         grid: {dtype: [fp32, bf16-kahan], batch_size: [1, 2]}}\n")
+    (workdir / "config" / "mgrid.yaml").write_text(study)
+    proc = _snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/mgrid.yaml", "--printshellcmds")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cells = sorted(set(re.findall(r"runs/tiny/memory/cells/tiny-random-llama/([^/\s]+)/memory.csv", proc.stdout)))
+    assert cells == sorted(f"{e}+dtype={d}+batch_size={b}" for e in ("full", "galore-r128")
+                           for d in ("fp32", "bf16-kahan") for b in (1, 2)), cells
+    command = [ln for ln in proc.stdout.splitlines()
+               if "--output-dir $(dirname runs/tiny/memory/cells/tiny-random-llama/full+dtype=bf16-kahan+batch_size=2/"
+               in ln][0]
+    assert "--dtype bf16-kahan" in command and "--batch-size 2" in command and "--seq-len 64" in command
+    assert "--skip-refused" in command
+    refused = [ln for ln in proc.stderr.splitlines() if "will be a skipped row" in ln]
+    assert len(refused) == 2 and all("galore-r128+dtype=bf16-kahan" in ln for ln in refused), refused
 
 
 def test_experiment_seeds_give_an_experiment_fewer_seeds(workdir):

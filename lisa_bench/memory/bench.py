@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--no-figures", action="store_true",
                    help="write the tables and trace only (a pipeline's cell, whose figures the collect job draws)")
+    p.add_argument("--skip-refused", action="store_true",
+                   help="record a cell whose precision recipe cannot serve its method as a skipped row, with the "
+                        "reason (a study's memory grid does), instead of stopping with exit 2 before any cell")
     p.add_argument("--cell-timeout", type=float, default=None,
                    help="seconds one cell may run before it is recorded as an error (default: no limit)")
     p.set_defaults(func=_cmd_memory)
@@ -120,17 +123,22 @@ def _cmd_memory(args) -> int:
     cells = [MemoryCell.from_experiment(e, args.experiments_dir, overrides.get(e)) for e in names]
     from ..precision import check_method
 
+    refused = {}
     for cell in cells:  # a recipe that cannot serve a method is bad input, before anything is written
         try:
             check_method(resolve_precision(precision), cell.build())
         except BadInput as exc:
-            raise BadInput(f"--methods {cell.experiment}: {exc}") from None
+            if not args.skip_refused:
+                raise BadInput(f"--methods {cell.experiment}: {exc}") from None
+            refused[cell] = str(exc)
     out = Path(args.output_dir)
     atomic.write_json(out / "memory_provenance.json", provenance(vars(args) | shape.columns(), torch.device(device)))
     rows, trace = [], []
     for model in models:
         for cell in tqdm(cells, desc=f"memory {model}", dynamic_ncols=True):
             try:
+                if cell in refused:
+                    raise BadInput(refused[cell])
                 row, points = run_cell(model, cell, shape, timeout=args.cell_timeout)
             except BadInput as exc:  # e.g. more LISA layers than this model has: this cell cannot exist
                 row, points = {"model": model, **cell.columns(), **shape.columns(), "status": f"skipped: {exc}"}, []

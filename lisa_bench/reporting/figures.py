@@ -64,11 +64,31 @@ def integer_steps(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _shape_value(column: str, value) -> str:
+    if column == "gradient_checkpointing":
+        return "checkpointing" if str(value).strip().lower() in ("true", "1", "1.0") else "no checkpointing"
+    if column in ("batch_size", "seq_len"):
+        return f"{'batch' if column == 'batch_size' else 'seq'} {float(value):g}"
+    return str(value)
+
+
+SHAPE_AXES = ("precision", "attn_implementation", "gradient_checkpointing", "batch_size", "seq_len")
+
+
+def cell_labels(table: pd.DataFrame) -> pd.Series:
+    """A memory cell's name in a figure: its experiment, then each shape setting that varies across the table (a
+    study's memory grid: recipe, attention, checkpointing, batch, length)."""
+    label = table["experiment"].astype(str)
+    for column in [c for c in SHAPE_AXES if c in table and table[c].nunique() > 1]:
+        label = label + ", " + table[column].map(lambda v, c=column: _shape_value(c, v))
+    return label
+
+
 def memory_breakdown(table: pd.DataFrame, path: Path, context: str = "") -> list[Path]:
     """Stacked bars of the measured breakdown per method (one panel per model), with the measured
     peak (black tick) and the analytic prediction (red tick); ``context`` (the cells' shape, the machine) ends
     the caption."""
-    ok = table[table["status"] == "ok"]
+    ok = table[table["status"] == "ok"].assign(label=lambda t: cell_labels(t))
     models = list(dict.fromkeys(ok["model"]))
     cols = min(2, max(1, len(models)))
     rows = -(-max(1, len(models)) // cols)
@@ -87,10 +107,10 @@ def memory_breakdown(table: pd.DataFrame, path: Path, context: str = "") -> list
         ax.scatter(x, sub["peak_bytes"] / 2**30, marker="_", s=400, color="black", label="measured peak", zorder=3)
         ax.scatter(x, sub["predicted_peak_bytes"] / 2**30, marker="x", s=40, color="purple", label="predicted peak",
                    zorder=3)
-        ax.set_xticks(list(x), sub["experiment"], rotation=35, ha="right")
+        ax.set_xticks(list(x), sub["label"], rotation=35, ha="right")
         ax.set_ylabel("GiB (each part at its own peak)")
-        ax.set_title(f"{model} ({sub['device'].iloc[0]}, {sub['precision'].iloc[0]}, seq {int(sub['seq_len'].iloc[0])})",
-                     fontsize=10)
+        same = [_shape_value(c, sub[c].iloc[0]) for c in ("precision", "seq_len") if ok[c].nunique() == 1]
+        ax.set_title(f"{model} ({', '.join([str(sub['device'].iloc[0])] + same)})", fontsize=10)
     axes[0][min(len(models), cols) - 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save(fig, path, "Memory per method: each part (weights, gradients, optimizer state, activations) at its "
                            "own peak, stacked; the parts are not all resident at once (activations are freed as "
@@ -103,6 +123,7 @@ def speed_bars(table: pd.DataFrame, path: Path, context: str = "") -> list[Path]
     """Tokens per second relative to full fine-tuning of the same model (bars), next to the speed a perfect
     implementation would reach (markers), one panel per model; ``context`` ends the caption."""
     ok = table[(table["status"] == "ok") & table["speed_vs_full"].notna()]
+    ok = ok.assign(label=cell_labels(ok))
     models = list(dict.fromkeys(ok["model"])) or ["(no cell with a full baseline)"]
     fig, axes = plt.subplots(1, len(models), figsize=(min(11.0, max(4.0, 0.5 * len(ok) + 1.5 * len(models))), 3.5),
                              squeeze=False, sharey=True)
@@ -113,12 +134,12 @@ def speed_bars(table: pd.DataFrame, path: Path, context: str = "") -> list[Path]
             ax.scatter(range(len(sub)), sub["speed_bound_vs_full"], marker="_", s=300, color="tab:red", zorder=3,
                        label="bound")
             ax.legend(fontsize=6)
-        ax.set_xticks(range(len(sub)), sub["experiment"], rotation=40, ha="right", fontsize=7)
+        ax.set_xticks(range(len(sub)), sub["label"], rotation=40, ha="right", fontsize=7)
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_title(model, fontsize=9)
     axes[0][0].set_ylabel("tokens/s relative to full")
     return save(fig, path, "Training tokens per second of each method relative to full fine-tuning of the same model "
-                           "(bars), and the bound a perfect implementation would reach (red ticks): full fine-tuning's "
+                           "at the same recipe and shape (bars), and the bound a perfect implementation would reach (red ticks): full fine-tuning's "
                            "time per token over the method's, each time the matrix FLOPs per token (forward 2 per "
                            "weight; backward 4 per trained weight, 2 per frozen weight that passes gradients down, 0 "
                            "below the lowest trained block) at the device's measured matmul rate, plus AdamW's memory "

@@ -113,6 +113,9 @@ def test_cells_are_the_experiments_the_pipeline_trains(tmp_path):
      "--experiment-overrides[full]: unknown training setting 'precison'"),
     (["--models", "tiny-random-llama", "--methods", "full", "--experiment-overrides", "{full: {lr: abc}}"],
      "--experiment-overrides[full]: lr must be a finite number, got 'abc'"),
+    # a recipe that cannot serve a method stops the command before any cell (a study's grid skips the cell instead)
+    (["--models", "tiny-random-llama", "--methods", "galore-r128", "--dtype", "bf16-kahan"],
+     "--methods galore-r128: precision 'bf16-kahan' cannot serve method 'galore'"),
 ])
 def test_bad_input(args, needle, tmp_path, capsys):
     assert main(["memory", *args, "--output-dir", str(tmp_path / "o")]) == 2
@@ -178,3 +181,14 @@ def test_gpt2_small_is_predicted_by_trace_and_measured_on_cpu(cells_dir):
         assert row["grads_bytes"] == row["predicted_grads_bytes"]
         assert row["optimizer_bytes"] == row["predicted_optimizer_bytes"]
         assert row["peak_vs_predicted"] == pytest.approx(1.0, abs=0.03), name
+
+
+def test_a_refused_cell_is_a_skipped_row_under_skip_refused(tmp_path):
+    """`--skip-refused` (what a study's memory job passes): the refused cell is a row that says why, the rest run."""
+    code = main(["memory", "--models", "tiny-random-llama", "--methods", "galore-r128,lisa-e-h", "--dtype",
+                 "bf16-kahan", "--seq-len", "32", "--steps", "1", "--device", "cpu", "--skip-refused", "--no-figures",
+                 "--output-dir", str(tmp_path)])
+    assert code == 0
+    table = pd.read_csv(tmp_path / "memory.csv").set_index("experiment")
+    assert table.loc["galore-r128", "status"].startswith("skipped: precision 'bf16-kahan' cannot serve method 'galore'")
+    assert table.loc["lisa-e-h", "status"] == "ok" and table.loc["lisa-e-h", "precision"] == "bf16-kahan"

@@ -100,3 +100,15 @@ def test_frontier_figure_joins_each_family_and_keeps_its_legend_clear(monkeypatc
         assert lines == {"full": 1, "lisa": 3, "lora": 3, "lora (also_train=embedding+head)": 1}
         assert not box.overlaps(ax.get_window_extent(renderer))
         assert not any(box.overlaps(t.get_window_extent(renderer)) for t in ax.texts)
+
+
+def test_memory_cells_are_named_by_what_varies_across_the_table():
+    """A study's memory grid measures an experiment under several recipes or shapes: each bar is named by its
+    experiment and what varies, never by the experiment alone (two bars called "full")."""
+    table = pd.DataFrame([{"experiment": e, "precision": p, "seq_len": 1024, "batch_size": b,
+                           "gradient_checkpointing": False}
+                          for e in ("full", "lisa-e-h-2l") for p in ("bf16-master", "bf16-kahan") for b in (1, 4)])
+    labels = figures.cell_labels(table).tolist()
+    assert labels[:2] == ["full, bf16-master, batch 1", "full, bf16-master, batch 4"]
+    assert len(set(labels)) == len(labels)
+    assert figures.cell_labels(table[table["precision"] == "bf16-kahan"].head(1)).tolist() == ["full"]
