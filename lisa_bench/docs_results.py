@@ -308,10 +308,9 @@ def _frontier_lisa(r: Results, by: str) -> dict:
 def cpu_frontier(r: Results) -> str:
     """The README's verdict from the frontier study: each LISA size against the nearest LoRA rank in optimizer
     state and in peak memory, LISA E+H+2L against LoRA at the paper's relative rank, gamma 0 against gamma 2."""
-    train, lm = FRONTIER + "training.csv", FRONTIER + "lm_eval.csv"
+    train = FRONTIER + "training.csv"
     study = r.yaml("config/cpu-frontier.yaml")
     t = {e: r.one(train, experiment=e) for e in FRONTIER_ORDER}
-    e = {x: r.one(lm, experiment=x) for x in FRONTIER_ORDER}
     sides = {by: {x: _side(m["eval_loss"], True) for x, m in _frontier_lisa(r, by).items()}
              for by in ("optimizer_state", "peak_memory")}
 

@@ -7,8 +7,6 @@ stale moments are reused when a block is sampled again (LMFlow issue 768). The s
 same as ``lisa``'s for the same seed.
 """
 
-import torch
-
 from .base import register
 from .lisa import Lisa
 
