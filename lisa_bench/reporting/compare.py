@@ -38,7 +38,9 @@ HEADLINES = {
         "loss_last": Tolerance(rel=0.01),
         "tokens_per_second": Tolerance(rel=0.5),
     }),
-    "memory/memory.csv": (["model", "experiment", "seq_len"], {
+    # a cell is its model, experiment, recipe and shape (a study's memory grid varies any of them)
+    "memory/memory.csv": (["model", "experiment", "precision", "attn_implementation", "gradient_checkpointing",
+                           "batch_size", "seq_len"], {
         "optimizer_bytes": Tolerance(),
         "peak_bytes": Tolerance(rel=0.05),
     }),
