@@ -275,8 +275,11 @@ class StochasticRoundingAdamW(torch.optim.AdamW):
                     v = exp_avg_sq.float().mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                     exp_avg.copy_(m)
                     exp_avg_sq.copy_(v)
+                    # out of place: for an fp32 parameter .float() is the tensor itself, so an in-place
+                    # denominator would overwrite the stored second moment
+                    denom = (v / (1 - beta2 ** t)).sqrt_().add_(eps)
                     exact = weight.float().mul_(1 - lr * wd)
-                    exact.addcdiv_(m, v.div_(1 - beta2 ** t).sqrt_().add_(eps), value=-lr / (1 - beta1 ** t))
+                    exact.addcdiv_(m, denom, value=-lr / (1 - beta1 ** t))
                     if p.dtype == torch.bfloat16:
                         stochastic_round_(weight, exact, _draw_seed(self.seed, group["sr_step"], g_index, i, c))
                     else:
