@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LISA under bf16 weights: does writing a leaving block's exact value back by stochastic rounding at each switch
 # (lisa option switch_rounding: stochastic, the default) recover what nearest rounding drops? The set-up of
-# results/cpu-precision/quality (SmolLM2-135M, synthetic-instruct, 50 steps, batch 4 x 128, cosine with 5 warm-up
+# results/cpu-precision section 3 (SmolLM2-135M, synthetic-instruct, 50 steps, batch 4 x 128, cosine with 5 warm-up
 # steps, interval 10, the authors' rate 2e-5, seed 0): lisa-e-h-2l under bf16-master and bf16-kahan with each
 # rounding, side by side; held-out loss on the first 100 held-out conversations, synthetic_qa exact match on 50.
 #
