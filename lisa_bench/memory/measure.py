@@ -66,7 +66,6 @@ def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
     cuda = dev.type == "cuda"
     config = model_config(model_name)
     method = cell.build()
-    accelerator = _accelerator(dev)
     torch.manual_seed(0)
     baseline = torch.cuda.memory_allocated(dev) if cuda else rss_now()
     with dev:
@@ -82,6 +81,8 @@ def measure_cell(model_name: str, cell: MemoryCell, shape: Shape) -> dict:
                                   method.build_optimizer(model, OptimConfig(
                                       lr=1e-5, kahan=precision.kahan,
                                       rounding_seed=0 if precision.stochastic else None)))
+    # after the optimizer, as the loop builds it: transformers' GaLore set-up resets accelerate's global state
+    accelerator = _accelerator(dev)
     probe = ActivationProbe(model, dev)
     parts = StepParts(model, optimizer, accelerator, precision, MemoryMeter(dev), probe=probe)
     gen = torch.Generator().manual_seed(0)

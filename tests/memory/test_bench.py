@@ -192,3 +192,12 @@ def test_a_refused_cell_is_a_skipped_row_under_skip_refused(tmp_path):
     table = pd.read_csv(tmp_path / "memory.csv").set_index("experiment")
     assert table.loc["galore-r128", "status"].startswith("skipped: precision 'bf16-kahan' cannot serve method 'galore'")
     assert table.loc["lisa-e-h", "status"] == "ok" and table.loc["lisa-e-h", "precision"] == "bf16-kahan"
+
+
+def test_galore_is_measured_through_the_loops_step(cells_dir, tmp_path):
+    """GaLore's set-up (through transformers' TrainingArguments) resets accelerate's global state: the cell builds its
+    Accelerator after the optimizer, as the loop does, and measures (it failed with "AcceleratorState object has no
+    attribute device" when built before)."""
+    row, _ = measure.run_cell("tiny-random-llama", cell("galore-r8", cells_dir), Shape(seq_len=32, steps=1))
+    assert row["status"] == "ok", row["status"]
+    assert row["optimizer_bytes"] == row["predicted_optimizer_bytes"]
