@@ -68,6 +68,8 @@ def test_no_method_name_outside_the_methods_package():
         "config.py": {"lisa"},  # TrainConfig's default method
         "cli.py": {"lisa"},  # the same default, in --method's fallback
         "memory/bench.py": {"full"},  # --speed-baseline's default experiment
+        "memory/tables.py": {"full"},  # the same default, of finish_table
+        "memory/cells.py": {"full"},  # PAPER_EXPERIMENTS: the paper's memory table, --methods' default
         "memory/collect.py": {"full"},
         "reporting/report.py": {"full"},  # the comparisons' default baselines (experiment names)
         "docs_results.py": {"full"},  # FULL: the committed studies' experiment name, keying their rows
