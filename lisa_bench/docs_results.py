@@ -80,7 +80,8 @@ def make_test_detail(r: Results) -> str:
     earlier = "; ".join(one(e) for e in t.get("earlier", []))
     return (f"`make test` from a clean clone on this project's {t['machine']}: {_minutes_seconds(t['seconds'])}, "
             f"venv included (pytest {t['pytest_seconds']} s, {t['tests']} tests on two pytest-xdist workers, "
-            f"nothing else running, at {t['commit']}; the slowest: {slowest}; earlier: {earlier}; measured by hand, "
+            f"nothing else running, at {t['commit']}" + (f" ({t['note']})" if t.get("note") else "")
+            + f"; the slowest: {slowest}; earlier: {earlier}; measured by hand, "
             f"`results/timings.yaml`).")
 
 
