@@ -195,15 +195,20 @@ def _check_grid(config: dict, experiments_dir) -> None:
                 valid = [k for k in sorted(FIELDS) if k not in NOT_GRIDDED and k != "method_options"]
                 raise choices_error("grid key", key, valid + [f"{o} (option of {method.name})" for o in options],
                                     where=where)
-            if not isinstance(values, list) or not values:
-                raise BadInput(f"{where}.{key}: {values!r} is not a non-empty list of values")
+            _check_axis(values, f"{where}.{key}")
             for value in values:  # each value names its runs' directories and the tables' rows
                 if not re.fullmatch(r"[A-Za-z0-9._-]+", _label(value)):
                     raise BadInput(f"{where}.{key}: value {value!r} cannot name a run ({_label(value)!r}); valid: "
                                    f"numbers, true/false, or words of letters, digits, '.', '_' and '-'")
-            repeated = [v for i, v in enumerate(values) if v in values[:i]]
-            if repeated:
-                raise BadInput(f"{where}.{key}: value {repeated[0]!r} is listed twice; valid: distinct values")
+
+
+def _check_axis(values, where: str) -> None:
+    """A grid axis (training's `grid`, the memory table's `memory.grid`): a non-empty list of distinct values."""
+    if not isinstance(values, list) or not values:
+        raise BadInput(f"{where}: {values!r} is not a non-empty list of values")
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        raise BadInput(f"{where}: value {repeated[0]!r} is listed twice; valid: distinct values")
 
 
 def _check_runs(config: dict, points: dict, experiments_dir, launcher: str, processes: int) -> list[str]:
@@ -291,11 +296,7 @@ def _check_memory_grid(config: dict) -> None:
         if key in memory:
             raise BadInput(f"{where}: memory.{key} is also set ({memory[key]!r}); valid: a key set once, in "
                            f"memory: for every cell or in memory.grid to vary it")
-        if not isinstance(values, list) or not values:
-            raise BadInput(f"{where}: {values!r} is not a non-empty list of values")
-        repeated = [v for i, v in enumerate(values) if v in values[:i]]
-        if repeated:
-            raise BadInput(f"{where}: value {repeated[0]!r} is listed twice; valid: distinct values")
+        _check_axis(values, where)
         for value in values:
             _check_memory_value(key, value, where)
 
